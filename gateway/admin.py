@@ -1,0 +1,41 @@
+"""The admin listener: health and readiness, never on the public listener."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+
+from aiohttp import web
+
+from gateway.errors import GatewayError
+
+
+def build_admin_app(security_headers: dict[str, str], ready: Callable[[], bool]) -> web.Application:
+    @web.middleware
+    async def headers_middleware(request: web.Request, handler):  # type: ignore[no-untyped-def]
+        request_id = uuid.uuid4().hex
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            error = GatewayError(
+                exc.status, "route_not_found" if exc.status == 404 else "bad_request", exc.reason
+            )
+            response = web.json_response(
+                {"error": {"code": error.code, "message": error.message, "request_id": None}},
+                status=exc.status,
+            )
+        response.headers.update(security_headers)
+        return response
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(_: web.Request) -> web.Response:
+        if ready():
+            return web.json_response({"status": "ready"})
+        return web.json_response({"status": "not ready"}, status=503)
+
+    app = web.Application(middlewares=[headers_middleware])
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    return app

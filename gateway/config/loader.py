@@ -1,0 +1,288 @@
+"""Read ``config.toml`` and ``policies/*.toml`` into one frozen :class:`Config`.
+
+Every problem is reported as ``FILE: dotted.key: message``, all of them at once, and a config
+with any problem is never served.
+"""
+
+from __future__ import annotations
+
+import ssl
+import tomllib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from gateway.config.refs import resolve_tree
+from gateway.config.schema import ClientConfig, PolicyFile, RouteConfig, Settings
+from gateway.providers import AVAILABLE_PROVIDERS
+from gateway.routing import Router, TemplateError
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    file: str
+    key: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}: {self.key}: {self.message}" if self.key else f"{self.file}: {self.message}"
+
+
+class ConfigError(Exception):
+    def __init__(self, problems: Iterable[Problem]) -> None:
+        self.problems = tuple(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+@dataclass(frozen=True, slots=True)
+class Located:
+    """A policy entry and where it was written, so later errors can name file and key."""
+
+    file: str
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    path: Path
+    settings: Settings
+    clients: tuple[ClientConfig, ...]
+    routes: tuple[RouteConfig, ...]
+    client_sources: tuple[Located, ...]
+    route_sources: tuple[Located, ...]
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent
+
+    def resolve_path(self, value: str) -> Path:
+        """Paths in the config are relative to the config file's directory."""
+        path = Path(value)
+        return path if path.is_absolute() else self.base_dir / path
+
+
+def _display(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _dotted(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif "[" in str(part) or "function-after" in str(part):
+            continue  # pydantic's internal validator names
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+_MESSAGES = {
+    "extra_forbidden": "unknown key (check the spelling against config.example.toml)",
+    "missing": "required key is missing",
+}
+
+
+def _problems_from(file: str, exc: ValidationError, prefix: str = "") -> list[Problem]:
+    problems = []
+    for err in exc.errors(include_url=False, include_input=False):
+        key = _dotted(err["loc"])
+        if prefix:
+            key = f"{prefix}.{key}" if key else prefix
+        message = _MESSAGES.get(err["type"], err["msg"])
+        message = message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+        problems.append(Problem(file, key, message))
+    return problems
+
+
+def _read_toml(path: Path, file: str) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError([Problem(file, "", "file does not exist")]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([Problem(file, "", f"not valid TOML: {exc}")]) from None
+    except OSError as exc:
+        raise ConfigError([Problem(file, "", f"cannot be read ({exc.strerror})")]) from None
+
+
+def _validate(model: type[BaseModel], data: Any, file: str, problems: list[Problem]) -> Any:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems.extend(_problems_from(file, exc))
+        return None
+
+
+def load_config(path: str | Path) -> Config:
+    """Load, resolve and validate; raise :class:`ConfigError` listing every problem."""
+    path = Path(path).absolute()
+    file = _display(path)
+    raw, ref_errors = resolve_tree(_read_toml(path, file), path.parent)
+    problems = [Problem(file, e.key, e.message) for e in ref_errors]
+    for misplaced in ("client", "route"):
+        if misplaced in raw:
+            problems.append(Problem(file, misplaced, f"[[{misplaced}]] tables belong in the policy files"))
+            raw.pop(misplaced)
+    settings: Settings | None = None
+    if not problems:
+        settings = _validate(Settings, raw, file, problems)
+    if settings is None:
+        raise ConfigError(problems)
+
+    clients: list[ClientConfig] = []
+    routes: list[RouteConfig] = []
+    client_sources: list[Located] = []
+    route_sources: list[Located] = []
+    policy_dir = Path(settings.policies.dir)
+    if not policy_dir.is_absolute():
+        policy_dir = path.parent / policy_dir
+    if not policy_dir.is_dir():
+        problems.append(Problem(file, "policies.dir", f"{_display(policy_dir)} is not a directory"))
+    else:
+        for policy_path in sorted(policy_dir.glob("*.toml")):
+            pfile = _display(policy_path)
+            try:
+                praw, perrors = resolve_tree(_read_toml(policy_path, pfile), policy_path.parent)
+            except ConfigError as exc:
+                problems.extend(exc.problems)
+                continue
+            problems.extend(Problem(pfile, e.key, e.message) for e in perrors)
+            if perrors:
+                continue
+            policy = _validate(PolicyFile, praw, pfile, problems)
+            if policy is None:
+                continue
+            for i, client in enumerate(policy.client):
+                clients.append(client)
+                client_sources.append(Located(pfile, f"client[{i}]"))
+            for i, route in enumerate(policy.route):
+                routes.append(route)
+                route_sources.append(Located(pfile, f"route[{i}]"))
+
+    config = Config(
+        path, settings, tuple(clients), tuple(routes), tuple(client_sources), tuple(route_sources)
+    )
+    problems.extend(_cross_checks(config, file))
+    problems.extend(_not_yet_available(config, file))
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+def _cross_checks(config: Config, file: str) -> list[Problem]:
+    problems: list[Problem] = []
+    s = config.settings
+
+    seen_ids: dict[str, Located] = {}
+    seen_users: dict[str, Located] = {}
+    for client, where in zip(config.clients, config.client_sources, strict=True):
+        if client.id in seen_ids:
+            first = seen_ids[client.id]
+            problems.append(
+                Problem(where.file, f"{where.key}.id", f"duplicate client id (first in {first.file})")
+            )
+        seen_ids.setdefault(client.id, where)
+        for j, cred in enumerate(client.basic):
+            if cred.username in seen_users:
+                problems.append(
+                    Problem(
+                        where.file, f"{where.key}.basic[{j}].username", "username is used by another client"
+                    )
+                )
+            seen_users.setdefault(cred.username, where)
+
+    seen_routes: set[str] = set()
+    for i, (route, where) in enumerate(zip(config.routes, config.route_sources, strict=True)):
+        if route.name in seen_routes:
+            problems.append(Problem(where.file, f"{where.key}.name", "duplicate route name"))
+        seen_routes.add(route.name)
+        try:
+            Router((r.path, r.methods, r.name) for r in config.routes[: i + 1])
+        except TemplateError as exc:
+            problems.append(Problem(where.file, f"{where.key}.path", str(exc)))
+
+    tls = s.server.tls
+    if tls.mode == "terminate":
+        if not tls.cert_file or not tls.key_file:
+            problems.append(
+                Problem(file, "server.tls.cert_file", "terminate mode needs cert_file and key_file")
+            )
+        else:
+            try:
+                ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+                ctx.load_cert_chain(config.resolve_path(tls.cert_file), config.resolve_path(tls.key_file))
+            except FileNotFoundError as exc:
+                problems.append(Problem(file, "server.tls.cert_file", f"{exc.filename} does not exist"))
+            except (ssl.SSLError, OSError) as exc:
+                problems.append(
+                    Problem(file, "server.tls.key_file", f"certificate and key do not load as a pair ({exc})")
+                )
+    elif not s.server.trusted_proxies:
+        problems.append(
+            Problem(
+                file,
+                "server.trusted_proxies",
+                "offloaded TLS needs the load balancer's addresses here; no request can count as HTTPS",
+            )
+        )
+    for key, value in (
+        ("server.tls.client_ca_file", tls.client_ca_file),
+        ("upstream.ca_file", s.upstream.ca_file),
+    ):
+        if value and not config.resolve_path(value).is_file():
+            problems.append(Problem(file, key, f"{value} does not exist"))
+    if s.server.http.listen and s.server.http.listen == s.server.listen:
+        problems.append(Problem(file, "server.http.listen", "must differ from server.listen"))
+    if s.admin.listen == s.server.listen:
+        problems.append(Problem(file, "admin.listen", "must differ from server.listen"))
+    return problems
+
+
+def _not_yet_available(config: Config, file: str) -> list[Problem]:
+    """Keys of the contract that this version cannot enforce yet.
+
+    Refusing them is deliberate: a security gateway that silently ignores a configured limit or
+    authentication method would look protected while it is not.
+    """
+    later = "is not available in this version of smsgw"
+    s = config.settings
+    problems: list[Problem] = []
+    if s.upstream.provider not in AVAILABLE_PROVIDERS:
+        problems.append(Problem(file, "upstream.provider", f"{s.upstream.provider!r} {later}"))
+    if s.upstream.credentials.type == "aws-sigv4":
+        problems.append(Problem(file, "upstream.credentials.type", f"'aws-sigv4' {later}"))
+    if not s.storage.url.startswith("memory://"):
+        problems.append(Problem(file, "storage.url", f"Redis storage {later}; use memory://"))
+    if s.server.workers != 1:
+        problems.append(Problem(file, "server.workers", f"more than one worker {later}"))
+    if s.logging.body == "seal":
+        problems.append(Problem(file, "logging.body", f"'seal' {later}"))
+    if s.auth.jwt.issuers:
+        problems.append(Problem(file, "auth.jwt.issuers", f"JWT authentication {later}"))
+    if s.alerts.model_extra:
+        problems.append(Problem(file, "alerts", f"anomaly alerts {later}"))
+    for client, where in zip(config.clients, config.client_sources, strict=True):
+        if client.rate_limits:
+            problems.append(Problem(where.file, f"{where.key}.rate_limits", f"rate limits {later}"))
+        if client.hmac_keys:
+            problems.append(Problem(where.file, f"{where.key}.hmac_keys", f"HMAC signatures {later}"))
+    for route, where in zip(config.routes, config.route_sources, strict=True):
+        for method in ("jwt", "hmac"):
+            if method in route.auth:
+                problems.append(Problem(where.file, f"{where.key}.auth", f"{method!r} {later}"))
+        if route.kind != "sms":
+            problems.append(Problem(where.file, f"{where.key}.kind", f"{route.kind!r} routes {later}"))
+        for key in ("rate_limits", "recipient_limits"):
+            if getattr(route, key):
+                problems.append(Problem(where.file, f"{where.key}.{key}", f"rate limits {later}"))
+        if route.otp is not None:
+            problems.append(Problem(where.file, f"{where.key}.otp", f"OTP caps {later}"))
+    return problems

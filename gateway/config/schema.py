@@ -1,0 +1,431 @@
+"""The config contract of DESIGN.md as frozen pydantic models.
+
+Validation here is per key; checks that span keys or files live in ``loader.py``.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+import netaddr
+from limits import parse_many
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
+
+from gateway.providers import KNOWN_PROVIDERS
+from gateway.providers.generic import validate_spec_path
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
+
+
+# --- reusable value types -------------------------------------------------------------------
+
+_LISTEN = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9.-]+)):(?P<port>\d{1,5})$")
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    match = _LISTEN.match(value)
+    if not match or int(match["port"]) > 65535:
+        raise ValueError(f"{value!r} is not HOST:PORT (e.g. 0.0.0.0:8443 or [::]:8443)")
+    return match["v6"] or match["host"], int(match["port"])
+
+
+def _listen(value: str) -> str:
+    parse_listen(value)
+    return value
+
+
+def _optional_listen(value: str) -> str:
+    return _listen(value) if value else value
+
+
+def _cidr(value: str) -> str:
+    try:
+        return str(netaddr.IPNetwork(value).cidr)
+    except (netaddr.AddrFormatError, ValueError, TypeError):
+        raise ValueError(f"{value!r} is not an IPv4 or IPv6 address or CIDR") from None
+
+
+def _rates(value: tuple[str, ...]) -> tuple[str, ...]:
+    for item in value:
+        try:
+            parse_many(item)
+        except ValueError:
+            raise ValueError(f"{item!r} is not a rate like '600/minute' or '5/hour'") from None
+    return value
+
+
+_DURATION = re.compile(r"^\s*(\d+)\s+(second|minute|hour|day)s?\s*$")
+_UNIT_SECONDS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+
+
+def parse_duration(value: str) -> int:
+    """Seconds in a DESIGN.md duration such as ``"15 minutes"``."""
+    match = _DURATION.match(value)
+    if not match:
+        raise ValueError(f"{value!r} is not a duration like '30 seconds' or '15 minutes'")
+    return int(match[1]) * _UNIT_SECONDS[match[2]]
+
+
+def _duration(value: str) -> str:
+    parse_duration(value)
+    return value
+
+
+def _country(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z]{2}", value):
+        raise ValueError(f"{value!r} is not an ISO 3166 alpha-2 country code")
+    return value.upper()
+
+
+Listen = Annotated[str, AfterValidator(_listen)]
+OptionalListen = Annotated[str, AfterValidator(_optional_listen)]
+Cidr = Annotated[str, AfterValidator(_cidr)]
+Rates = Annotated[tuple[str, ...], AfterValidator(_rates)]
+Duration = Annotated[str, AfterValidator(_duration)]
+Country = Annotated[str, AfterValidator(_country)]
+Timeout = Annotated[float, Field(gt=0, le=600)]
+Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")]
+
+
+# --- main file --------------------------------------------------------------------------------
+
+
+class TLSConfig(Model):
+    mode: Literal["terminate", "offloaded"] = "terminate"
+    cert_file: str = ""
+    key_file: str = ""
+    min_version: Literal["1.2", "1.3"] = "1.2"
+    client_ca_file: str = ""
+
+    @field_validator("min_version", mode="before")
+    @classmethod
+    def _version_text(cls, value: object) -> object:
+        if isinstance(value, float):
+            raise ValueError('write the version as a string: "1.2" or "1.3"')
+        return value
+
+
+class PlainHTTPConfig(Model):
+    listen: OptionalListen = ""
+    action: Literal["reject", "redirect"] = "reject"
+
+
+class ServerConfig(Model):
+    listen: Listen = "0.0.0.0:8443"
+    workers: int = Field(1, ge=1, le=64)
+    max_body_bytes: int = Field(65536, ge=1024, le=16 * 1024 * 1024)
+    trusted_proxies: tuple[Cidr, ...] = ()
+    public_url: str = ""
+    shutdown_timeout_s: Timeout = 20
+    tls: TLSConfig = TLSConfig()
+    http: PlainHTTPConfig = PlainHTTPConfig()
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str) -> str:
+        if value:
+            parts = urlsplit(value)
+            if parts.scheme != "https" or not parts.hostname or parts.path not in ("", "/"):
+                raise ValueError("must be an https:// origin such as https://sms-gw.example.com")
+        return value.rstrip("/")
+
+
+class HSTSConfig(Model):
+    max_age_s: int = Field(31536000, ge=0, le=2 * 31536000)
+    include_subdomains: bool = True
+    preload: bool = False
+
+    @model_validator(mode="after")
+    def _preload_rules(self) -> HSTSConfig:
+        if self.preload and (self.max_age_s < 31536000 or not self.include_subdomains):
+            raise ValueError("preload needs max_age_s >= 31536000 and include_subdomains = true")
+        return self
+
+
+class AdminConfig(Model):
+    listen: Listen = "127.0.0.1:9000"
+
+
+class CredentialsConfig(Model):
+    type: Literal["basic", "bearer", "header", "query", "none", "aws-sigv4"] = "basic"
+    username: str = ""
+    password: SecretStr | None = None
+    token: SecretStr | None = None
+    name: str = ""
+    value: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _needed_fields(self) -> CredentialsConfig:
+        need = {
+            "basic": ("username", "password"),
+            "bearer": ("token",),
+            "header": ("name", "value"),
+            "query": ("name", "value"),
+        }.get(self.type, ())
+        missing = [key for key in need if not getattr(self, key)]
+        if missing:
+            raise ValueError(f"type = {self.type!r} needs {' and '.join(missing)}")
+        if self.type == "header" and not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", self.name):
+            raise ValueError(f"name {self.name!r} is not a valid HTTP header name")
+        return self
+
+
+class GenericProviderConfig(Model):
+    format: Literal["auto", "json", "form"] = "auto"
+    recipient: str
+    sender: str | None = None
+    body: str | None = None
+    recipient_separator: str | None = None
+    message_id: str | None = None
+
+    @field_validator("recipient", "sender", "body", "message_id")
+    @classmethod
+    def _path(cls, value: str | None) -> str | None:
+        if value is not None:
+            validate_spec_path(value)
+        return value
+
+
+class UpstreamConfig(Model):
+    provider: str = "twilio"
+    base_url: str = "https://api.twilio.com"
+    account_id: str = ""
+    connect_timeout_s: Timeout = 3
+    timeout_s: Timeout = 15
+    ca_file: str = ""
+    pin_sha256: tuple[str, ...] = ()
+    credentials: CredentialsConfig = CredentialsConfig(type="none")
+    generic: GenericProviderConfig | None = None
+
+    @field_validator("provider")
+    @classmethod
+    def _provider(cls, value: str) -> str:
+        if value not in KNOWN_PROVIDERS:
+            raise ValueError(f"{value!r} is not one of {', '.join(sorted(KNOWN_PROVIDERS))}")
+        return value
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("https", "http") or not parts.hostname:
+            raise ValueError("must be an absolute https:// URL")
+        if parts.username or parts.password:
+            raise ValueError("must not carry credentials; use [upstream.credentials]")
+        if parts.query or parts.fragment:
+            raise ValueError("must not have a query or fragment")
+        if parts.scheme == "http" and not _is_loopback(parts.hostname):
+            raise ValueError("must use https:// (plain http is allowed only for loopback addresses)")
+        return value.rstrip("/")
+
+    @field_validator("pin_sha256")
+    @classmethod
+    def _pins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        import base64
+        import binascii
+
+        for pin in value:
+            try:
+                raw = base64.b64decode(pin, validate=True)
+            except (binascii.Error, ValueError):
+                raw = b""
+            if len(raw) != 32:
+                raise ValueError(f"{pin!r} is not a base64 SHA-256 digest (44 characters)")
+        return value
+
+    @model_validator(mode="after")
+    def _generic(self) -> UpstreamConfig:
+        if self.provider == "generic" and self.generic is None:
+            raise ValueError("provider = 'generic' needs an [upstream.generic] table")
+        return self
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return netaddr.IPAddress(host).is_loopback()
+    except (netaddr.AddrFormatError, ValueError):
+        return False
+
+
+class StorageConfig(Model):
+    url: str = "memory://"
+    on_error: Literal["closed", "open"] = "closed"
+    key_prefix: str = "smsgw:"
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, value: str) -> str:
+        schemes = ("memory", "redis", "rediss", "redis+sentinel", "redis+cluster")
+        if urlsplit(value).scheme not in schemes:
+            raise ValueError(f"must start with one of {', '.join(s + '://' for s in schemes)}")
+        return value
+
+
+class LoggingConfig(Model):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    access_log: str = "-"
+    audit_log: str = "logs/audit.jsonl"
+    body: Literal["hash", "redact", "mask", "seal", "drop"] = "hash"
+    recipient: Literal["mask", "hash", "drop"] = "mask"
+    hash_key: SecretStr | None = None
+    hash_key_id: str = ""
+    seal_public_key_file: str = ""
+    retention_days: int = Field(90, ge=1, le=3650)
+    chain_key: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _hash_key(self) -> LoggingConfig:
+        if "hash" in (self.body, self.recipient):
+            key = self.hash_key.get_secret_value() if self.hash_key else ""
+            if len(key.encode("utf-8")) < 32:
+                raise ValueError(
+                    "hash_key must be at least 32 bytes when body or recipient is 'hash' "
+                    "(make one with `smsgw keygen hash-key`)"
+                )
+        if self.body == "seal" and not self.seal_public_key_file:
+            raise ValueError("body = 'seal' needs seal_public_key_file")
+        return self
+
+
+class JWTIssuerConfig(Model):
+    issuer: str
+    audience: str
+    jwks_url: str = ""
+    public_key_file: str = ""
+    secret: SecretStr | None = None
+    algorithms: tuple[str, ...] = ("RS256", "ES256", "EdDSA")
+    leeway_s: int = Field(30, ge=0, le=300)
+
+
+class JWTConfig(Model):
+    issuers: tuple[JWTIssuerConfig, ...] = ()
+
+
+class AuthConfig(Model):
+    jwt: JWTConfig = JWTConfig()
+
+
+class PoliciesConfig(Model):
+    dir: str = "policies"
+
+
+class AlertsConfig(Model):
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+
+class Settings(Model):
+    """The main config file."""
+
+    server: ServerConfig = ServerConfig()
+    hsts: HSTSConfig = HSTSConfig()
+    admin: AdminConfig = AdminConfig()
+    upstream: UpstreamConfig = UpstreamConfig()
+    storage: StorageConfig = StorageConfig()
+    logging: LoggingConfig = Field(default_factory=dict, validate_default=True)  # type: ignore[arg-type]
+    auth: AuthConfig = AuthConfig()
+    policies: PoliciesConfig = PoliciesConfig()
+    alerts: AlertsConfig = AlertsConfig()
+
+
+# --- policy files -----------------------------------------------------------------------------
+
+
+class HMACKeyConfig(Model):
+    id: Name
+    secret: SecretStr
+    expires: date | None = None
+
+
+class BasicCredentialConfig(Model):
+    username: Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[^:\x00-\x1f\x7f]+$")]
+    password_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+
+class ClientConfig(Model):
+    id: Name
+    scopes: tuple[str, ...] = ()
+    jwt_subject: str = ""
+    ip_allow: tuple[Cidr, ...] = ()
+    senders: tuple[str, ...] = ()
+    countries: tuple[Country, ...] = ()
+    rate_limits: Rates = ()
+    hmac_keys: tuple[HMACKeyConfig, ...] = ()
+    basic: tuple[BasicCredentialConfig, ...] = ()
+
+
+class OTPConfig(Model):
+    max_sends: int = Field(3, ge=1)
+    window: Duration = "15 minutes"
+    min_interval: Duration = "0 seconds"
+    max_checks: int = Field(5, ge=1)
+    detect: str = ""
+
+    @field_validator("detect")
+    @classmethod
+    def _regex(cls, value: str) -> str:
+        if value:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"is not a valid regular expression ({exc.msg})") from None
+        return value
+
+
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+class RouteConfig(Model):
+    name: Name
+    methods: tuple[str, ...] = ("POST",)
+    path: str
+    kind: Literal["sms", "otp", "otp-check", "webhook"] = "sms"
+    auth: tuple[Literal["jwt", "hmac", "basic"], ...] = ()
+    scopes: tuple[str, ...] = ()
+    ip_allow: tuple[Cidr, ...] = ()
+    rate_limits: Rates = ()
+    recipient_limits: Rates = ()
+    otp: OTPConfig | None = None
+    signature: str = ""
+    signing_secret: SecretStr | None = None
+    forward_to: str = ""
+
+    @field_validator("methods")
+    @classmethod
+    def _methods(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        upper = tuple(m.upper() for m in value)
+        for method in upper:
+            if method not in _METHODS:
+                raise ValueError(f"{method!r} is not one of {', '.join(sorted(_METHODS))}")
+        if not upper:
+            raise ValueError("needs at least one method")
+        return upper
+
+    @model_validator(mode="after")
+    def _auth_needed(self) -> RouteConfig:
+        if self.kind != "webhook" and not self.auth:
+            raise ValueError(
+                "auth must name at least one of jwt, hmac, basic (only webhook routes may have auth = [])"
+            )
+        if self.kind == "webhook" and not self.forward_to:
+            raise ValueError("a webhook route needs forward_to")
+        return self
+
+
+class PolicyFile(Model):
+    client: tuple[ClientConfig, ...] = ()
+    route: tuple[RouteConfig, ...] = ()

@@ -1,0 +1,52 @@
+"""The vendor credentials that only the gateway holds, added to each upstream request.
+
+Built once from config; per request the gateway only copies prepared header and query values.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+
+from gateway.config.schema import CredentialsConfig
+
+
+@dataclass(frozen=True, slots=True)
+class VendorCredentials:
+    headers: tuple[tuple[str, str], ...]
+    query: tuple[tuple[str, str], ...]
+    #: Every secret string, so logs can scrub it wherever it might turn up.
+    secrets: frozenset[str]
+    #: The username (account id) for providers that put it in paths.
+    username: str
+
+    @classmethod
+    def from_config(cls, cfg: CredentialsConfig) -> VendorCredentials:
+        def reveal(value: object) -> str:
+            return value.get_secret_value() if value is not None else ""  # type: ignore[attr-defined]
+
+        headers: tuple[tuple[str, str], ...] = ()
+        query: tuple[tuple[str, str], ...] = ()
+        secrets: set[str] = set()
+        if cfg.type == "basic":
+            password = reveal(cfg.password)
+            token = base64.b64encode(f"{cfg.username}:{password}".encode()).decode("ascii")
+            headers = (("Authorization", f"Basic {token}"),)
+            secrets |= {password, token}
+        elif cfg.type == "bearer":
+            token = reveal(cfg.token)
+            headers = (("Authorization", f"Bearer {token}"),)
+            secrets.add(token)
+        elif cfg.type == "header":
+            value = reveal(cfg.value)
+            headers = ((cfg.name, value),)
+            secrets.add(value)
+        elif cfg.type == "query":
+            value = reveal(cfg.value)
+            query = ((cfg.name, value),)
+            secrets.add(value)
+        return cls(headers, query, frozenset(s for s in secrets if s), cfg.username)
+
+    @property
+    def header_names(self) -> frozenset[str]:
+        return frozenset(name.lower() for name, _ in self.headers)

@@ -1,0 +1,197 @@
+"""``smsgw demo``: the sandbox vendor and a gateway in front of it, ready for curl.
+
+Everything lives in one folder (default ``.smsgw-demo``): a self-signed certificate made on the
+first run, generated secrets (mode 0600), a config and a policy that pass ``check-config``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import ipaddress
+import os
+import secrets
+import shlex
+import signal
+from pathlib import Path
+
+from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from gateway.config import load_config
+from gateway.keygen import basic_credential, random_token
+from gateway.sandbox import SandboxState, build_sandbox_app
+from gateway.server import start
+
+DEMO_CLIENT_USER = "AC00000000000000000000000000demo"
+DEMO_RECIPIENT = "+37255512367"
+
+
+def make_self_signed(cert_path: Path, key_path: Path, hosts: tuple[str, ...] = ("localhost",)) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "smsgw demo")])
+    now = dt.datetime.now(dt.UTC)
+    san = [x509.DNSName(h) for h in hosts] + [
+        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+        x509.IPAddress(ipaddress.ip_address("::1")),
+    ]
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=365))
+        .add_extension(x509.SubjectAlternativeName(san), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    _write_private(
+        key_path,
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ),
+    )
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+
+
+def _secret(path: Path, make: str | None = None) -> str:
+    if not path.exists():
+        _write_private(path, ((make or random_token()) + "\n").encode())
+    return path.read_text().strip()
+
+
+def prepare(directory: Path, sandbox_port: int, port: int, admin_port: int) -> Path:
+    """Write (or refresh) the demo folder and return its config path."""
+    secrets_dir = directory / "secrets"
+    secrets_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    (directory / "policies").mkdir(exist_ok=True)
+    cert, key = directory / "cert.pem", secrets_dir / "key.pem"
+    if not cert.exists() or not key.exists():
+        make_self_signed(cert, key)
+    _secret(secrets_dir / "log_hash_key")
+    _secret(secrets_dir / "vendor_token")
+    vendor_sid = _secret(secrets_dir / "vendor_account_sid", "AC" + secrets.token_hex(16))
+    password_file = secrets_dir / "client_password"
+    if not password_file.exists():
+        password, _ = basic_credential()
+        _secret(password_file, password)
+    password = password_file.read_text().strip()
+    import hashlib
+
+    digest = hashlib.sha256(password.encode()).hexdigest()
+    (directory / "config.toml").write_text(
+        f"""# Written by `smsgw demo`; secrets are in ./secrets (mode 0600).
+[server]
+listen = "127.0.0.1:{port}"
+[server.tls]
+cert_file = "cert.pem"
+key_file = "secrets/key.pem"
+
+[admin]
+listen = "127.0.0.1:{admin_port}"
+
+[upstream]
+provider = "twilio"
+base_url = "http://127.0.0.1:{sandbox_port}"   # the built-in sandbox vendor
+[upstream.credentials]
+type = "basic"
+username = "{vendor_sid}"
+password = "file:secrets/vendor_token"
+
+[logging]
+access_log = "logs/access.jsonl"
+audit_log = "logs/audit.jsonl"
+body = "hash"
+recipient = "mask"
+hash_key = "file:secrets/log_hash_key"
+
+[policies]
+dir = "policies"
+"""
+    )
+    (directory / "policies" / "demo.toml").write_text(
+        f"""[[client]]
+id = "demo-app"
+scopes = ["sms:send"]
+countries = ["EE", "LV", "LT", "FI", "US", "GB", "DE"]
+
+[[client.basic]]
+username = "{DEMO_CLIENT_USER}"
+password_sha256 = "{digest}"
+
+[[route]]
+name = "twilio-send"
+methods = ["POST"]
+path = "/2010-04-01/Accounts/{{account}}/Messages.json"
+kind = "sms"
+auth = ["basic"]
+scopes = ["sms:send"]
+"""
+    )
+    return directory / "config.toml"
+
+
+def curl_lines(directory: Path, port: int, admin_port: int) -> str:
+    password = (directory / "secrets" / "client_password").read_text().strip()
+    cacert = shlex.quote(str(directory / "cert.pem"))
+    url = f"https://localhost:{port}/2010-04-01/Accounts/{DEMO_CLIENT_USER}/Messages.json"
+    form = (
+        f"--data-urlencode 'To={DEMO_RECIPIENT}' -d From=MyBank --data-urlencode 'Body=Your code is 123456'"
+    )
+    audit = directory / "logs" / "audit.jsonl"
+    return "\n".join(
+        [
+            "smsgw demo is running. Paste these in another terminal:",
+            "",
+            "# 1. a send that succeeds (201 from the sandbox vendor):",
+            f"curl -sS --cacert {cacert} -u '{DEMO_CLIENT_USER}:{password}' {url} {form}",
+            "",
+            "# 2. refused: a wrong credential (401 unauthenticated):",
+            f"curl -sS --cacert {cacert} -u '{DEMO_CLIENT_USER}:wrong' {url} {form}",
+            "",
+            "# 3. the audit log: no body and no number in clear text",
+            f"tail -n 4 {shlex.quote(str(audit))}",
+            "",
+            f"# health: curl -sS http://127.0.0.1:{admin_port}/healthz",
+            "Stop with Ctrl-C.",
+        ]
+    )
+
+
+async def run_demo(directory: Path, port: int, admin_port: int, ready: asyncio.Event | None = None) -> None:
+    directory = directory.absolute()
+    directory.mkdir(parents=True, exist_ok=True)
+    secrets_dir = directory / "secrets"
+    secrets_dir.mkdir(exist_ok=True, mode=0o700)
+    vendor_sid = _secret(secrets_dir / "vendor_account_sid", "AC" + secrets.token_hex(16))
+    state = SandboxState(vendor_sid, _secret(secrets_dir / "vendor_token"), random_token())
+    sandbox = web.AppRunner(build_sandbox_app(state), access_log=None, handle_signals=False)
+    await sandbox.setup()
+    site = web.TCPSite(sandbox, "127.0.0.1", 0)
+    await site.start()
+    sandbox_port = int(sandbox.addresses[0][1])
+    config = load_config(prepare(directory, sandbox_port, port, admin_port))
+    running = await start(config)
+    print(curl_lines(directory, running.public_port, running.admin_port), flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    if ready is not None:
+        ready.set()
+    try:
+        await stop.wait()
+    finally:
+        await running.stop()
+        await sandbox.cleanup()

@@ -1,0 +1,69 @@
+"""Where a request comes from: the TCP peer, or the right-most untrusted X-Forwarded-For hop.
+
+X-Forwarded-For is read only when the peer itself is a trusted proxy, and then from the right:
+every hop a trusted proxy appended is skipped, and the first address that is not a trusted
+proxy is the client. Anything left of it was written by the client and may be forged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import netaddr
+
+from gateway.errors import bad_request
+
+
+def parse_ip(text: str) -> netaddr.IPAddress:
+    """Parse one address strictly; IPv4-mapped IPv6 becomes IPv4 so one allowlist entry covers both."""
+    text = text.strip()
+    if text.startswith("[") and text.endswith("]"):
+        text = text[1:-1]
+    if "%" in text:  # zone index, e.g. fe80::1%eth0
+        text = text.split("%", 1)[0]
+    address = netaddr.IPAddress(text, flags=netaddr.INET_PTON)
+    if address.version == 6 and address.is_ipv4_mapped():
+        address = address.ipv4()
+    return address
+
+
+class IpAllowlist:
+    """An empty allowlist allows every address (the key was not set); otherwise CIDR membership."""
+
+    __slots__ = ("_set",)
+
+    def __init__(self, cidrs: Iterable[str]) -> None:
+        cidrs = tuple(cidrs)
+        self._set = netaddr.IPSet(cidrs) if cidrs else None
+
+    def __bool__(self) -> bool:
+        return self._set is not None
+
+    def allows(self, address: netaddr.IPAddress) -> bool:
+        return self._set is None or address in self._set
+
+
+class ClientAddressResolver:
+    __slots__ = ("_trusted",)
+
+    def __init__(self, trusted_proxies: Iterable[str]) -> None:
+        cidrs = tuple(trusted_proxies)
+        self._trusted = netaddr.IPSet(cidrs) if cidrs else None
+
+    def is_trusted(self, address: netaddr.IPAddress) -> bool:
+        return self._trusted is not None and address in self._trusted
+
+    def resolve(self, peer: str, forwarded_for: Sequence[str]) -> netaddr.IPAddress:
+        """Return the client address; a malformed X-Forwarded-For from a trusted proxy is a 400."""
+        address = parse_ip(peer)
+        if not forwarded_for or not self.is_trusted(address):
+            return address
+        hops = [hop for value in forwarded_for for hop in value.split(",")]
+        for hop in reversed(hops):
+            try:
+                address = parse_ip(hop)
+            except (netaddr.AddrFormatError, ValueError):
+                raise bad_request("X-Forwarded-For holds a value that is not an IP address") from None
+            if not self.is_trusted(address):
+                return address
+        return address

@@ -1,0 +1,155 @@
+"""Listeners and lifecycle: the TLS listener, the optional plain-HTTP one, and the admin one.
+
+``start`` is what ``smsgw serve``, ``smsgw demo`` and the tests use, so all three run the same
+code; ``serve`` adds signals (SIGTERM/SIGINT drain, SIGHUP reloads the certificate).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import ssl
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from gateway.admin import build_admin_app
+from gateway.app import Gateway, build_public_app
+from gateway.audit import AuditLog
+from gateway.config import Config, parse_listen
+from gateway.credentials import VendorCredentials
+from gateway.jsonlog import JsonLinesSink
+from gateway.proxy import Upstream
+from gateway.transport import security_headers, server_context, upstream_context
+
+log = logging.getLogger("smsgw")
+
+
+@dataclass
+class Running:
+    config: Config
+    gateway: Gateway
+    runners: list[web.AppRunner]
+    public_port: int
+    admin_port: int
+    http_port: int | None
+    tls_context: ssl.SSLContext | None
+    draining: bool = False
+    _closers: list = field(default_factory=list)
+
+    def reload_certificate(self) -> None:
+        """SIGHUP: new handshakes use the new pair; a broken pair keeps the old one."""
+        if self.tls_context is None:
+            return
+        tls = self.config.settings.server.tls
+        try:
+            self.tls_context.load_cert_chain(
+                self.config.resolve_path(tls.cert_file), self.config.resolve_path(tls.key_file)
+            )
+            log.info("certificate reloaded")
+        except (OSError, ssl.SSLError) as exc:
+            log.error("certificate reload failed, keeping the old one: %s", type(exc).__name__)
+
+    async def stop(self) -> None:
+        self.draining = True
+        for runner in reversed(self.runners):
+            await runner.cleanup()
+        await self.gateway.upstream.close()
+        self.gateway.access_log.close()
+        self.gateway.audit.close()
+
+
+def _bound_port(runner: web.AppRunner) -> int:
+    address = runner.addresses[0]
+    return int(address[1])
+
+
+async def _listen(
+    app: web.Application, listen: str, ssl_context: ssl.SSLContext | None, shutdown_timeout: float
+) -> web.AppRunner:
+    host, port = parse_listen(listen)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=shutdown_timeout)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, ssl_context=ssl_context, backlog=1024)
+    await site.start()
+    return runner
+
+
+async def start(config: Config) -> Running:
+    s = config.settings
+    credentials = VendorCredentials.from_config(s.upstream.credentials)
+    upstream = Upstream(
+        s.upstream.base_url,
+        credentials,
+        upstream_context(
+            config.resolve_path(s.upstream.ca_file) if s.upstream.ca_file else None, s.upstream.pin_sha256
+        ),
+        s.upstream.connect_timeout_s,
+        s.upstream.timeout_s,
+    )
+    tls_context = None
+    if s.server.tls.mode == "terminate":
+        tls = s.server.tls
+        tls_context = server_context(
+            tls,
+            config.resolve_path(tls.cert_file),
+            config.resolve_path(tls.key_file),
+            config.resolve_path(tls.client_ca_file) if tls.client_ca_file else None,
+        )
+    chain_key = s.logging.chain_key.get_secret_value().encode("utf-8") if s.logging.chain_key else None
+    access_sink = JsonLinesSink(s.logging.access_log, config.base_dir)
+    audit = AuditLog(JsonLinesSink(s.logging.audit_log, config.base_dir), s.upstream.provider, chain_key)
+    shutdown = s.server.shutdown_timeout_s
+    runners: list[web.AppRunner] = []
+    try:
+        await upstream.start()
+        _, https_port = parse_listen(s.server.listen)
+        gateway = Gateway(config, upstream, credentials, access_sink, audit, https_port)
+        public = await _listen(build_public_app(gateway), s.server.listen, tls_context, shutdown)
+        runners.append(public)
+        public_port = _bound_port(public)
+        gateway.https = type(gateway.https)(
+            offloaded=s.server.tls.mode == "offloaded",
+            action=s.server.http.action,
+            public_origin=s.server.public_url,
+            https_port=public_port,
+        )
+        http_port = None
+        if s.server.http.listen:
+            plain = await _listen(build_public_app(gateway), s.server.http.listen, None, shutdown)
+            runners.append(plain)
+            http_port = _bound_port(plain)
+        running = Running(config, gateway, runners, public_port, 0, http_port, tls_context)
+        admin = await _listen(
+            build_admin_app(security_headers(s.hsts), lambda: upstream.ready and not running.draining),
+            s.admin.listen,
+            None,
+            shutdown,
+        )
+        runners.append(admin)
+        running.admin_port = _bound_port(admin)
+        return running
+    except BaseException:
+        for runner in reversed(runners):
+            await runner.cleanup()
+        await upstream.close()
+        access_sink.close()
+        audit.close()
+        raise
+
+
+async def serve(config: Config) -> None:
+    """Run until SIGTERM or SIGINT; in-flight requests get ``shutdown_timeout_s`` to finish."""
+    running = await start(config)
+    log.info("smsgw listening on %s (admin %s)", config.settings.server.listen, config.settings.admin.listen)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, running.reload_certificate)
+    try:
+        await stop.wait()
+    finally:
+        log.info("shutting down")
+        await running.stop()

@@ -1,0 +1,127 @@
+"""TLS in and out, HSTS and the other security headers, and what counts as HTTPS.
+
+Inbound: TLS 1.2+ with ECDHE key exchange and AEAD ciphers only. Outbound: verified TLS to the
+vendor, optionally pinned to the SHA-256 of the vendor's SubjectPublicKeyInfo; the pin is
+checked inside the handshake, before a single byte of the request is written.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+import ssl
+from collections.abc import Iterable
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from gateway.config.schema import HSTSConfig, TLSConfig
+from gateway.errors import GatewayError
+
+#: TLS 1.2 suites: forward secrecy and AEAD only. TLS 1.3 suites are all AEAD with (EC)DHE.
+TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!eNULL:!MD5:!SHA1:!DSS"
+
+_HOST = re.compile(r"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(?::\d{1,5})?$")
+
+_VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
+
+
+def server_context(
+    tls: TLSConfig, cert_file: Path, key_file: Path, client_ca_file: Path | None
+) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = _VERSIONS[tls.min_version]
+    ctx.set_ciphers(TLS12_CIPHERS)
+    ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE | ssl.OP_NO_RENEGOTIATION
+    ctx.options |= ssl.OP_SINGLE_ECDH_USE
+    ctx.load_cert_chain(cert_file, key_file)
+    if client_ca_file is not None:
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        ctx.load_verify_locations(cafile=client_ca_file)
+    ctx.set_alpn_protocols(["http/1.1"])
+    return ctx
+
+
+def spki_sha256(der_certificate: bytes) -> str:
+    """Base64 SHA-256 of a certificate's SubjectPublicKeyInfo (the HPKP/curl ``sha256//`` form)."""
+    cert = x509.load_der_x509_certificate(der_certificate)
+    spki = cert.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return base64.b64encode(hashlib.sha256(spki).digest()).decode("ascii")
+
+
+class PinMismatch(ssl.SSLCertVerificationError):
+    pass
+
+
+def upstream_context(ca_file: Path | None, pins: Iterable[str] = ()) -> ssl.SSLContext:
+    """A client context that verifies the vendor (system CAs unless ``ca_file``) and its pins."""
+    ctx = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.set_ciphers(TLS12_CIPHERS)
+    pin_set = frozenset(pins)
+    if pin_set:
+
+        class PinnedSSLObject(ssl.SSLObject):
+            def do_handshake(self) -> None:
+                super().do_handshake()  # raises SSLWantRead until the handshake is complete
+                der = self.getpeercert(binary_form=True)
+                if der is None or spki_sha256(der) not in pin_set:
+                    raise PinMismatch("the vendor's public key does not match upstream.pin_sha256")
+
+        ctx.sslobject_class = PinnedSSLObject
+    return ctx
+
+
+def hsts_value(hsts: HSTSConfig) -> str:
+    value = f"max-age={hsts.max_age_s}"
+    if hsts.include_subdomains:
+        value += "; includeSubDomains"
+    if hsts.preload:
+        value += "; preload"
+    return value
+
+
+def security_headers(hsts: HSTSConfig) -> dict[str, str]:
+    """Headers every response carries: errors, health checks and redirects included."""
+    return {
+        "Strict-Transport-Security": hsts_value(hsts),
+        "X-Content-Type-Options": "nosniff",
+        "Cache-Control": "no-store",
+    }
+
+
+class HttpsPolicy:
+    """Decides whether a request arrived over HTTPS, and what a plain-HTTP request gets."""
+
+    __slots__ = ("_action", "_https_port", "_offloaded", "_public_origin")
+
+    def __init__(self, *, offloaded: bool, action: str, public_origin: str, https_port: int) -> None:
+        self._offloaded = offloaded
+        self._action = action
+        self._public_origin = public_origin
+        self._https_port = https_port
+
+    def is_https(self, *, tls: bool, peer_trusted: bool, forwarded_proto: str | None) -> bool:
+        if not self._offloaded:
+            return tls
+        # Behind a load balancer, only the balancer's own word counts.
+        return peer_trusted and forwarded_proto is not None and forwarded_proto.strip().lower() == "https"
+
+    def refuse(self, method: str, host: str | None, path_qs: str) -> GatewayError:
+        """403 ``tls_required``, or a 308 to the HTTPS origin for GET/HEAD when configured."""
+        if self._action == "redirect" and method in ("GET", "HEAD"):
+            origin = self._public_origin or self._origin_from_host(host)
+            if origin:
+                return GatewayError(308, "tls_required", "use HTTPS", {"Location": origin + path_qs})
+        return GatewayError(403, "tls_required", "this gateway accepts HTTPS only")
+
+    def _origin_from_host(self, host: str | None) -> str:
+        if not host or not _HOST.match(host):
+            return ""
+        name = host[: host.index("]") + 1] if host.startswith("[") else host.split(":", 1)[0]
+        port = "" if self._https_port == 443 else f":{self._https_port}"
+        return f"https://{name}{port}"

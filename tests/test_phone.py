@@ -1,0 +1,148 @@
+"""Recipient parsing (strict E.164) and the per-client destination policy."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.errors import GatewayError, invalid_recipient
+from gateway.phone import Destination, DestinationPolicy, parse_recipient
+
+# Checked with phonenumbers.is_valid_number before being written here.
+VALID = {
+    "+37255512367": "EE",  # Estonian mobile
+    "+37251234567": "EE",
+    "+12015550123": "US",
+    "+447400123456": "GB",  # UK mobile
+    "+441212345678": "GB",
+    "+4915123456789": "DE",  # German mobile
+    "+4930123456": "DE",
+}
+
+
+@pytest.mark.parametrize(("number", "region"), sorted(VALID.items()))
+def test_valid_numbers(number: str, region: str) -> None:
+    assert parse_recipient(number) == Destination(raw=number, e164=number, region=region)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ["sms:+37255512367", "SMS:+37255512367", "whatsapp:+37255512367", "WhatsApp:+37255512367",
+     "tel:+37255512367", "  +37255512367\t", " whatsapp: +37255512367 "],
+)  # fmt: skip
+def test_channel_prefix_and_whitespace(raw: str) -> None:
+    dest = parse_recipient(raw)
+    assert dest.e164 == "+37255512367"
+    assert dest.region == "EE"
+    assert dest.raw == raw
+
+
+def test_non_geographic_number_has_no_region() -> None:
+    dest = parse_recipient("+80012345678")  # international freephone, region "001"
+    assert dest.e164 == "+80012345678"
+    assert dest.region is None
+
+
+INVALID = [
+    "37255512367",  # no plus
+    "+372555",  # too short
+    "+123456",  # 6 digits
+    "+3725551234",  # right shape, not a valid EE number
+    "+3725551236a",  # letters
+    "+372ABCDEFGH",
+    "+372 5551 2367",  # spaces
+    "+372-5551-2367",  # dashes
+    "+(372)55512367",
+    "+037255512367",  # leading zero
+    "+0123456789",
+    "+1234567890123456",  # 16 digits
+    "+4915123456789012",
+    "",
+    "   ",
+    "\t\n",
+    "+",
+    "++37255512367",
+    "sms:sms:+37255512367",  # only one prefix is stripped
+    "fax:+37255512367",
+    "+" + "".join(chr(0xFF10 + int(d)) for d in "37255512367"),  # full-width digits
+    "+" + "".join(chr(0x0660 + int(d)) for d in "37255512367"),  # Arabic-Indic digits
+    "0037255512367",
+    "+37255512367;ext=1",
+    "+" + "1" * 1000,
+]
+
+
+@pytest.mark.parametrize("raw", INVALID)
+def test_invalid_numbers(raw: str) -> None:
+    with pytest.raises(GatewayError) as info:
+        parse_recipient(raw)
+    err = info.value
+    assert err.status == 422
+    assert err.code == "invalid_recipient"
+    if raw.strip():
+        assert raw.strip() not in err.message
+        assert raw.strip() not in str(err)
+    assert err.message == invalid_recipient().message  # fixed text, whatever the input
+
+
+@pytest.mark.parametrize("raw", [None, 37255512367, b"+37255512367"])
+def test_non_string_is_invalid(raw: object) -> None:
+    with pytest.raises(GatewayError) as info:
+        parse_recipient(raw)  # type: ignore[arg-type]
+    assert info.value.code == "invalid_recipient"
+
+
+# --- policy -------------------------------------------------------------------------------
+
+EE = parse_recipient("+37255512367")
+US = parse_recipient("+12015550123")
+DE = parse_recipient("+4915123456789")
+NONGEO = parse_recipient("+80012345678")
+
+
+def test_empty_policy_allows_anything() -> None:
+    policy = DestinationPolicy()
+    policy.check([EE, US, DE, NONGEO], None)
+    policy.check([EE], "AnySender")
+    policy.check([], None)
+
+
+def test_countries_allowed_and_denied() -> None:
+    policy = DestinationPolicy(countries=["ee", "US"])
+    assert policy.countries == frozenset({"EE", "US"})
+    policy.check([EE, US], None)
+    with pytest.raises(GatewayError) as info:
+        policy.check([EE, DE], None)
+    err = info.value
+    assert (err.status, err.code) == (403, "destination_not_allowed")
+    assert "DE" not in err.message
+    assert "+49" not in err.message
+
+
+def test_unknown_region_denied_when_countries_set() -> None:
+    with pytest.raises(GatewayError) as info:
+        DestinationPolicy(countries=["EE"]).check([NONGEO], None)
+    assert info.value.code == "destination_not_allowed"
+
+
+def test_senders() -> None:
+    policy = DestinationPolicy(senders=["MyBank", "+15005550006"])
+    policy.check([EE], "MyBank")
+    policy.check([EE], "+15005550006")
+    for sender in ["mybank", "MyBank ", "Other", "", None]:
+        with pytest.raises(GatewayError) as info:
+            policy.check([EE], sender)
+        assert (info.value.status, info.value.code) == (403, "sender_not_allowed")
+
+
+def test_country_checked_before_sender() -> None:
+    policy = DestinationPolicy(countries=["EE"], senders=["MyBank"])
+    with pytest.raises(GatewayError) as info:
+        policy.check([DE], "Other")
+    assert info.value.code == "destination_not_allowed"
+    policy.check([EE], "MyBank")
+
+
+@pytest.mark.parametrize("code", ["EST", "E", "", "E1", "Ä1", "ÄÖ", " EE", "001", "ee "])
+def test_bad_country_code_rejected(code: str) -> None:
+    with pytest.raises(ValueError):
+        DestinationPolicy(countries=[code])
