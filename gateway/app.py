@@ -36,7 +36,7 @@ from gateway.transport import HttpsPolicy, security_headers
 
 log = logging.getLogger("smsgw")
 
-CONTEXT_KEY = "smsgw.context"
+CONTEXT_KEY: web.RequestKey[RequestContext] = web.RequestKey("smsgw.context", RequestContext)
 GATEWAY_KEY: web.AppKey[Gateway] = web.AppKey("smsgw.gateway")
 
 AUTH_CHALLENGES = {"basic": 'Basic realm="smsgw", charset="UTF-8"'}

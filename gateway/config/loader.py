@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from gateway.config.refs import resolve_tree
-from gateway.config.schema import ClientConfig, PolicyFile, RouteConfig, Settings
+from gateway.config.schema import ClientConfig, PolicyFile, RouteConfig, Settings, parse_listen
 from gateway.providers import AVAILABLE_PROVIDERS
 from gateway.routing import Router, TemplateError
 
@@ -239,11 +239,16 @@ def _cross_checks(config: Config, file: str) -> list[Problem]:
     ):
         if value and not config.resolve_path(value).is_file():
             problems.append(Problem(file, key, f"{value} does not exist"))
-    if s.server.http.listen and s.server.http.listen == s.server.listen:
+    if s.server.http.listen and _same_socket(s.server.http.listen, s.server.listen):
         problems.append(Problem(file, "server.http.listen", "must differ from server.listen"))
-    if s.admin.listen == s.server.listen:
+    if _same_socket(s.admin.listen, s.server.listen):
         problems.append(Problem(file, "admin.listen", "must differ from server.listen"))
     return problems
+
+
+def _same_socket(a: str, b: str) -> bool:
+    """Port 0 asks the OS for a free port, so two such listeners never collide."""
+    return a == b and parse_listen(a)[1] != 0
 
 
 def _not_yet_available(config: Config, file: str) -> list[Problem]:

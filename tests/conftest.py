@@ -1,0 +1,274 @@
+"""Shared test harness: real TLS (trustme CA), a real vendor server, the gateway on loopback.
+
+Every gateway here is started through ``gateway.server.start`` from TOML files written to a
+temporary folder and loaded with the real loader, exactly as ``smsgw serve`` does.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import hashlib
+import json
+import ssl
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import tomli_w
+import trustme
+from aiohttp import web
+
+from gateway.config import load_config
+from gateway.sandbox import SandboxState, build_sandbox_app
+from gateway.server import Running, start
+
+VENDOR_SID = "AC" + "a1" * 16
+VENDOR_TOKEN = "vendor-token-3f9c1e0b7d2a4c58"  # the vendor credential only the gateway holds
+BEARER_TOKEN = "vendor-bearer-9e8d7c6b5a4f3e2d"
+CLIENT_USER = "AC00000000000000000000000000billing"
+CLIENT_PASSWORD = "client-password-7b1f0c2e9d8a6b54c3"  # what the client's SDK sends
+HASH_KEY = "k" * 40
+
+
+def basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+@pytest.fixture(scope="session")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture(scope="session")
+def pki(ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """CA file, the gateway's certificate pair and the vendor's certificate pair, as PEM files."""
+    folder = tmp_path_factory.mktemp("pki")
+    paths = {"ca": folder / "ca.pem"}
+    ca.cert_pem.write_to_path(str(paths["ca"]))
+    for name in ("gateway", "vendor"):
+        cert = ca.issue_cert("localhost", "127.0.0.1", "::1")
+        paths[f"{name}_cert"] = folder / f"{name}.pem"
+        paths[f"{name}_key"] = folder / f"{name}.key"
+        cert.cert_chain_pems[0].write_to_path(str(paths[f"{name}_cert"]))
+        for extra in cert.cert_chain_pems[1:]:
+            extra.write_to_path(str(paths[f"{name}_cert"]), append=True)
+        cert.private_key_pem.write_to_path(str(paths[f"{name}_key"]))
+    return paths
+
+
+def client_ssl(pki: dict[str, Path], **versions: ssl.TLSVersion) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=str(pki["ca"]))
+    for attr, value in versions.items():
+        setattr(ctx, attr, value)
+    return ctx
+
+
+@dataclass
+class Vendor:
+    """A real aiohttp server on loopback playing the SMS vendor (the sandbox app by default)."""
+
+    state: SandboxState
+    runner: web.AppRunner
+    base_url: str
+
+    @property
+    def received(self) -> list[Any]:
+        return self.state.received
+
+
+async def start_vendor(
+    pki: dict[str, Path], app: web.Application | None = None, tls: bool = True
+) -> Vendor:
+    state = SandboxState(VENDOR_SID, VENDOR_TOKEN, BEARER_TOKEN)
+    app = app if app is not None else build_sandbox_app(state)
+    ctx = None
+    if tls:
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(pki["vendor_cert"], pki["vendor_key"])
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ctx)
+    await site.start()
+    port = runner.addresses[0][1]
+    return Vendor(state, runner, f"{'https' if tls else 'http'}://127.0.0.1:{port}")
+
+
+@pytest.fixture
+async def vendor(pki: dict[str, Path]) -> AsyncIterator[Vendor]:
+    v = await start_vendor(pki)
+    yield v
+    await v.runner.cleanup()
+
+
+DEFAULT_POLICY: dict[str, Any] = {
+    "client": [
+        {
+            "id": "billing",
+            "scopes": ["sms:send"],
+            "basic": [
+                {
+                    "username": CLIENT_USER,
+                    "password_sha256": hashlib.sha256(CLIENT_PASSWORD.encode()).hexdigest(),
+                }
+            ],
+        }
+    ],
+    "route": [
+        {
+            "name": "twilio-send",
+            "methods": ["POST"],
+            "path": "/2010-04-01/Accounts/{account}/Messages.json",
+            "kind": "sms",
+            "auth": ["basic"],
+            "scopes": ["sms:send"],
+        }
+    ],
+}
+
+
+def write_config(
+    folder: Path,
+    pki: dict[str, Path],
+    vendor_url: str,
+    settings: dict[str, Any] | None = None,
+    policies: dict[str, dict[str, Any]] | None = None,
+) -> Path:
+    """Write config.toml, secrets and policies/*.toml into ``folder``; return the config path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    secrets = folder / "secrets"
+    secrets.mkdir(exist_ok=True)
+    (secrets / "vendor_token").write_text(VENDOR_TOKEN + "\n")
+    (secrets / "hash_key").write_text(HASH_KEY)
+    base: dict[str, Any] = {
+        "server": {
+            "listen": "127.0.0.1:0",
+            "tls": {"cert_file": str(pki["gateway_cert"]), "key_file": str(pki["gateway_key"])},
+        },
+        "admin": {"listen": "127.0.0.1:0"},
+        "upstream": {
+            "provider": "twilio",
+            "base_url": vendor_url,
+            "ca_file": str(pki["ca"]),
+            "connect_timeout_s": 2,
+            "timeout_s": 5,
+            "credentials": {"type": "basic", "username": VENDOR_SID, "password": "file:secrets/vendor_token"},
+        },
+        "logging": {
+            "access_log": "logs/access.jsonl",
+            "audit_log": "logs/audit.jsonl",
+            "body": "hash",
+            "recipient": "mask",
+            "hash_key": "file:secrets/hash_key",
+        },
+        "policies": {"dir": "policies"},
+    }
+    config = deep_merge(base, settings or {})
+    (folder / "config.toml").write_text(tomli_w.dumps(config))
+    pdir = folder / "policies"
+    pdir.mkdir(exist_ok=True)
+    for old in pdir.glob("*.toml"):
+        old.unlink()
+    for name, policy in (policies if policies is not None else {"default": DEFAULT_POLICY}).items():
+        (pdir / f"{name}.toml").write_text(tomli_w.dumps(policy))
+    return folder / "config.toml"
+
+
+@dataclass
+class Gateway:
+    running: Running
+    folder: Path
+    pki: dict[str, Path]
+    session: aiohttp.ClientSession
+    sessions: list[aiohttp.ClientSession] = field(default_factory=list)
+
+    @property
+    def base(self) -> str:
+        return f"https://127.0.0.1:{self.running.public_port}"
+
+    @property
+    def admin(self) -> str:
+        return f"http://127.0.0.1:{self.running.admin_port}"
+
+    @property
+    def send_path(self) -> str:
+        return f"/2010-04-01/Accounts/{CLIENT_USER}/Messages.json"
+
+    def logs(self) -> str:
+        """Everything the gateway wrote to its log folder."""
+        return "".join(p.read_text() for p in sorted((self.folder / "logs").glob("*")) if p.is_file())
+
+    def audit(self) -> list[dict[str, Any]]:
+        path = self.folder / "logs" / "audit.jsonl"
+        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+    def access(self) -> list[dict[str, Any]]:
+        path = self.folder / "logs" / "access.jsonl"
+        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+    async def send(
+        self,
+        form: dict[str, str] | None = None,
+        *,
+        auth: str | None = None,
+        headers: dict[str, str] | None = None,
+        path: str | None = None,
+        method: str = "POST",
+    ) -> aiohttp.ClientResponse:
+        """POST a Twilio-shaped form with the client's basic credential (read body before leaving)."""
+        hdrs = {"Authorization": auth if auth is not None else basic(CLIENT_USER, CLIENT_PASSWORD)}
+        if auth == "":
+            hdrs.pop("Authorization")
+        hdrs.update(headers or {})
+        data = form if form is not None else {"To": "+37255512367", "From": "MyBank", "Body": "hello"}
+        response = await self.session.request(method, self.base + (path or self.send_path), data=data, headers=hdrs)
+        await response.read()
+        return response
+
+
+GatewayFactory = Callable[..., Any]
+
+
+@pytest.fixture
+async def make_gateway(
+    tmp_path: Path, pki: dict[str, Path]
+) -> AsyncIterator[GatewayFactory]:
+    """``await make_gateway(vendor_url, settings={...}, policies={...})`` starts a gateway."""
+    started: list[Gateway] = []
+
+    async def factory(
+        vendor_url: str,
+        settings: dict[str, Any] | None = None,
+        policies: dict[str, dict[str, Any]] | None = None,
+        folder: Path | None = None,
+    ) -> Gateway:
+        folder = folder or tmp_path / f"gw{len(started)}"
+        config = load_config(write_config(folder, pki, vendor_url, settings, policies))
+        running = await start(config)
+        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=client_ssl(pki)))
+        gw = Gateway(running, folder, pki, session)
+        started.append(gw)
+        return gw
+
+    yield factory
+    for gw in started:
+        await gw.session.close()
+        await gw.running.stop()
+
+
+@pytest.fixture
+async def gateway(make_gateway: GatewayFactory, vendor: Vendor) -> Gateway:
+    return await make_gateway(vendor.base_url)
