@@ -3,28 +3,30 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
 from gateway.errors import GatewayError
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
 
 def build_admin_app(security_headers: dict[str, str], ready: Callable[[], bool]) -> web.Application:
     @web.middleware
-    async def headers_middleware(request: web.Request, handler):  # type: ignore[no-untyped-def]
+    async def headers_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         request_id = uuid.uuid4().hex
         try:
             response = await handler(request)
         except web.HTTPException as exc:
-            error = GatewayError(
-                exc.status, "route_not_found" if exc.status == 404 else "bad_request", exc.reason
-            )
+            code = "route_not_found" if exc.status == 404 else "method_not_allowed"
+            error = GatewayError(exc.status, code, exc.reason)
             response = web.json_response(
-                {"error": {"code": error.code, "message": error.message, "request_id": None}},
+                {"error": {"code": error.code, "message": error.message, "request_id": request_id}},
                 status=exc.status,
             )
         response.headers.update(security_headers)
+        response.headers["X-Request-ID"] = request_id
         return response
 
     async def healthz(_: web.Request) -> web.Response:

@@ -169,12 +169,15 @@ def curl_lines(directory: Path, port: int, admin_port: int) -> str:
     )
 
 
-async def run_demo(directory: Path, port: int, admin_port: int, ready: asyncio.Event | None = None) -> None:
+def _demo_folder(directory: Path) -> tuple[Path, str]:
     directory = directory.absolute()
-    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "secrets").mkdir(parents=True, exist_ok=True, mode=0o700)
+    return directory, _secret(directory / "secrets" / "vendor_account_sid", "AC" + secrets.token_hex(16))
+
+
+async def run_demo(directory: Path, port: int, admin_port: int, ready: asyncio.Event | None = None) -> None:
+    directory, vendor_sid = _demo_folder(directory)
     secrets_dir = directory / "secrets"
-    secrets_dir.mkdir(exist_ok=True, mode=0o700)
-    vendor_sid = _secret(secrets_dir / "vendor_account_sid", "AC" + secrets.token_hex(16))
     state = SandboxState(vendor_sid, _secret(secrets_dir / "vendor_token"), random_token())
     sandbox = web.AppRunner(build_sandbox_app(state), access_log=None, handle_signals=False)
     await sandbox.setup()
