@@ -25,7 +25,7 @@ from gateway.context import RequestContext
 from gateway.credentials import VendorCredentials
 from gateway.errors import GatewayError
 from gateway.identity.basic import BasicAuthenticator
-from gateway.identity.ip import ClientAddressResolver, IpAllowlist
+from gateway.identity.ip import ClientAddressResolver, IpAllowlist, parse_ip
 from gateway.jsonlog import JsonLinesSink
 from gateway.phone import Destination, DestinationPolicy, parse_recipient
 from gateway.providers import GenericSpec, ProviderAdapter, build_adapter
@@ -114,12 +114,7 @@ class Gateway:
         self.debug = s.logging.level == "debug"
         self.max_body = s.server.max_body_bytes
         self.headers = security_headers(s.hsts)
-        self.https = HttpsPolicy(
-            offloaded=s.server.tls.mode == "offloaded",
-            action=s.server.http.action,
-            public_origin=s.server.public_url,
-            https_port=https_port,
-        )
+        self.bind_https_port(https_port)
         self.addresses = ClientAddressResolver(s.server.trusted_proxies)
         self.router: Router[Route] = Router((r.path, r.methods, compile_route(r)) for r in config.routes)
         self.clients = {c.id: compile_client(c) for c in config.clients}
@@ -130,6 +125,16 @@ class Gateway:
         self.redactor = build_redactor(config, credentials)
         self.account_id = s.upstream.account_id or credentials.username
         self.strip_headers = frozenset({s.upstream.credentials.name} - {""})
+
+    def bind_https_port(self, port: int) -> None:
+        """Where plain-HTTP GET/HEAD requests are redirected when ``server.public_url`` is unset."""
+        s = self.config.settings
+        self.https = HttpsPolicy(
+            offloaded=s.server.tls.mode == "offloaded",
+            action=s.server.http.action,
+            public_origin=s.server.public_url,
+            https_port=port,
+        )
 
     # -- the chain ---------------------------------------------------------------------------
 
@@ -195,8 +200,6 @@ class Gateway:
 
     @staticmethod
     def peer_address(request: web.Request) -> netaddr.IPAddress:
-        from gateway.identity.ip import parse_ip
-
         peername = request.transport.get_extra_info("peername") if request.transport else None
         host = peername[0] if isinstance(peername, tuple) and peername else "0.0.0.0"
         return parse_ip(host)

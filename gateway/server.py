@@ -109,12 +109,7 @@ async def start(config: Config) -> Running:
         public = await _listen(build_public_app(gateway), s.server.listen, tls_context, shutdown)
         runners.append(public)
         public_port = _bound_port(public)
-        gateway.https = type(gateway.https)(
-            offloaded=s.server.tls.mode == "offloaded",
-            action=s.server.http.action,
-            public_origin=s.server.public_url,
-            https_port=public_port,
-        )
+        gateway.bind_https_port(public_port)
         http_port = None
         if s.server.http.listen:
             plain = await _listen(build_public_app(gateway), s.server.http.listen, None, shutdown)
