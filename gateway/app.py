@@ -23,7 +23,7 @@ from gateway.config import Config
 from gateway.config.schema import ClientConfig, RouteConfig
 from gateway.context import RequestContext
 from gateway.credentials import VendorCredentials
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, bad_request
 from gateway.identity.basic import BasicAuthenticator
 from gateway.identity.ip import ClientAddressResolver, IpAllowlist, parse_ip
 from gateway.jsonlog import JsonLinesSink
@@ -178,6 +178,8 @@ class Gateway:
             raise GatewayError(403, "forbidden", "the client lacks a scope this route needs")
 
         # 8. read and understand the message (413 / 400)
+        if request.query_string and any(k.lower() in self.adapter.read_fields for k in request.query):
+            raise bad_request("message fields belong in the body, not the query string")
         body = await self.read_body(request)
         message = self.adapter.parse(body, request.headers.get("Content-Type", ""))
         ctx.sender = message.sender

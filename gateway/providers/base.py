@@ -21,6 +21,10 @@ class Message:
 
 class ProviderAdapter(Protocol):
     name: str
+    #: Lower-case names of the fields the adapter reads. The same name in the query string is
+    #: refused: some vendor stacks merge query and body parameters, and the gateway must check the
+    #: value that is sent.
+    read_fields: frozenset[str]
 
     def parse(self, body: bytes, content_type: str) -> Message:
         """Extract the message or raise ``GatewayError`` 400 ``bad_request`` (never echoing input)."""

@@ -348,7 +348,16 @@ class GenericSpec:
 class GenericAdapter:
     """Reads recipients, sender and body from configured paths; refuses anything it cannot read exactly."""
 
-    __slots__ = ("_body", "_format", "_message_id", "_recipient", "_sender", "_separator", "spec")
+    __slots__ = (
+        "_body",
+        "_format",
+        "_message_id",
+        "_recipient",
+        "_sender",
+        "_separator",
+        "read_fields",
+        "spec",
+    )
 
     name: str = "generic"
 
@@ -360,6 +369,11 @@ class GenericAdapter:
         self._sender = compile_spec_path(spec.sender) if spec.sender is not None else None
         self._body = compile_spec_path(spec.body) if spec.body is not None else None
         self._message_id = compile_spec_path(spec.message_id) if spec.message_id is not None else None
+        self.read_fields = frozenset(
+            name.lower()
+            for segments in (self._recipient, self._sender, self._body)
+            if segments is not None and (name := _form_name(segments)) is not None
+        )
 
     def parse(self, body: bytes, content_type: str) -> Message:
         if _body_kind(content_type, self._format) == "form":

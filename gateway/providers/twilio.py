@@ -29,6 +29,7 @@ class TwilioAdapter:
     __slots__ = ()
 
     name: str = "twilio"
+    read_fields: frozenset[str] = frozenset(name.lower() for name, _, _ in _WANTED)
 
     def parse(self, body: bytes, content_type: str) -> Message:
         fields = form_fields(read_form(body, content_type), _WANTED)
