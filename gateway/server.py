@@ -21,7 +21,7 @@ from gateway.config import Config, parse_listen
 from gateway.credentials import VendorCredentials
 from gateway.jsonlog import JsonLinesSink
 from gateway.proxy import Upstream
-from gateway.transport import security_headers, server_context, upstream_context
+from gateway.transport import ReloadableServerTLS, security_headers, upstream_context
 
 log = logging.getLogger("smsgw")
 
@@ -34,19 +34,16 @@ class Running:
     public_port: int
     admin_port: int
     http_port: int | None
-    tls_context: ssl.SSLContext | None
+    tls: ReloadableServerTLS | None
     draining: bool = False
     _closers: list = field(default_factory=list)
 
     def reload_certificate(self) -> None:
         """SIGHUP: new handshakes use the new pair; a broken pair keeps the old one."""
-        if self.tls_context is None:
+        if self.tls is None:
             return
-        tls = self.config.settings.server.tls
         try:
-            self.tls_context.load_cert_chain(
-                self.config.resolve_path(tls.cert_file), self.config.resolve_path(tls.key_file)
-            )
+            self.tls.reload()
             log.info("certificate reloaded")
         except (OSError, ssl.SSLError) as exc:
             log.error("certificate reload failed, keeping the old one: %s", type(exc).__name__)
@@ -88,10 +85,10 @@ async def start(config: Config) -> Running:
         s.upstream.connect_timeout_s,
         s.upstream.timeout_s,
     )
-    tls_context = None
+    tls_holder = None
     if s.server.tls.mode == "terminate":
         tls = s.server.tls
-        tls_context = server_context(
+        tls_holder = ReloadableServerTLS(
             tls,
             config.resolve_path(tls.cert_file),
             config.resolve_path(tls.key_file),
@@ -106,7 +103,9 @@ async def start(config: Config) -> Running:
         await upstream.start()
         _, https_port = parse_listen(s.server.listen)
         gateway = Gateway(config, upstream, credentials, access_sink, audit, https_port)
-        public = await _listen(build_public_app(gateway), s.server.listen, tls_context, shutdown)
+        public = await _listen(
+            build_public_app(gateway), s.server.listen, tls_holder.context if tls_holder else None, shutdown
+        )
         runners.append(public)
         public_port = _bound_port(public)
         gateway.bind_https_port(public_port)
@@ -115,7 +114,7 @@ async def start(config: Config) -> Running:
             plain = await _listen(build_public_app(gateway), s.server.http.listen, None, shutdown)
             runners.append(plain)
             http_port = _bound_port(plain)
-        running = Running(config, gateway, runners, public_port, 0, http_port, tls_context)
+        running = Running(config, gateway, runners, public_port, 0, http_port, tls_holder)
         admin = await _listen(
             build_admin_app(security_headers(s.hsts), lambda: upstream.ready and not running.draining),
             s.admin.listen,

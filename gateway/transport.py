@@ -44,6 +44,29 @@ def server_context(
     return ctx
 
 
+class ReloadableServerTLS:
+    """The listener's TLS context, whose certificate can be swapped whole (SIGHUP).
+
+    A reload builds a fresh context from the files, so a broken or mismatched pair fails before
+    anything changes, and a new key type fully replaces the old certificate. New handshakes are
+    moved onto the newest context from the ClientHello callback; open connections keep theirs.
+    """
+
+    def __init__(self, tls: TLSConfig, cert_file: Path, key_file: Path, client_ca_file: Path | None) -> None:
+        self._args = (tls, cert_file, key_file, client_ca_file)
+        self.context = server_context(*self._args)
+        self._current = self.context
+        self.context.sni_callback = self._select
+
+    def _select(self, ssl_object: ssl.SSLObject, _server_name: str | None, _ctx: ssl.SSLContext) -> None:
+        if self._current is not self.context:
+            ssl_object.context = self._current
+
+    def reload(self) -> None:
+        """Raise (and keep serving the current pair) if the files do not load as a pair."""
+        self._current = server_context(*self._args)
+
+
 def spki_sha256(der_certificate: bytes) -> str:
     """Base64 SHA-256 of a certificate's SubjectPublicKeyInfo (the HPKP/curl ``sha256//`` form)."""
     cert = x509.load_der_x509_certificate(der_certificate)

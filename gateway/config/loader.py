@@ -216,15 +216,27 @@ def _cross_checks(config: Config, file: str) -> list[Problem]:
                 Problem(file, "server.tls.cert_file", "terminate mode needs cert_file and key_file")
             )
         else:
-            try:
-                ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-                ctx.load_cert_chain(config.resolve_path(tls.cert_file), config.resolve_path(tls.key_file))
-            except FileNotFoundError as exc:
-                problems.append(Problem(file, "server.tls.cert_file", f"{exc.filename} does not exist"))
-            except (ssl.SSLError, OSError) as exc:
-                problems.append(
-                    Problem(file, "server.tls.key_file", f"certificate and key do not load as a pair ({exc})")
+            missing = [
+                (key, value)
+                for key, value in (
+                    ("server.tls.cert_file", tls.cert_file),
+                    ("server.tls.key_file", tls.key_file),
                 )
+                if not config.resolve_path(value).is_file()
+            ]
+            problems.extend(Problem(file, key, f"{value} does not exist") for key, value in missing)
+            if not missing:
+                try:
+                    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+                    ctx.load_cert_chain(config.resolve_path(tls.cert_file), config.resolve_path(tls.key_file))
+                except (ssl.SSLError, OSError) as exc:
+                    problems.append(
+                        Problem(
+                            file,
+                            "server.tls.key_file",
+                            f"certificate and key do not load as a pair ({type(exc).__name__})",
+                        )
+                    )
     elif not s.server.trusted_proxies:
         problems.append(
             Problem(
