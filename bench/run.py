@@ -18,12 +18,14 @@ from pathlib import Path
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.servers import PASSWORD, USER  # noqa: E402
+from bench.servers import PASSWORD, USER
 
 FORM = {"To": "+37255512367", "From": "MyBank", "Body": "Your code is 123456"}
 
 
-async def load(port: int, cafile: str, requests: int, concurrency: int, deadline_s: float) -> dict[str, float]:
+async def load(
+    port: int, cafile: str, requests: int, concurrency: int, deadline_s: float
+) -> dict[str, float]:
     ctx = ssl.create_default_context(cafile=cafile)
     ctx.check_hostname = False
     url = f"https://127.0.0.1:{port}/2010-04-01/Accounts/{USER}/Messages.json"
@@ -64,7 +66,9 @@ async def load(port: int, cafile: str, requests: int, concurrency: int, deadline
 def measure(mode: str, args: argparse.Namespace) -> dict[str, float]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "bench.servers", mode],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
         cwd=Path(__file__).resolve().parent.parent,
     )
     try:
@@ -85,8 +89,10 @@ def main() -> None:
     bare = measure("bare", args)
     gw = measure("gateway", args)
     for name, r in (("bare aiohttp proxy", bare), ("smsgw", gw)):
-        print(f"{name:20s} {r['requests']:6.0f} req  {r['rps']:8.1f} req/s  p50 {r['p50_ms']:6.2f} ms"
-              f"  p99 {r['p99_ms']:6.2f} ms  201s {r['ok']:.0f}")
+        print(
+            f"{name:20s} {r['requests']:6.0f} req  {r['rps']:8.1f} req/s  p50 {r['p50_ms']:6.2f} ms"
+            f"  p99 {r['p99_ms']:6.2f} ms  201s {r['ok']:.0f}"
+        )
     print(f"smsgw/bare throughput ratio: {gw['rps'] / bare['rps']:.2f}")
 
 

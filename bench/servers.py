@@ -34,10 +34,14 @@ async def bare_proxy(vendor_url: str, tls: ssl.SSLContext) -> int:
         body = await request.read()
         path = request.raw_path.replace(USER, SID)
         async with session.post(
-            vendor_url + path, data=body, headers={"Content-Type": request.content_type},
+            vendor_url + path,
+            data=body,
+            headers={"Content-Type": request.content_type},
             auth=aiohttp.BasicAuth(SID, TOKEN),
         ) as resp:
-            return web.Response(status=resp.status, body=await resp.read(), headers={"Content-Type": resp.content_type})
+            return web.Response(
+                status=resp.status, body=await resp.read(), headers={"Content-Type": resp.content_type}
+            )
 
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", handle)

@@ -73,10 +73,11 @@ def compile_client(cfg: ClientConfig) -> Client:
     )
 
 
-def build_redactor(config: Config, credentials: VendorCredentials) -> Redactor:
+def build_redactor(config: Config, credentials: VendorCredentials, adapter: ProviderAdapter) -> Redactor:
     logging_cfg = config.settings.logging
     key = logging_cfg.hash_key.get_secret_value().encode("utf-8") if logging_cfg.hash_key else None
-    query_names = {config.settings.upstream.credentials.name} - {""}
+    # Message fields sent in a query string (refused, or a GET on a list API) are personal data.
+    query_names = ({config.settings.upstream.credentials.name} - {""}) | adapter.read_fields
     return Redactor(
         body_mode=logging_cfg.body,
         recipient_mode=logging_cfg.recipient,
@@ -122,7 +123,7 @@ class Gateway:
             (b.username, b.password_sha256, c.id) for c in config.clients for b in c.basic
         )
         self.adapter = build_adapter_for(config)
-        self.redactor = build_redactor(config, credentials)
+        self.redactor = build_redactor(config, credentials, self.adapter)
         self.account_id = s.upstream.account_id or credentials.username
         self.strip_headers = frozenset({s.upstream.credentials.name} - {""})
 
@@ -221,6 +222,10 @@ class Gateway:
         return client
 
     async def read_body(self, request: web.Request) -> bytes:
+        # aiohttp decodes compressed bodies; the gateway forwards only what it checked, and a
+        # compressed body could also hide its real size. Senders' SDKs do not compress.
+        if request.headers.get("Content-Encoding", "identity").strip().lower() != "identity":
+            raise bad_request("compressed request bodies are not accepted")
         try:
             return await request.read()
         except web.HTTPRequestEntityTooLarge:
@@ -236,7 +241,8 @@ class Gateway:
         params = dict(match.params)
         if "account" in params and self.account_id:
             params["account"] = self.account_id
-        url = self.upstream.url(match.template.render(params), request.query_string)
+        raw_query = request.raw_path.partition("?")[2]
+        url = self.upstream.url(match.template.render(params), raw_query)
         headers = upstream_headers(request.headers, self.credentials, self.strip_headers)
         started = time.perf_counter()
         try:
@@ -300,7 +306,7 @@ async def gateway_middleware(request: web.Request, handler: Handler) -> web.Stre
     ctx = RequestContext(
         request_id=uuid.uuid4().hex,
         method=request.method,
-        path=gateway.redactor.path(request.raw_path.split("?", 1)[0], request.query_string),
+        path=gateway.redactor.path(request.raw_path),
     )
     try:
         ctx.ip = str(gateway.peer_address(request))

@@ -11,7 +11,7 @@ import time
 import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from urllib.parse import quote
+from urllib.parse import quote, unquote_plus
 
 import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -127,6 +127,7 @@ class Upstream:
         self._query_suffix = "&".join(
             f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in credentials.query
         )
+        self._query_names = frozenset(k.lower() for k, _ in credentials.query)
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
@@ -150,6 +151,14 @@ class Upstream:
         return self._session is not None and not self._session.closed
 
     def url(self, path: str, query_string: str) -> str:
+        """``query_string`` is the client's raw query; a parameter named like the vendor's query
+        credential is dropped, so a client cannot put its own credential first."""
+        if query_string and self._query_names:
+            query_string = "&".join(
+                part
+                for part in query_string.split("&")
+                if unquote_plus(part.partition("=")[0]).lower() not in self._query_names
+            )
         query = "&".join(q for q in (query_string, self._query_suffix) if q)
         return f"{self._base}{path}" + (f"?{query}" if query else "")
 

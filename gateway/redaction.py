@@ -90,6 +90,15 @@ def key_id_for(key: bytes) -> str:
     return "k" + hashlib.sha256(_KEY_ID_PREFIX + key).hexdigest()[:8]
 
 
+#: A phone number in a path or query (``+3725…``, ``%2B3725…`` or bare digits): logged masked, so a
+#: number in an unrouted URL (say a lookup API) never reaches a log in clear.
+_NUMBER_LIKE = re.compile(r"(?:\+|%2[bB])?\d{7,}")
+
+
+def _mask_match(match: re.Match[str]) -> str:
+    return mask_number(match[0])
+
+
 def mask_number(raw: str) -> str:
     """Keep country code and last digits for support work; a fixed filler hides the length."""
     if len(raw) < 9:
@@ -203,9 +212,10 @@ class Redactor:
                 path = "/".join(REDACTED if _is_secret(s, secrets) else s for s in segments)
         elif secrets and _is_secret(path, secrets):
             path = REDACTED
+        path = _NUMBER_LIKE.sub(_mask_match, path)
         if not query_string:
             return path
-        return path + "?" + self._query(query_string)
+        return path + "?" + _NUMBER_LIKE.sub(_mask_match, self._query(query_string))
 
     def _query(self, query_string: str) -> str:
         names = self._query_names

@@ -50,7 +50,8 @@ class Running:
 
     async def stop(self) -> None:
         self.draining = True
-        for runner in reversed(self.runners):
+        # Public listeners drain first; admin goes last so /readyz answers 503 meanwhile.
+        for runner in self.runners:
             await runner.cleanup()
         await self.gateway.upstream.close()
         self.gateway.access_log.close()

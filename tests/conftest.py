@@ -90,9 +90,7 @@ class Vendor:
         return self.state.received
 
 
-async def start_vendor(
-    pki: dict[str, Path], app: web.Application | None = None, tls: bool = True
-) -> Vendor:
+async def start_vendor(pki: dict[str, Path], app: web.Application | None = None, tls: bool = True) -> Vendor:
     state = SandboxState(VENDOR_SID, VENDOR_TOKEN, BEARER_TOKEN)
     app = app if app is not None else build_sandbox_app(state)
     ctx = None
@@ -234,7 +232,9 @@ class Gateway:
             hdrs.pop("Authorization")
         hdrs.update(headers or {})
         data = form if form is not None else {"To": "+37255512367", "From": "MyBank", "Body": "hello"}
-        response = await self.session.request(method, self.base + (path or self.send_path), data=data, headers=hdrs)
+        response = await self.session.request(
+            method, self.base + (path or self.send_path), data=data, headers=hdrs
+        )
         await response.read()
         return response
 
@@ -243,9 +243,7 @@ GatewayFactory = Callable[..., Any]
 
 
 @pytest.fixture
-async def make_gateway(
-    tmp_path: Path, pki: dict[str, Path]
-) -> AsyncIterator[GatewayFactory]:
+async def make_gateway(tmp_path: Path, pki: dict[str, Path]) -> AsyncIterator[GatewayFactory]:
     """``await make_gateway(vendor_url, settings={...}, policies={...})`` starts a gateway."""
     started: list[Gateway] = []
 

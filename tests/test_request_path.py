@@ -1,4 +1,4 @@
-from tests.conftest import VENDOR_TOKEN, basic, VENDOR_SID
+from tests.conftest import VENDOR_SID, VENDOR_TOKEN, basic
 
 
 async def test_send_reaches_vendor_with_vendor_credential(gateway, vendor):
