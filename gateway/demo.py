@@ -186,11 +186,11 @@ async def run_demo(directory: Path, port: int, admin_port: int, ready: asyncio.E
     sandbox_port = int(sandbox.addresses[0][1])
     config = load_config(prepare(directory, sandbox_port, port, admin_port))
     running = await start(config)
-    print(curl_lines(directory, running.public_port, running.admin_port), flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    print(curl_lines(directory, running.public_port, running.admin_port), flush=True)
     if ready is not None:
         ready.set()
     try:

@@ -81,7 +81,7 @@ class Router(Generic[T]):
         for path, methods, target in entries:
             template = PathTemplate.compile(path)
             method_set = frozenset(m.upper() for m in methods)
-            shape = _PARAM.sub("{}", path)
+            shape = route_shape(path)
             for method in method_set:
                 if (shape, method) in seen:
                     raise TemplateError(f"{method} {path} is already served by another route")
@@ -104,6 +104,11 @@ class Router(Generic[T]):
                 405, "method_not_allowed", "this route does not accept the method", {"Allow": allow}
             )
         raise GatewayError(404, "route_not_found", "no route matches this path")
+
+
+def route_shape(path: str) -> str:
+    """Two templates with the same shape (``/a/{x}`` and ``/a/{y}``) serve the same paths."""
+    return _PARAM.sub("{}", path)
 
 
 def check_normal_form(raw_path: str) -> None:

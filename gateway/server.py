@@ -137,12 +137,12 @@ async def start(config: Config) -> Running:
 async def serve(config: Config) -> None:
     """Run until SIGTERM or SIGINT; in-flight requests get ``shutdown_timeout_s`` to finish."""
     running = await start(config)
-    log.info("smsgw listening on %s (admin %s)", config.settings.server.listen, config.settings.admin.listen)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, running.reload_certificate)
+    log.info("smsgw listening on %s (admin %s)", config.settings.server.listen, config.settings.admin.listen)
     try:
         await stop.wait()
     finally:

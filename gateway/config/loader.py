@@ -16,9 +16,16 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from gateway.config.refs import resolve_tree
-from gateway.config.schema import ClientConfig, PolicyFile, RouteConfig, Settings, parse_listen
+from gateway.config.schema import (
+    ClientConfig,
+    KeyProblem,
+    PolicyFile,
+    RouteConfig,
+    Settings,
+    parse_listen,
+)
 from gateway.providers import AVAILABLE_PROVIDERS
-from gateway.routing import Router, TemplateError
+from gateway.routing import route_shape
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +102,9 @@ def _problems_from(file: str, exc: ValidationError, prefix: str = "") -> list[Pr
         key = _dotted(err["loc"])
         if prefix:
             key = f"{prefix}.{key}" if key else prefix
+        cause = (err.get("ctx") or {}).get("error")
+        if isinstance(cause, KeyProblem):
+            key = f"{key}.{cause.key}" if key else cause.key
         message = _MESSAGES.get(err["type"], err["msg"])
         message = message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
         problems.append(Problem(file, key, message))
@@ -131,17 +141,16 @@ def load_config(path: str | Path) -> Config:
         if misplaced in raw:
             problems.append(Problem(file, misplaced, f"[[{misplaced}]] tables belong in the policy files"))
             raw.pop(misplaced)
-    settings: Settings | None = None
-    if not problems:
-        settings = _validate(Settings, raw, file, problems)
-    if settings is None:
-        raise ConfigError(problems)
+    settings: Settings | None = _validate(Settings, raw, file, problems)
 
     clients: list[ClientConfig] = []
     routes: list[RouteConfig] = []
     client_sources: list[Located] = []
     route_sources: list[Located] = []
-    policy_dir = Path(settings.policies.dir)
+    # Policy files are checked even when the main file has problems, so one run shows them all.
+    policies_table = raw.get("policies") if isinstance(raw.get("policies"), dict) else {}
+    dir_value = settings.policies.dir if settings else policies_table.get("dir", "policies")
+    policy_dir = Path(dir_value if isinstance(dir_value, str) else "policies")
     if not policy_dir.is_absolute():
         policy_dir = path.parent / policy_dir
     if not policy_dir.is_dir():
@@ -155,8 +164,6 @@ def load_config(path: str | Path) -> Config:
                 problems.extend(exc.problems)
                 continue
             problems.extend(Problem(pfile, e.key, e.message) for e in perrors)
-            if perrors:
-                continue
             policy = _validate(PolicyFile, praw, pfile, problems)
             if policy is None:
                 continue
@@ -167,6 +174,8 @@ def load_config(path: str | Path) -> Config:
                 routes.append(route)
                 route_sources.append(Located(pfile, f"route[{i}]"))
 
+    if settings is None:
+        raise ConfigError(problems)
     config = Config(
         path, settings, tuple(clients), tuple(routes), tuple(client_sources), tuple(route_sources)
     )
@@ -200,14 +209,22 @@ def _cross_checks(config: Config, file: str) -> list[Problem]:
             seen_users.setdefault(cred.username, where)
 
     seen_routes: set[str] = set()
-    for i, (route, where) in enumerate(zip(config.routes, config.route_sources, strict=True)):
+    seen_shapes: set[tuple[str, str]] = set()
+    for route, where in zip(config.routes, config.route_sources, strict=True):
         if route.name in seen_routes:
             problems.append(Problem(where.file, f"{where.key}.name", "duplicate route name"))
         seen_routes.add(route.name)
-        try:
-            Router((r.path, r.methods, r.name) for r in config.routes[: i + 1])
-        except TemplateError as exc:
-            problems.append(Problem(where.file, f"{where.key}.path", str(exc)))
+        for method in route.methods:
+            shape = (route_shape(route.path), method)
+            if shape in seen_shapes:
+                problems.append(
+                    Problem(
+                        where.file,
+                        f"{where.key}.path",
+                        f"{method} {route.path} is already served by another route",
+                    )
+                )
+            seen_shapes.add(shape)
 
     tls = s.server.tls
     if tls.mode == "terminate":

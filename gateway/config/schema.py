@@ -24,6 +24,15 @@ from pydantic import (
 
 from gateway.providers import KNOWN_PROVIDERS
 from gateway.providers.generic import validate_spec_path
+from gateway.routing import PathTemplate, TemplateError
+
+
+class KeyProblem(ValueError):
+    """A rule on a whole table that is about one key in it: the error names that key."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
 
 
 class Model(BaseModel):
@@ -151,7 +160,7 @@ class HSTSConfig(Model):
     @model_validator(mode="after")
     def _preload_rules(self) -> HSTSConfig:
         if self.preload and (self.max_age_s < 31536000 or not self.include_subdomains):
-            raise ValueError("preload needs max_age_s >= 31536000 and include_subdomains = true")
+            raise KeyProblem("preload", "preload needs max_age_s >= 31536000 and include_subdomains = true")
         return self
 
 
@@ -177,9 +186,9 @@ class CredentialsConfig(Model):
         }.get(self.type, ())
         missing = [key for key in need if not getattr(self, key)]
         if missing:
-            raise ValueError(f"type = {self.type!r} needs {' and '.join(missing)}")
+            raise KeyProblem(missing[0], f"type = {self.type!r} needs {' and '.join(missing)}")
         if self.type == "header" and not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", self.name):
-            raise ValueError(f"name {self.name!r} is not a valid HTTP header name")
+            raise KeyProblem("name", f"name {self.name!r} is not a valid HTTP header name")
         return self
 
 
@@ -249,7 +258,7 @@ class UpstreamConfig(Model):
     @model_validator(mode="after")
     def _generic(self) -> UpstreamConfig:
         if self.provider == "generic" and self.generic is None:
-            raise ValueError("provider = 'generic' needs an [upstream.generic] table")
+            raise KeyProblem("generic", "provider = 'generic' needs an [upstream.generic] table")
         return self
 
 
@@ -293,12 +302,13 @@ class LoggingConfig(Model):
         if "hash" in (self.body, self.recipient):
             key = self.hash_key.get_secret_value() if self.hash_key else ""
             if len(key.encode("utf-8")) < 32:
-                raise ValueError(
+                raise KeyProblem(
+                    "hash_key",
                     "hash_key must be at least 32 bytes when body or recipient is 'hash' "
-                    "(make one with `smsgw keygen hash-key`)"
+                    "(make one with `smsgw keygen hash-key`)",
                 )
         if self.body == "seal" and not self.seal_public_key_file:
-            raise ValueError("body = 'seal' needs seal_public_key_file")
+            raise KeyProblem("seal_public_key_file", "body = 'seal' needs seal_public_key_file")
         return self
 
 
@@ -404,6 +414,15 @@ class RouteConfig(Model):
     signing_secret: SecretStr | None = None
     forward_to: str = ""
 
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        try:
+            PathTemplate.compile(value)
+        except TemplateError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
     @field_validator("methods")
     @classmethod
     def _methods(cls, value: tuple[str, ...]) -> tuple[str, ...]:
@@ -418,11 +437,12 @@ class RouteConfig(Model):
     @model_validator(mode="after")
     def _auth_needed(self) -> RouteConfig:
         if self.kind != "webhook" and not self.auth:
-            raise ValueError(
-                "auth must name at least one of jwt, hmac, basic (only webhook routes may have auth = [])"
+            raise KeyProblem(
+                "auth",
+                "auth must name at least one of jwt, hmac, basic (only webhook routes may have auth = [])",
             )
         if self.kind == "webhook" and not self.forward_to:
-            raise ValueError("a webhook route needs forward_to")
+            raise KeyProblem("forward_to", "a webhook route needs forward_to")
         return self
 
 

@@ -1,0 +1,479 @@
+"""The ``smsgw`` command as users run it: real subprocesses, real ports, real files.
+
+Every subprocess here is bounded by a timeout and killed at the end if it is still running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import hmac
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import socket
+import ssl
+import stat
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+import pytest
+
+from gateway.config.schema import BasicCredentialConfig
+from tests.conftest import (
+    CLIENT_PASSWORD,
+    CLIENT_USER,
+    HASH_KEY,
+    VENDOR_SID,
+    VENDOR_TOKEN,
+    Vendor,
+    basic,
+    client_ssl,
+    write_config,
+)
+
+_SCRIPT = Path(sys.executable).with_name("smsgw")
+#: The console script when it is installed next to this interpreter, else ``python -m gateway``.
+SMSGW = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "gateway"]
+TIMEOUT = 30
+DEMO_BODY = "Your code is 123456"
+DEMO_NUMBER = "+37255512367"
+
+
+def run(
+    *args: str, cwd: Path | None = None, cmd: list[str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*(cmd or SMSGW), *args], cwd=cwd, capture_output=True, text=True, timeout=TIMEOUT, check=False
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def read(path: Path) -> str:
+    return path.read_text()
+
+
+def listening(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+# -- check-config --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "cmd",
+    [pytest.param(SMSGW, id="console-script"), pytest.param([sys.executable, "-m", "gateway"], id="module")],
+)
+def test_check_config_ok(tmp_path: Path, pki: dict[str, Path], cmd: list[str]) -> None:
+    config = write_config(tmp_path, pki, "https://127.0.0.1:1")
+    result = run("check-config", "-c", str(config), cmd=cmd)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"{config}: OK (1 clients, 1 routes)\n"
+    assert result.stderr == ""
+
+
+def test_check_config_bad_lists_file_and_key_per_problem(tmp_path: Path, pki: dict[str, Path]) -> None:
+    bad_route = {"name": "r", "path": "/v1/send", "auth": ["basic"], "kind": "otp"}
+    write_config(
+        tmp_path,
+        pki,
+        "https://127.0.0.1:1",
+        {"server": {"workers": 2}, "storage": {"url": "redis://localhost"}},
+        {"otp": {"route": [bad_route]}},
+    )
+    result = run("check-config", "-c", "config.toml", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert lines[:-1] == [
+        "config.toml: storage.url: Redis storage is not available in this version of smsgw; use memory://",
+        "config.toml: server.workers: more than one worker is not available in this version of smsgw",
+        "policies/otp.toml: route[0].kind: 'otp' routes is not available in this version of smsgw",
+    ]
+    assert lines[-1] == "3 problem(s); nothing was started."
+    assert VENDOR_TOKEN not in result.stderr and HASH_KEY not in result.stderr
+
+
+def test_check_config_inline_secret_says_how_to_reference_it(tmp_path: Path, pki: dict[str, Path]) -> None:
+    write_config(tmp_path, pki, "https://127.0.0.1:1", {"upstream": {"credentials": {"password": "hunter2"}}})
+    result = run("check-config", "-c", "config.toml", cwd=tmp_path)
+    assert result.returncode == 2
+    first = result.stderr.splitlines()[0]
+    assert first.startswith("config.toml: upstream.credentials.password: secrets must not be written inline")
+    assert "env:" in first and "file:" in first
+    assert "hunter2" not in result.stderr
+
+
+def test_check_config_missing_file(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.toml"
+    result = run("check-config", "-c", str(missing))
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[0] == f"{missing}: file does not exist"
+
+
+def test_check_config_needs_a_file_argument() -> None:
+    result = run("check-config")
+    assert result.returncode == 2
+    assert "-c/--config" in result.stderr
+
+
+# -- keygen -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["hash-key", "hmac"])
+def test_keygen_token(kind: str) -> None:
+    tokens = []
+    for _ in range(2):
+        result = run("keygen", kind)
+        assert result.returncode == 0, result.stderr
+        token = result.stdout.strip()
+        assert result.stdout == token + "\n"
+        assert re.fullmatch(r"[A-Za-z0-9_-]{43}", token), token
+        assert len(base64.urlsafe_b64decode(token + "=")) == 32
+        tokens.append(token)
+    assert tokens[0] != tokens[1]
+
+
+def test_keygen_basic_password_matches_its_digest() -> None:
+    outputs = []
+    for _ in range(2):
+        result = run("keygen", "basic")
+        assert result.returncode == 0, result.stderr
+        password = re.search(r"^password\s*=\s*(\S+)", result.stdout, re.M)
+        digest = re.search(r'^password_sha256\s*=\s*"([^"]*)"', result.stdout, re.M)
+        assert password and digest, result.stdout
+        assert hashlib.sha256(password[1].encode()).hexdigest() == digest[1]
+        assert len(password[1]) >= 32
+        BasicCredentialConfig(username="u", password_sha256=digest[1])  # what [[client.basic]] accepts
+        outputs.append((password[1], digest[1]))
+    assert outputs[0] != outputs[1]
+
+
+def test_keygen_unknown_kind() -> None:
+    result = run("keygen", "rsa")
+    assert result.returncode == 2
+    assert "invalid choice" in result.stderr
+
+
+# -- demo ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Demo:
+    proc: asyncio.subprocess.Process
+    lines: list[str]
+
+    @property
+    def curl(self) -> list[str]:
+        return [line for line in self.lines if line.startswith("curl ")]
+
+    @property
+    def health_url(self) -> str:
+        (line,) = [line for line in self.lines if line.startswith("# health: curl")]
+        return line.split()[-1]
+
+    async def stop(self, sig: signal.Signals = signal.SIGINT) -> int:
+        # gateway/demo.py prints "Stop with Ctrl-C." before it installs its signal handlers, so a
+        # signal sent right away can hit Python's default handler (exit -2). Once the demo's event
+        # loop has answered a request, the (synchronous) handler installation has happened.
+        async with aiohttp.ClientSession() as session, session.get(self.health_url) as response:
+            assert response.status == 200
+        self.proc.send_signal(sig)
+        return await asyncio.wait_for(self.proc.wait(), TIMEOUT)
+
+
+@contextlib.asynccontextmanager
+async def demo(directory: Path, log: Path) -> AsyncIterator[Demo]:
+    with log.open("ab") as err:
+        proc = await asyncio.create_subprocess_exec(
+            *SMSGW,
+            "demo",
+            "--dir",
+            str(directory),
+            "--port",
+            "0",
+            "--admin-port",
+            "0",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=err,
+        )
+    try:
+        lines: list[str] = []
+        async with asyncio.timeout(TIMEOUT):
+            while not lines or lines[-1] != "Stop with Ctrl-C.":
+                raw = await proc.stdout.readline()  # type: ignore[union-attr]
+                assert raw, f"demo exited early:\n{read(log)}"
+                lines.append(raw.decode().rstrip("\n"))
+        yield Demo(proc, lines)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+@dataclass
+class CurlLine:
+    cacert: str
+    user: str
+    password: str
+    url: str
+    form: dict[str, str]
+
+
+def parse_curl(line: str) -> CurlLine:
+    words = shlex.split(line)
+    assert words[0] == "curl"
+    options: dict[str, str] = {}
+    form: dict[str, str] = {}
+    urls = []
+    it = iter(words[1:])
+    for word in it:
+        if word in ("--cacert", "-u"):
+            options[word] = next(it)
+        elif word in ("-d", "--data-urlencode"):
+            name, _, value = next(it).partition("=")
+            form[name] = value
+        elif word.startswith("https://"):
+            urls.append(word)
+    (url,) = urls
+    user, _, password = options["-u"].partition(":")
+    return CurlLine(options["--cacert"], user, password, url, form)
+
+
+async def post(line: CurlLine) -> tuple[int, Any, Mapping[str, str]]:
+    ctx = ssl.create_default_context(cafile=line.cacert)
+    async with (
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx)) as session,
+        session.post(
+            line.url, data=line.form, headers={"Authorization": basic(line.user, line.password)}
+        ) as response,
+    ):
+        return response.status, await response.json(content_type=None), response.headers
+
+
+async def test_demo_end_to_end(tmp_path: Path) -> None:
+    directory = tmp_path / "demo"
+    log = tmp_path / "demo.stderr"
+    async with demo(directory, log) as running:
+        assert len(running.curl) == 2, running.lines
+        ok, refused = (parse_curl(line) for line in running.curl)
+
+        # the printed lines name the ports actually bound (the config says port 0)
+        port = urlsplit(ok.url).port
+        admin_port = urlsplit(running.health_url).port
+        assert port and admin_port and port != admin_port
+        assert urlsplit(refused.url).port == port
+        assert listening(port) and listening(admin_port)
+        assert ok.cacert == str(directory / "cert.pem")
+        assert ok.form == {"To": DEMO_NUMBER, "From": "MyBank", "Body": DEMO_BODY}
+
+        async with aiohttp.ClientSession() as session, session.get(running.health_url) as response:
+            assert response.status == 200
+
+        status, answer, _ = await post(ok)
+        assert status == 201, answer
+        assert answer["sid"].startswith("SM")
+        assert answer["body"] == DEMO_BODY
+
+        status, answer, headers = await post(refused)
+        assert status == 401
+        assert answer["error"]["code"] == "unauthenticated"
+        assert "WWW-Authenticate" in headers
+
+        if shutil.which("curl"):  # the line itself, pasted into a shell
+            pasted = await asyncio.to_thread(
+                subprocess.run,
+                ["bash", "-c", running.curl[0]],
+                capture_output=True,
+                text=True,
+                timeout=TIMEOUT,
+                check=False,
+            )
+            assert pasted.returncode == 0, pasted.stderr
+            assert json.loads(pasted.stdout)["sid"].startswith("SM")
+
+        assert await running.stop(signal.SIGINT) == 0
+
+    # audit log: records for both requests, neither the body nor the number in clear text
+    audit_text = (directory / "logs" / "audit.jsonl").read_text()
+    records = [json.loads(line) for line in audit_text.splitlines()]
+    assert {r["status"] for r in records} >= {201, 401}
+    logs = "".join(p.read_text() for p in (directory / "logs").iterdir())
+    password = (directory / "secrets" / "client_password").read_text().strip()
+    for secret in (DEMO_BODY, DEMO_NUMBER, DEMO_NUMBER[1:], "123456", password):
+        assert secret not in logs
+    hash_key = (directory / "secrets" / "log_hash_key").read_text().strip()
+    digest = hmac.new(hash_key.encode(), DEMO_BODY.encode(), hashlib.sha256).hexdigest()
+    assert any((r.get("body") or {}).get("hmac_sha256") == digest for r in records)
+
+    # secrets (and the audit log) are readable by the owner only
+    secrets_dir = directory / "secrets"
+    assert stat.S_IMODE(secrets_dir.stat().st_mode) == 0o700
+    files = sorted(p.name for p in secrets_dir.iterdir())
+    assert "key.pem" in files and "client_password" in files
+    for path in secrets_dir.iterdir():
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    assert stat.S_IMODE((directory / "logs" / "audit.jsonl").stat().st_mode) == 0o600
+    assert password not in (directory / "config.toml").read_text()
+
+
+async def test_demo_second_run_reuses_certificate_and_secrets(tmp_path: Path) -> None:
+    directory = tmp_path / "demo"
+    log = tmp_path / "demo.stderr"
+    kept = ("cert.pem", "secrets/key.pem", "secrets/client_password", "secrets/log_hash_key")
+    async with demo(directory, log) as first:
+        assert await first.stop(signal.SIGINT) == 0
+    before = {name: (directory / name).read_bytes() for name in kept}
+
+    async with demo(directory, log) as second:
+        status, answer, _ = await post(parse_curl(second.curl[0]))
+        assert status == 201, answer
+        assert await second.stop(signal.SIGTERM) == 0
+    assert {name: (directory / name).read_bytes() for name in kept} == before
+
+
+def test_demo_ctrl_c_right_after_the_announcement_stops_cleanly(tmp_path: Path) -> None:
+    """Deterministic version of the race: the demo's stdout pipe is full, so it is stuck writing the
+    announcement when Ctrl-C arrives (an operator pressing Ctrl-C as soon as the text appears)."""
+    port, admin_port = free_port(), free_port()
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            os.write(write_end, b"\n" * 4096)
+    os.set_blocking(write_end, True)
+    proc = subprocess.Popen(
+        [
+            *SMSGW,
+            "demo",
+            "--dir",
+            str(tmp_path / "demo"),
+            "--port",
+            str(port),
+            "--admin-port",
+            str(admin_port),
+        ],
+        stdout=write_end,
+        stderr=subprocess.DEVNULL,
+    )
+    os.close(write_end)
+    output: list[bytes] = []
+    with os.fdopen(read_end, "rb") as reader:
+        drain = threading.Thread(target=lambda: output.append(reader.read()), daemon=True)
+        try:
+            wchan = Path(f"/proc/{proc.pid}/wchan")
+            deadline = time.monotonic() + TIMEOUT
+            while not (listening(admin_port) and "pipe_write" in wchan.read_text()):
+                assert proc.poll() is None, "the demo exited before announcing itself"
+                if time.monotonic() > deadline:
+                    pytest.skip("cannot see the demo blocked on its stdout pipe (/proc/PID/wchan)")
+                time.sleep(0.05)
+            proc.send_signal(signal.SIGINT)
+            time.sleep(0.3)  # the signal is handled while the announcement is still being written
+            drain.start()
+            code = proc.wait(timeout=TIMEOUT)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            if drain.is_alive():
+                drain.join(timeout=TIMEOUT)
+    assert b"Stop with Ctrl-C." in b"".join(output)
+    assert code == 0
+
+
+# -- serve ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+async def test_serve_runs_until_signalled(
+    tmp_path: Path, pki: dict[str, Path], vendor: Vendor, sig: signal.Signals
+) -> None:
+    port, admin_port = free_port(), free_port()
+    config = write_config(
+        tmp_path / "gw",
+        pki,
+        vendor.base_url,
+        {"server": {"listen": f"127.0.0.1:{port}"}, "admin": {"listen": f"127.0.0.1:{admin_port}"}},
+    )
+    out, err = tmp_path / "serve.stdout", tmp_path / "serve.stderr"
+    with out.open("wb") as stdout, err.open("wb") as stderr:
+        proc = await asyncio.create_subprocess_exec(
+            *SMSGW, "serve", "-c", str(config), stdout=stdout, stderr=stderr
+        )
+    try:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=client_ssl(pki))) as session:
+            async with asyncio.timeout(TIMEOUT):
+                while True:
+                    assert proc.returncode is None, err.read_text()
+                    with contextlib.suppress(aiohttp.ClientConnectionError):
+                        async with session.get(f"http://127.0.0.1:{admin_port}/healthz") as response:
+                            if response.status == 200:
+                                break
+                    await asyncio.sleep(0.1)
+            form = {"To": "+37255512367", "From": "MyBank", "Body": "Your code is 654321"}
+            async with session.post(
+                f"https://127.0.0.1:{port}/2010-04-01/Accounts/{CLIENT_USER}/Messages.json",
+                data=form,
+                headers={"Authorization": basic(CLIENT_USER, CLIENT_PASSWORD)},
+            ) as response:
+                assert response.status == 201, await response.text()
+        (seen,) = vendor.received
+        assert seen.headers["Authorization"] == basic(VENDOR_SID, VENDOR_TOKEN)
+
+        proc.send_signal(sig)
+        assert await asyncio.wait_for(proc.wait(), TIMEOUT) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert not listening(port) and not listening(admin_port)
+
+    logs_dir = tmp_path / "gw" / "logs"
+    assert sorted(p.name for p in logs_dir.iterdir()) == ["access.jsonl", "audit.jsonl"]
+    written = "".join(p.read_text() for p in logs_dir.iterdir()) + out.read_text() + err.read_text()
+    vendor_basic = basic(VENDOR_SID, VENDOR_TOKEN).split()[1]
+    for secret in (
+        VENDOR_TOKEN,
+        vendor_basic,
+        HASH_KEY,
+        CLIENT_PASSWORD,
+        "Your code is 654321",
+        "+37255512367",
+    ):
+        assert secret not in written
+    assert any(
+        json.loads(line)["status"] == 201 for line in (logs_dir / "audit.jsonl").read_text().splitlines()
+    )
+
+
+def test_serve_cannot_listen_exits_1(tmp_path: Path, pki: dict[str, Path]) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = write_config(
+            tmp_path, pki, "https://127.0.0.1:1", {"server": {"listen": f"127.0.0.1:{port}"}}
+        )
+        result = run("serve", "-c", str(config))
+    assert result.returncode == 1
+    assert "cannot listen" in result.stderr
