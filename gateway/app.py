@@ -141,7 +141,7 @@ class Gateway:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         ctx: RequestContext = request[CONTEXT_KEY]
-        peer = self.peer_address(request)
+        peer = ctx.peer if ctx.peer is not None else self.peer_address(request)
 
         # 1. HTTPS only (403 tls_required, or 308 for GET/HEAD when configured)
         tls = request.transport is not None and request.transport.get_extra_info("ssl_object") is not None
@@ -152,7 +152,7 @@ class Gateway:
             raise self.https.refuse(request.method, request.host, request.raw_path)
 
         # 2. who is calling from where (right-most untrusted X-Forwarded-For hop)
-        address = self.addresses.resolve(str(peer), request.headers.getall("X-Forwarded-For", ()))
+        address = self.addresses.resolve(peer, request.headers.getall("X-Forwarded-For", ()))
         ctx.ip = str(address)
 
         # 3. body size, from the declared length before anything else is read (413)
@@ -309,7 +309,8 @@ async def gateway_middleware(request: web.Request, handler: Handler) -> web.Stre
         path=gateway.redactor.path(request.raw_path),
     )
     try:
-        ctx.ip = str(gateway.peer_address(request))
+        ctx.peer = gateway.peer_address(request)
+        ctx.ip = str(ctx.peer)
     except (netaddr.AddrFormatError, ValueError):
         ctx.ip = ""
     request[CONTEXT_KEY] = ctx

@@ -22,12 +22,17 @@ GENESIS = "0" * 64
 
 
 def canonical(record: dict[str, Any]) -> bytes:
+    """Sorted keys, no spaces, UTF-8, without ``chain``: what the chain hashes, and what is written."""
     body = {k: v for k, v in record.items() if k != "chain"}
-    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode()
 
 
 def chain_value(previous: str, record: dict[str, Any], key: bytes | None) -> str:
-    message = previous.encode("ascii") + b"\n" + canonical(record)
+    return _chain_over(previous, canonical(record), key)
+
+
+def _chain_over(previous: str, canonical_json: bytes, key: bytes | None) -> str:
+    message = previous.encode("ascii") + b"\n" + canonical_json
     if key:
         return hmac.new(key, message, hashlib.sha256).hexdigest()
     return hashlib.sha256(message).hexdigest()
@@ -67,8 +72,10 @@ class AuditLog:
         self._chain = last_chain(Path(sink.name)) if sink.name != "-" else GENESIS
 
     def _write(self, record: dict[str, Any]) -> None:
-        record["chain"] = self._chain = chain_value(self._chain, record, self._key)
-        self._sink.write(record)
+        # Encoded once: the line is the canonical form with the chain appended as the last key.
+        body = canonical(record)
+        self._chain = _chain_over(self._chain, body, self._key)
+        self._sink.write_line(body[:-1] + b',"chain":"' + self._chain.encode("ascii") + b'"}\n')
 
     def _base(self, ctx: RequestContext, event: str) -> dict[str, Any]:
         return {

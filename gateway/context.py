@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import netaddr
+
 
 @dataclass(slots=True)
 class RequestContext:
@@ -15,6 +17,7 @@ class RequestContext:
     method: str
     path: str  # scrubbed path and query
     ip: str = ""
+    peer: netaddr.IPAddress | None = None  # the TCP peer, parsed once
     route: str | None = None
     client: str | None = None
     recipients: list[str] | None = None

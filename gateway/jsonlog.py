@@ -33,7 +33,10 @@ class JsonLinesSink:
 
     def write(self, record: dict[str, Any]) -> None:
         line = json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=str) + "\n"
-        data = line.encode("utf-8")
+        self.write_line(line.encode("utf-8"))
+
+    def write_line(self, data: bytes) -> None:
+        """``data`` is one complete line, newline included."""
         while data:
             written = os.write(self._fd, data)
             data = data[written:]

@@ -53,9 +53,9 @@ class ClientAddressResolver:
     def is_trusted(self, address: netaddr.IPAddress) -> bool:
         return self._trusted is not None and address in self._trusted
 
-    def resolve(self, peer: str, forwarded_for: Sequence[str]) -> netaddr.IPAddress:
+    def resolve(self, peer: netaddr.IPAddress, forwarded_for: Sequence[str]) -> netaddr.IPAddress:
         """Return the client address; a malformed X-Forwarded-For from a trusted proxy is a 400."""
-        address = parse_ip(peer)
+        address = peer
         if not forwarded_for or not self.is_trusted(address):
             return address
         hops = [hop for value in forwarded_for for hop in value.split(",")]
