@@ -125,7 +125,6 @@ class Gateway:
         self.adapter = build_adapter_for(config)
         self.redactor = build_redactor(config, credentials, self.adapter)
         self.account_id = s.upstream.account_id or credentials.username
-        self.strip_headers = frozenset({s.upstream.credentials.name} - {""})
 
     def bind_https_port(self, port: int) -> None:
         """Where plain-HTTP GET/HEAD requests are redirected when ``server.public_url`` is unset."""
@@ -243,7 +242,7 @@ class Gateway:
             params["account"] = self.account_id
         raw_query = request.raw_path.partition("?")[2]
         url = self.upstream.url(match.template.render(params), raw_query)
-        headers = upstream_headers(request.headers, self.credentials, self.strip_headers)
+        headers = upstream_headers(request.headers, self.credentials)
         started = time.perf_counter()
         try:
             answer = await self.upstream.forward(request.method, url, headers, body)
