@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import ssl
 import statistics
 import subprocess
@@ -34,7 +35,8 @@ async def load(
     remaining = requests
     stop_at = time.monotonic() + deadline_s
     async with aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(ssl=ctx, limit=concurrency), auth=aiohttp.BasicAuth(USER, PASSWORD)
+        connector=aiohttp.TCPConnector(ssl=ctx, limit=concurrency),
+        headers={"Authorization": "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()},
     ) as session:
 
         async def worker() -> None:

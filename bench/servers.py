@@ -7,6 +7,7 @@ out, no checks, no logs) — the baseline the gateway's cost is measured against
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import ssl
 import sys
@@ -25,10 +26,11 @@ SID = "AC" + "b2" * 16
 TOKEN = "bench-vendor-token-0123456789"
 USER = "AC0000000000000000000000000bench"
 PASSWORD = "bench-client-password-0123456789"
+VENDOR_AUTH = "Basic " + base64.b64encode(f"{SID}:{TOKEN}".encode()).decode()
 
 
-async def bare_proxy(vendor_url: str, tls: ssl.SSLContext) -> int:
-    session = aiohttp.ClientSession(auto_decompress=False)  # lives as long as the process
+async def bare_proxy(vendor_url: str, tls: ssl.SSLContext) -> tuple[int, aiohttp.ClientSession]:
+    session = aiohttp.ClientSession(auto_decompress=False)
 
     async def handle(request: web.Request) -> web.Response:
         body = await request.read()
@@ -36,8 +38,7 @@ async def bare_proxy(vendor_url: str, tls: ssl.SSLContext) -> int:
         async with session.post(
             vendor_url + path,
             data=body,
-            headers={"Content-Type": request.content_type},
-            auth=aiohttp.BasicAuth(SID, TOKEN),
+            headers={"Content-Type": request.content_type, "Authorization": VENDOR_AUTH},
         ) as resp:
             return web.Response(
                 status=resp.status, body=await resp.read(), headers={"Content-Type": resp.content_type}
@@ -48,7 +49,7 @@ async def bare_proxy(vendor_url: str, tls: ssl.SSLContext) -> int:
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=tls).start()
-    return int(runner.addresses[0][1])
+    return int(runner.addresses[0][1]), session
 
 
 async def main(mode: str) -> None:
@@ -58,10 +59,12 @@ async def main(mode: str) -> None:
     await vendor.setup()
     await web.TCPSite(vendor, "127.0.0.1", 0).start()
     vendor_url = f"http://127.0.0.1:{vendor.addresses[0][1]}"
+    closers = []
     if mode == "bare":
         tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         tls.load_cert_chain(folder / "cert.pem", folder / "key.pem")
-        port = await bare_proxy(vendor_url, tls)
+        port, session = await bare_proxy(vendor_url, tls)
+        closers.append(session.close)
     else:
         (folder / "token").write_text(TOKEN)
         (folder / "hash_key").write_text("h" * 43)
@@ -100,9 +103,13 @@ auth = ["basic"]
 scopes = ["sms:send"]
 """)
         running = await start(load_config(folder / "config.toml"))
+        closers.append(running.stop)
         port = running.public_port
     print(port, folder / "cert.pem", flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+    for close in closers:
+        await close()
+    await vendor.cleanup()
 
 
 if __name__ == "__main__":
