@@ -18,9 +18,9 @@ def _configure_logging(level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    # aiohttp's own loggers can print request details; ours say only what we choose.
+    # aiohttp's access logger is off (the gateway writes its own); its protocol errors go to
+    # ``smsgw.protocol``, which keeps no request bytes (server.py).
     logging.getLogger("aiohttp.access").disabled = True
-    logging.getLogger("aiohttp.server").setLevel(logging.CRITICAL)
 
 
 def _load(path: str) -> object:

@@ -26,6 +26,24 @@ from gateway.transport import ReloadableServerTLS, security_headers, upstream_co
 log = logging.getLogger("smsgw")
 
 
+class _ProtocolErrorFilter(logging.Filter):
+    """aiohttp logs a malformed request with the offending bytes, which can hold a phone number
+    or a credential; keep only the fact and the exception type."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        record.msg = "refused a malformed request (%s)"
+        record.args = (type(exc).__name__ if exc is not None else "unknown",)
+        record.exc_info = None
+        record.exc_text = None
+        return True
+
+
+#: Given to aiohttp's protocol handlers instead of its ``aiohttp.server`` logger.
+protocol_log = logging.getLogger("smsgw.protocol")
+protocol_log.addFilter(_ProtocolErrorFilter())
+
+
 @dataclass
 class Running:
     config: Config
@@ -67,7 +85,9 @@ async def _listen(
     app: web.Application, listen: str, ssl_context: ssl.SSLContext | None, shutdown_timeout: float
 ) -> web.AppRunner:
     host, port = parse_listen(listen)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=shutdown_timeout)
+    runner = web.AppRunner(
+        app, access_log=None, handle_signals=False, shutdown_timeout=shutdown_timeout, logger=protocol_log
+    )
     await runner.setup()
     site = web.TCPSite(runner, host, port, ssl_context=ssl_context, backlog=1024)
     await site.start()

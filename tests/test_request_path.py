@@ -23,3 +23,24 @@ async def test_other_query_parameters_pass_through(gateway, vendor):
     response = await gateway.send(path=gateway.send_path + "?trace=abc")
     assert response.status == 201
     assert vendor.received[0].query == "trace=abc"
+
+
+async def test_malformed_request_line_leaves_no_trace_of_its_bytes(gateway, vendor, capfd, caplog):
+    """aiohttp answers a broken request itself; what it logs must not carry the request's bytes."""
+    import asyncio
+    import logging
+    import ssl
+
+    caplog.set_level(logging.DEBUG)
+    ctx = ssl.create_default_context(cafile=str(gateway.pki["ca"]))
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.running.public_port, ssl=ctx)
+    writer.write(b"GET /lookup/+37255599911\x01 HTTP/1.1\r\nHost: a\r\n\r\n")
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.read(), timeout=5)
+    writer.close()
+    assert answer.startswith(b"HTTP/1.") and b" 400 " in answer.split(b"\r\n", 1)[0]
+    out, err = capfd.readouterr()
+    logged = out + err + caplog.text + gateway.logs()
+    assert "refused a malformed request" in caplog.text
+    assert "37255599911" not in logged
+    assert vendor.received == []
