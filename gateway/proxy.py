@@ -51,10 +51,7 @@ CLIENT_ONLY = frozenset(
         "apikey",
         "x-auth-token",
         "forwarded",
-        "x-forwarded-for",
-        "x-forwarded-proto",
-        "x-forwarded-host",
-        "x-forwarded-port",
+        # and every X-Forwarded-* header (matched by prefix in upstream_headers)
         "x-real-ip",
         "idempotency-key",
     }
@@ -83,7 +80,7 @@ class VendorAnswer:
         try:
             inflater = zlib.decompressobj(zlib.MAX_WBITS | 32)
             out = inflater.decompress(self.body, limit)
-            return None if inflater.unconsumed_tail else out
+            return out if inflater.eof and not inflater.unconsumed_tail else None
         except zlib.error:
             return None
 
@@ -98,7 +95,11 @@ def upstream_headers(
 ) -> CIMultiDict[str]:
     drop = HOP_BY_HOP | CLIENT_ONLY | credentials.header_names | _connection_tokens(incoming)
     drop |= frozenset(name.lower() for name in strip)
-    out = CIMultiDict((k, v) for k, v in incoming.items() if k.lower() not in drop)
+    out = CIMultiDict(
+        (k, v)
+        for k, v in incoming.items()
+        if k.lower() not in drop and not k.lower().startswith("x-forwarded-")
+    )
     for name, value in credentials.headers:
         out[name] = value
     return out
