@@ -10,7 +10,7 @@ import asyncio
 import logging
 import signal
 import ssl
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from aiohttp import web
 
@@ -54,7 +54,6 @@ class Running:
     http_port: int | None
     tls: ReloadableServerTLS | None
     draining: bool = False
-    _closers: list = field(default_factory=list)
 
     def reload_certificate(self) -> None:
         """SIGHUP: new handshakes use the new pair; a broken pair keeps the old one."""
