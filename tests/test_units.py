@@ -7,7 +7,6 @@ it must answer. Files are only written under ``tmp_path``.
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import gzip
 import hashlib
 import hmac
@@ -21,15 +20,15 @@ from pathlib import Path
 import netaddr
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from gateway.audit import GENESIS, AuditLog, canonical, chain_value, last_chain
 from gateway.config.schema import CredentialsConfig, HSTSConfig, TLSConfig
 from gateway.context import RequestContext
 from gateway.credentials import VendorCredentials
+from gateway.demo import make_self_signed
 from gateway.errors import GatewayError
 from gateway.identity.basic import BasicAuthenticator
 from gateway.identity.ip import ClientAddressResolver, IpAllowlist, parse_ip
@@ -645,29 +644,13 @@ def test_refuse_redirect_with_bad_host_is_403(host: str | None) -> None:
 def cert_pair(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> tuple[Path, Path, bytes, ec.EllipticCurvePrivateKey]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "unit.test")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("unit.test")]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
+    # The demo's own certificate maker: one way to make a pair in the project.
     folder = tmp_path_factory.mktemp("units-pki")
     cert_file, key_file = folder / "cert.pem", folder / "key.pem"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
+    make_self_signed(cert_file, key_file, hosts=("unit.test",))
+    cert = x509.load_pem_x509_certificate(cert_file.read_bytes())
+    key = serialization.load_pem_private_key(key_file.read_bytes(), password=None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
     return cert_file, key_file, cert.public_bytes(serialization.Encoding.DER), key
 
 
