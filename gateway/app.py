@@ -27,7 +27,7 @@ from gateway.errors import GatewayError, bad_request
 from gateway.identity.basic import BasicAuthenticator
 from gateway.identity.ip import ClientAddressResolver, IpAllowlist, parse_ip
 from gateway.jsonlog import JsonLinesSink
-from gateway.phone import Destination, DestinationPolicy, parse_recipient
+from gateway.phone import DestinationPolicy, parse_recipient
 from gateway.providers import GenericSpec, ProviderAdapter, build_adapter
 from gateway.proxy import Upstream, upstream_headers
 from gateway.redaction import Redactor
@@ -185,10 +185,13 @@ class Gateway:
         ctx.sender = message.sender
         ctx.body = self.redactor.body(message.body)
         ctx.recipient_count = len(message.recipients)
-        ctx.recipients = self.redactor.recipients([(raw, None) for raw in message.recipients])
 
         # 9. recipients are valid numbers; destinations and sender are allowed (422 / 403)
-        destinations = self.destinations(message.recipients)
+        try:
+            destinations = [parse_recipient(raw) for raw in message.recipients]
+        except GatewayError:
+            ctx.recipients = self.redactor.recipients([(raw, None) for raw in message.recipients])
+            raise
         ctx.recipients = self.redactor.recipients([(d.raw, d.e164) for d in destinations])
         client.destinations.check(destinations, message.sender)
 
@@ -229,10 +232,6 @@ class Gateway:
             return await request.read()
         except web.HTTPRequestEntityTooLarge:
             raise GatewayError(413, "body_too_large", "the request body is larger than allowed") from None
-
-    @staticmethod
-    def destinations(recipients: tuple[str, ...]) -> list[Destination]:
-        return [parse_recipient(raw) for raw in recipients]
 
     async def forward(
         self, request: web.Request, match: Match[Route], body: bytes, ctx: RequestContext

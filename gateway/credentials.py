@@ -19,6 +19,8 @@ class VendorCredentials:
     secrets: frozenset[str]
     #: The username (account id) for providers that put it in paths.
     username: str
+    #: Lower-case names of ``headers``: a client's copy of any of them is dropped.
+    header_names: frozenset[str]
 
     @classmethod
     def from_config(cls, cfg: CredentialsConfig) -> VendorCredentials:
@@ -45,8 +47,10 @@ class VendorCredentials:
             value = reveal(cfg.value)
             query = ((cfg.name, value),)
             secrets.add(value)
-        return cls(headers, query, frozenset(s for s in secrets if s), cfg.username)
-
-    @property
-    def header_names(self) -> frozenset[str]:
-        return frozenset(name.lower() for name, _ in self.headers)
+        return cls(
+            headers,
+            query,
+            frozenset(s for s in secrets if s),
+            cfg.username,
+            frozenset(name.lower() for name, _ in headers),
+        )

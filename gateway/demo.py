@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import hashlib
 import ipaddress
 import os
 import secrets
 import shlex
 import signal
+from dataclasses import dataclass
 from pathlib import Path
 
 from aiohttp import web
@@ -22,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from gateway.config import load_config
-from gateway.keygen import basic_credential, random_token
+from gateway.keygen import random_token
 from gateway.sandbox import SandboxState, build_sandbox_app
 from gateway.server import start
 
@@ -71,8 +73,17 @@ def _secret(path: Path, make: str | None = None) -> str:
     return path.read_text().strip()
 
 
-def prepare(directory: Path, sandbox_port: int, port: int, admin_port: int) -> Path:
-    """Write (or refresh) the demo folder and return its config path."""
+@dataclass(frozen=True, slots=True)
+class DemoFolder:
+    path: Path
+    vendor_sid: str
+    vendor_token: str
+    client_password: str
+
+
+def prepare_folder(directory: Path) -> DemoFolder:
+    """Make the certificate and secrets on the first run; reuse them afterwards."""
+    directory = directory.absolute()
     secrets_dir = directory / "secrets"
     secrets_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     (directory / "policies").mkdir(exist_ok=True)
@@ -80,16 +91,18 @@ def prepare(directory: Path, sandbox_port: int, port: int, admin_port: int) -> P
     if not cert.exists() or not key.exists():
         make_self_signed(cert, key)
     _secret(secrets_dir / "log_hash_key")
-    _secret(secrets_dir / "vendor_token")
-    vendor_sid = _secret(secrets_dir / "vendor_account_sid", "AC" + secrets.token_hex(16))
-    password_file = secrets_dir / "client_password"
-    if not password_file.exists():
-        password, _ = basic_credential()
-        _secret(password_file, password)
-    password = password_file.read_text().strip()
-    import hashlib
+    return DemoFolder(
+        directory,
+        vendor_sid=_secret(secrets_dir / "vendor_account_sid", "AC" + secrets.token_hex(16)),
+        vendor_token=_secret(secrets_dir / "vendor_token"),
+        client_password=_secret(secrets_dir / "client_password"),
+    )
 
-    digest = hashlib.sha256(password.encode()).hexdigest()
+
+def write_config(folder: DemoFolder, sandbox_port: int, port: int, admin_port: int) -> Path:
+    """Write the config and policy for this run (the sandbox's port changes every run)."""
+    directory, vendor_sid = folder.path, folder.vendor_sid
+    digest = hashlib.sha256(folder.client_password.encode()).hexdigest()
     (directory / "config.toml").write_text(
         f"""# Written by `smsgw demo`; secrets are in ./secrets (mode 0600).
 [server]
@@ -142,8 +155,8 @@ scopes = ["sms:send"]
     return directory / "config.toml"
 
 
-def curl_lines(directory: Path, port: int, admin_port: int) -> str:
-    password = (directory / "secrets" / "client_password").read_text().strip()
+def curl_lines(folder: DemoFolder, port: int, admin_port: int) -> str:
+    directory, password = folder.path, folder.client_password
     cacert = shlex.quote(str(directory / "cert.pem"))
     url = f"https://localhost:{port}/2010-04-01/Accounts/{DEMO_CLIENT_USER}/Messages.json"
     form = (
@@ -169,28 +182,21 @@ def curl_lines(directory: Path, port: int, admin_port: int) -> str:
     )
 
 
-def _demo_folder(directory: Path) -> tuple[Path, str]:
-    directory = directory.absolute()
-    (directory / "secrets").mkdir(parents=True, exist_ok=True, mode=0o700)
-    return directory, _secret(directory / "secrets" / "vendor_account_sid", "AC" + secrets.token_hex(16))
-
-
 async def run_demo(directory: Path, port: int, admin_port: int, ready: asyncio.Event | None = None) -> None:
-    directory, vendor_sid = _demo_folder(directory)
-    secrets_dir = directory / "secrets"
-    state = SandboxState(vendor_sid, _secret(secrets_dir / "vendor_token"), random_token())
+    folder = prepare_folder(directory)
+    state = SandboxState(folder.vendor_sid, folder.vendor_token, random_token())
     sandbox = web.AppRunner(build_sandbox_app(state), access_log=None, handle_signals=False)
     await sandbox.setup()
     site = web.TCPSite(sandbox, "127.0.0.1", 0)
     await site.start()
     sandbox_port = int(sandbox.addresses[0][1])
-    config = load_config(prepare(directory, sandbox_port, port, admin_port))
+    config = load_config(write_config(folder, sandbox_port, port, admin_port))
     running = await start(config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    print(curl_lines(directory, running.public_port, running.admin_port), flush=True)
+    print(curl_lines(folder, running.public_port, running.admin_port), flush=True)
     if ready is not None:
         ready.set()
     try:

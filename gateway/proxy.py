@@ -9,7 +9,7 @@ from __future__ import annotations
 import ssl
 import time
 import zlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import quote, unquote_plus
 
@@ -85,21 +85,27 @@ class VendorAnswer:
             return None
 
 
-def _connection_tokens(headers: Mapping[str, str] | CIMultiDictProxy[str]) -> frozenset[str]:
-    values = headers.getall("Connection", []) if hasattr(headers, "getall") else []  # type: ignore[union-attr]
+_ALWAYS_DROP = HOP_BY_HOP | CLIENT_ONLY
+
+
+def _connection_tokens(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> frozenset[str]:
+    """Header names a sender listed in ``Connection``: hop-by-hop for this one message."""
+    values = headers.getall("Connection", ())
     return frozenset(t.strip().lower() for v in values for t in v.split(",") if t.strip())
 
 
 def upstream_headers(
     incoming: CIMultiDictProxy[str], credentials: VendorCredentials, strip: Iterable[str] = ()
 ) -> CIMultiDict[str]:
-    drop = HOP_BY_HOP | CLIENT_ONLY | credentials.header_names | _connection_tokens(incoming)
-    drop |= frozenset(name.lower() for name in strip)
-    out = CIMultiDict(
-        (k, v)
-        for k, v in incoming.items()
-        if k.lower() not in drop and not k.lower().startswith("x-forwarded-")
-    )
+    drop = _ALWAYS_DROP | credentials.header_names
+    tokens = _connection_tokens(incoming)
+    if tokens or strip:
+        drop = drop | tokens | {name.lower() for name in strip}
+    out: CIMultiDict[str] = CIMultiDict()
+    for name, value in incoming.items():
+        lower = name.lower()
+        if lower not in drop and not lower.startswith("x-forwarded-"):
+            out.add(name, value)
     for name, value in credentials.headers:
         out[name] = value
     return out

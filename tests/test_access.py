@@ -405,6 +405,18 @@ async def test_client_with_no_scopes_is_forbidden(make_gateway, vendor):
 MAX_BODY = {"server": {"max_body_bytes": 1024}}
 
 
+def post_form(gw, data):  # type: ignore[no-untyped-def]
+    """POST a raw form body with the client's credential; ``data`` may be bytes or an async iterator."""
+    return gw.session.post(
+        gw.base + gw.send_path,
+        data=data,
+        headers={
+            "Authorization": basic(CLIENT_USER, CLIENT_PASSWORD),
+            "Content-Type": "application/x-www-form-urlencoded",
+        },
+    )
+
+
 def form_of_length(total: int) -> bytes:
     prefix = b"To=%2B37255512367&From=MyBank&Body="
     return prefix + b"x" * (total - len(prefix))
@@ -412,28 +424,14 @@ def form_of_length(total: int) -> bytes:
 
 async def test_body_at_the_limit_is_accepted(make_gateway, vendor):
     gw = await make_gateway(vendor.base_url, settings=MAX_BODY)
-    async with gw.session.post(
-        gw.base + gw.send_path,
-        data=form_of_length(1024),
-        headers={
-            "Authorization": basic(CLIENT_USER, CLIENT_PASSWORD),
-            "Content-Type": "application/x-www-form-urlencoded",
-        },
-    ) as response:
+    async with post_form(gw, form_of_length(1024)) as response:
         assert response.status == 201
     assert len(vendor.received[0].body) == 1024
 
 
 async def test_body_over_limit_with_content_length_is_413(make_gateway, vendor):
     gw = await make_gateway(vendor.base_url, settings=MAX_BODY)
-    async with gw.session.post(
-        gw.base + gw.send_path,
-        data=form_of_length(1025),
-        headers={
-            "Authorization": basic(CLIENT_USER, CLIENT_PASSWORD),
-            "Content-Type": "application/x-www-form-urlencoded",
-        },
-    ) as response:
+    async with post_form(gw, form_of_length(1025)) as response:
         assert response.status == 413
         assert (await error_of(response))["code"] == "body_too_large"
     assert vendor.received == []
@@ -443,14 +441,7 @@ async def test_body_over_limit_with_content_length_is_413(make_gateway, vendor):
 @pytest.mark.parametrize("total", [1025, 5000])
 async def test_chunked_body_over_limit_is_413(make_gateway, vendor, total):
     gw = await make_gateway(vendor.base_url, settings=MAX_BODY)
-    async with gw.session.post(
-        gw.base + gw.send_path,
-        data=chunks(total),
-        headers={
-            "Authorization": basic(CLIENT_USER, CLIENT_PASSWORD),
-            "Content-Type": "application/x-www-form-urlencoded",
-        },
-    ) as response:
+    async with post_form(gw, chunks(total)) as response:
         assert response.request_info.headers.get("Transfer-Encoding") == "chunked"
         assert response.status == 413
         assert (await error_of(response))["code"] == "body_too_large"
@@ -461,14 +452,7 @@ async def test_chunked_body_over_limit_is_413(make_gateway, vendor, total):
 @pytest.mark.parametrize("total", [600, 1024])
 async def test_chunked_body_up_to_the_limit_is_sent(make_gateway, vendor, total):
     gw = await make_gateway(vendor.base_url, settings=MAX_BODY)
-    async with gw.session.post(
-        gw.base + gw.send_path,
-        data=chunks(total),
-        headers={
-            "Authorization": basic(CLIENT_USER, CLIENT_PASSWORD),
-            "Content-Type": "application/x-www-form-urlencoded",
-        },
-    ) as response:
+    async with post_form(gw, chunks(total)) as response:
         assert response.status == 201
     assert len(vendor.received[0].body) == total
 
