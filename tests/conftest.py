@@ -6,14 +6,17 @@ temporary folder and loaded with the real loader, exactly as ``smsgw serve`` doe
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import copy
 import hashlib
 import json
+import socket
 import ssl
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from secrets import token_hex
 from typing import Any
 
 import aiohttp
@@ -21,6 +24,7 @@ import pytest
 import tomli_w
 import trustme
 from aiohttp import web
+from multidict import CIMultiDict
 
 from gateway.config import load_config
 from gateway.sandbox import SandboxState, build_sandbox_app
@@ -34,8 +38,23 @@ CLIENT_PASSWORD = "client-password-7b1f0c2e9d8a6b54c3"  # what the client's SDK 
 HASH_KEY = "k" * 40
 
 
-def basic(user: str, password: str) -> str:
-    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+def basic(user: str | bytes, password: str | bytes, scheme: str = "Basic") -> str:
+    """An Authorization value; bytes let a test send a credential that is not UTF-8."""
+    raw = (user if isinstance(user, bytes) else user.encode()) + b":"
+    raw += password if isinstance(password, bytes) else password.encode()
+    return f"{scheme} {base64.b64encode(raw).decode()}"
+
+
+def sha(text: str) -> str:
+    """The hex SHA-256 a policy stores for a client password."""
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on (bound and released at once)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
@@ -120,7 +139,7 @@ DEFAULT_POLICY: dict[str, Any] = {
             "basic": [
                 {
                     "username": CLIENT_USER,
-                    "password_sha256": hashlib.sha256(CLIENT_PASSWORD.encode()).hexdigest(),
+                    "password_sha256": sha(CLIENT_PASSWORD),
                 }
             ],
         }
@@ -270,3 +289,117 @@ async def make_gateway(tmp_path: Path, pki: dict[str, Path]) -> AsyncIterator[Ga
 @pytest.fixture
 async def gateway(make_gateway: GatewayFactory, vendor: Vendor) -> Gateway:
     return await make_gateway(vendor.base_url)
+
+
+# -- policies ------------------------------------------------------------------------------
+
+
+def policy(route: dict[str, Any] | None = None, client: dict[str, Any] | None = None) -> dict[str, Any]:
+    """DEFAULT_POLICY with extra keys on its one route and its one client."""
+    doc = copy.deepcopy(DEFAULT_POLICY)
+    doc["route"][0].update(route or {})
+    doc["client"][0].update(client or {})
+    return {"default": doc}
+
+
+# -- a vendor that records what reached it --------------------------------------------------
+
+
+@dataclass
+class Seen:
+    """One request as the vendor's server saw it on the wire."""
+
+    method: str
+    raw_path: str
+    headers: CIMultiDict[str]
+    body: bytes
+
+    @property
+    def path(self) -> str:
+        return self.raw_path.split("?", 1)[0]
+
+    @property
+    def raw_query(self) -> str:
+        return self.raw_path.partition("?")[2]
+
+
+Behaviour = Callable[[web.Request, bytes], Awaitable[web.StreamResponse]]
+
+
+async def answer_created(_: web.Request, __: bytes) -> web.StreamResponse:
+    return web.json_response({"sid": "SM" + token_hex(16), "status": "queued"}, status=201)
+
+
+@dataclass
+class Recorder:
+    """A vendor app that records every request and answers with ``behaviour``."""
+
+    behaviour: Behaviour = answer_created
+    seen: list[Seen] = field(default_factory=list)
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def app(self) -> web.Application:
+        async def handle(request: web.Request) -> web.StreamResponse:
+            body = await request.read()
+            self.seen.append(Seen(request.method, request.raw_path, CIMultiDict(request.headers), body))
+            self.arrived.set()
+            return await self.behaviour(request, body)
+
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", handle)
+        return app
+
+
+# -- talking to the gateway -----------------------------------------------------------------
+
+
+def error_of(payload: bytes) -> dict[str, Any]:
+    """The error object of a gateway refusal, which has exactly the documented keys."""
+    doc = json.loads(payload)
+    assert set(doc) == {"error"}
+    assert set(doc["error"]) == {"code", "message", "request_id"}
+    return doc["error"]
+
+
+async def post(
+    gw: Gateway,
+    body: bytes | AsyncIterable[bytes],
+    *,
+    content_type: str = "application/x-www-form-urlencoded",
+    headers: dict[str, str] | list[tuple[str, str]] | None = None,
+    path: str | None = None,
+    query: str = "",
+    session: aiohttp.ClientSession | None = None,
+    allow_redirects: bool = True,
+) -> tuple[aiohttp.ClientResponse, bytes]:
+    """POST raw bytes (or chunks) with the client's basic credential; returns the response and body."""
+    hdrs: CIMultiDict[str] = CIMultiDict(
+        {"Authorization": basic(CLIENT_USER, CLIENT_PASSWORD), "Content-Type": content_type}
+    )
+    if headers:
+        for name, value in headers.items() if isinstance(headers, dict) else headers:
+            if name.lower() in ("authorization", "content-type"):
+                hdrs[name] = value
+            else:
+                hdrs.add(name, value)
+    url = gw.base + (path or gw.send_path) + (f"?{query}" if query else "")
+    client = session or gw.session
+    async with client.post(url, data=body, headers=hdrs, allow_redirects=allow_redirects) as response:
+        return response, await response.read()
+
+
+async def raw_exchange(port: int, request: bytes, ctx: ssl.SSLContext | None = None) -> bytes:
+    """Write raw bytes, read until the server closes (bounded); a reset counts as no answer."""
+    reader, writer = await asyncio.wait_for(
+        asyncio.open_connection("127.0.0.1", port, ssl=ctx, server_hostname="127.0.0.1" if ctx else None),
+        timeout=5,
+    )
+    try:
+        writer.write(request)
+        await writer.drain()
+        return await asyncio.wait_for(reader.read(), timeout=5)
+    except (ConnectionResetError, ssl.SSLError):
+        return b""
+    finally:
+        writer.close()

@@ -4,16 +4,14 @@ proxies, scopes, body size, and the audit records each refusal leaves behind.
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import copy
 from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import pytest
 
-from tests.conftest import CLIENT_PASSWORD, CLIENT_USER, DEFAULT_POLICY, basic, client_ssl
+from tests.conftest import CLIENT_PASSWORD, CLIENT_USER, basic, client_ssl, policy, post, raw_exchange
 
 CHALLENGE = 'Basic realm="smsgw", charset="UTF-8"'
 FORM = {"To": "+37255512367", "From": "MyBank", "Body": "hello"}
@@ -23,15 +21,8 @@ ROUTE = "twilio-send"
 # -- helpers ---------------------------------------------------------------------------------
 
 
-def policy(route: dict[str, Any] | None = None, client: dict[str, Any] | None = None) -> dict[str, Any]:
-    """DEFAULT_POLICY with extra keys on its one route and its one client."""
-    doc = copy.deepcopy(DEFAULT_POLICY)
-    doc["route"][0].update(route or {})
-    doc["client"][0].update(client or {})
-    return {"default": doc}
-
-
-async def error_of(response: aiohttp.ClientResponse) -> dict[str, Any]:
+async def response_error(response: aiohttp.ClientResponse) -> dict[str, Any]:
+    """The error object, whose request id is the one in the X-Request-ID header."""
     payload = await response.json()
     error = payload["error"]
     assert set(error) == {"code", "message", "request_id"}
@@ -55,17 +46,8 @@ async def raw_https(
     gw, request_line_and_headers: str, body: bytes = b""
 ) -> tuple[int, dict[str, str], bytes]:
     """Send a request byte for byte over a real TLS connection (no client-side URL normalization)."""
-    ctx = client_ssl(gw.pki)
-    reader, writer = await asyncio.wait_for(
-        asyncio.open_connection("127.0.0.1", gw.running.public_port, ssl=ctx, server_hostname="127.0.0.1"),
-        timeout=5,
-    )
-    try:
-        writer.write(request_line_and_headers.encode("latin-1") + b"\r\n" + body)
-        await writer.drain()
-        data = await asyncio.wait_for(reader.read(), timeout=5)
-    finally:
-        writer.close()
+    request = request_line_and_headers.encode("latin-1") + b"\r\n" + body
+    data = await raw_exchange(gw.running.public_port, request, client_ssl(gw.pki))
     head, _, payload = data.partition(b"\r\n\r\n")
     status_line, *header_lines = head.decode("latin-1").split("\r\n")
     headers = {}
@@ -102,7 +84,7 @@ async def chunks(total: int, size: int = 256) -> AsyncIterator[bytes]:
 async def test_unknown_path_is_404_and_writes_no_audit_record(gateway, vendor, path):
     response = await gateway.send(path=path)
     assert response.status == 404
-    error = await error_of(response)
+    error = await response_error(response)
     assert error["code"] == "route_not_found"
     assert vendor.received == []
     assert gateway.audit() == []
@@ -116,7 +98,7 @@ async def test_known_path_with_other_method_is_405_with_allow(gateway, vendor):
         response = await gateway.send(method=method)
         assert response.status == 405, method
         assert response.headers["Allow"] == "POST"
-        assert (await error_of(response))["code"] == "method_not_allowed"
+        assert (await response_error(response))["code"] == "method_not_allowed"
     assert vendor.received == []
     assert gateway.audit() == []
     assert [r["reason"] for r in gateway.access()] == ["method_not_allowed"] * 3
@@ -236,7 +218,7 @@ async def test_bad_basic_credentials_get_401_with_challenge(gateway, vendor, aut
     response = await gateway.send(auth=authorization)
     assert response.status == 401
     assert response.headers["WWW-Authenticate"] == CHALLENGE
-    error = await error_of(response)
+    error = await response_error(response)
     assert error["code"] == "unauthenticated"
     assert CLIENT_PASSWORD not in error["message"]
     assert vendor.received == []
@@ -266,7 +248,7 @@ async def test_ipv4_allowlists(make_gateway, vendor, where, cidrs, status):
         assert len(vendor.received) == 1
         assert gw.audit()[0]["ip"] == "127.0.0.1"
         return
-    assert (await error_of(response))["code"] == "ip_not_allowed"
+    assert (await response_error(response))["code"] == "ip_not_allowed"
     assert vendor.received == []
     # A route allowlist refuses before authentication; a client allowlist needs to know the client.
     only_deny_record(
@@ -279,7 +261,7 @@ async def test_route_allowlist_refuses_before_credentials_are_checked(make_gatew
     response = await gw.send(auth=basic(CLIENT_USER, "wrong"))
     assert response.status == 403
     assert "WWW-Authenticate" not in response.headers
-    assert (await error_of(response))["code"] == "ip_not_allowed"
+    assert (await response_error(response))["code"] == "ip_not_allowed"
     only_deny_record(gw, "ip_not_allowed", 403, client=None)
 
 
@@ -305,7 +287,7 @@ async def test_ipv6_allowlists(make_gateway, vendor, where, cidrs, status):
     ) as response:
         assert response.status == status
         if status == 403:
-            assert (await error_of(response))["code"] == "ip_not_allowed"
+            assert (await response_error(response))["code"] == "ip_not_allowed"
     assert gw.audit()[0]["ip"] == "::1"
     assert gw.access()[-1]["ip"] == "::1"
     assert len(vendor.received) == (1 if status == 201 else 0)
@@ -317,7 +299,7 @@ async def test_spoofed_forwarded_for_from_untrusted_peer_changes_nothing(make_ga
     denied = await make_gateway(vendor.base_url, policies=policy(route={"ip_allow": ["10.1.1.1/32"]}))
     response = await denied.send(headers={"X-Forwarded-For": "10.1.1.1"})
     assert response.status == 403
-    assert (await error_of(response))["code"] == "ip_not_allowed"
+    assert (await response_error(response))["code"] == "ip_not_allowed"
     only_deny_record(denied, "ip_not_allowed", 403, ip="127.0.0.1")
 
     allowed = await make_gateway(vendor.base_url, policies=policy(client={"ip_allow": ["127.0.0.1/32"]}))
@@ -357,7 +339,7 @@ async def test_trusted_proxy_rightmost_untrusted_hop_decides(
     async with gw.session.post(url, data=FORM, headers=headers) as response:
         assert response.status == status
         if status == 403:
-            assert (await error_of(response))["code"] == "ip_not_allowed"
+            assert (await response_error(response))["code"] == "ip_not_allowed"
     assert gw.audit()[0]["ip"] == client_ip
     assert gw.access()[-1]["ip"] == client_ip
     assert len(vendor.received) == (1 if status == 201 else 0)
@@ -375,7 +357,7 @@ async def test_malformed_forwarded_for_from_trusted_proxy_is_400(make_gateway, v
     )
     response = await gw.send(headers={"X-Forwarded-For": forwarded_for})
     assert response.status == 400
-    assert (await error_of(response))["code"] == "bad_request"
+    assert (await response_error(response))["code"] == "bad_request"
     assert vendor.received == []
     assert [r["reason"] for r in gw.access()] == ["bad_request"]
 
@@ -387,7 +369,7 @@ async def test_client_lacking_route_scope_is_forbidden(make_gateway, vendor):
     gw = await make_gateway(vendor.base_url, policies=policy(route={"scopes": ["sms:send", "sms:bulk"]}))
     response = await gw.send()
     assert response.status == 403
-    assert (await error_of(response))["code"] == "forbidden"
+    assert (await response_error(response))["code"] == "forbidden"
     assert vendor.received == []
     only_deny_record(gw, "forbidden", 403, client="billing", ip="127.0.0.1")
 
@@ -396,25 +378,13 @@ async def test_client_with_no_scopes_is_forbidden(make_gateway, vendor):
     gw = await make_gateway(vendor.base_url, policies=policy(client={"scopes": []}))
     response = await gw.send()
     assert response.status == 403
-    assert (await error_of(response))["code"] == "forbidden"
+    assert (await response_error(response))["code"] == "forbidden"
     assert vendor.received == []
 
 
 # -- body size -------------------------------------------------------------------------------
 
 MAX_BODY = {"server": {"max_body_bytes": 1024}}
-
-
-def post_form(gw, data):  # type: ignore[no-untyped-def]
-    """POST a raw form body with the client's credential; ``data`` may be bytes or an async iterator."""
-    return gw.session.post(
-        gw.base + gw.send_path,
-        data=data,
-        headers={
-            "Authorization": basic(CLIENT_USER, CLIENT_PASSWORD),
-            "Content-Type": "application/x-www-form-urlencoded",
-        },
-    )
 
 
 def form_of_length(total: int) -> bytes:
@@ -424,16 +394,16 @@ def form_of_length(total: int) -> bytes:
 
 async def test_body_at_the_limit_is_accepted(make_gateway, vendor):
     gw = await make_gateway(vendor.base_url, settings=MAX_BODY)
-    async with post_form(gw, form_of_length(1024)) as response:
-        assert response.status == 201
+    response, _ = await post(gw, form_of_length(1024))
+    assert response.status == 201
     assert len(vendor.received[0].body) == 1024
 
 
 async def test_body_over_limit_with_content_length_is_413(make_gateway, vendor):
     gw = await make_gateway(vendor.base_url, settings=MAX_BODY)
-    async with post_form(gw, form_of_length(1025)) as response:
-        assert response.status == 413
-        assert (await error_of(response))["code"] == "body_too_large"
+    response, _ = await post(gw, form_of_length(1025))
+    assert response.status == 413
+    assert (await response_error(response))["code"] == "body_too_large"
     assert vendor.received == []
     assert [(r["status"], r["reason"]) for r in gw.access()] == [(413, "body_too_large")]
 
@@ -441,10 +411,10 @@ async def test_body_over_limit_with_content_length_is_413(make_gateway, vendor):
 @pytest.mark.parametrize("total", [1025, 5000])
 async def test_chunked_body_over_limit_is_413(make_gateway, vendor, total):
     gw = await make_gateway(vendor.base_url, settings=MAX_BODY)
-    async with post_form(gw, chunks(total)) as response:
-        assert response.request_info.headers.get("Transfer-Encoding") == "chunked"
-        assert response.status == 413
-        assert (await error_of(response))["code"] == "body_too_large"
+    response, _ = await post(gw, chunks(total))
+    assert response.request_info.headers.get("Transfer-Encoding") == "chunked"
+    assert response.status == 413
+    assert (await response_error(response))["code"] == "body_too_large"
     assert vendor.received == []
     only_deny_record(gw, "body_too_large", 413, client="billing")
 
@@ -452,8 +422,8 @@ async def test_chunked_body_over_limit_is_413(make_gateway, vendor, total):
 @pytest.mark.parametrize("total", [600, 1024])
 async def test_chunked_body_up_to_the_limit_is_sent(make_gateway, vendor, total):
     gw = await make_gateway(vendor.base_url, settings=MAX_BODY)
-    async with post_form(gw, chunks(total)) as response:
-        assert response.status == 201
+    response, _ = await post(gw, chunks(total))
+    assert response.status == 201
     assert len(vendor.received[0].body) == total
 
 

@@ -10,8 +10,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from tests.conftest import Gateway, GatewayFactory, start_vendor
-from tests.test_forwarding import Recorder, error_of
+from tests.conftest import Gateway, GatewayFactory, Recorder, error_of, start_vendor
 
 SECURITY_HEADERS = {
     "Strict-Transport-Security": "max-age=31536000; includeSubDomains",

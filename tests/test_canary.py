@@ -36,12 +36,14 @@ from tests.conftest import (
     VENDOR_TOKEN,
     Gateway,
     GatewayFactory,
+    Recorder,
     Vendor,
     basic,
     deep_merge,
+    error_of,
+    free_port,
     start_vendor,
 )
-from tests.test_forwarding import Recorder, closed_port, error_of
 
 REMOTE_USER = "AC00000000000000000000000000remote"
 ABROAD_USER = "AC00000000000000000000000000abroad"
@@ -211,9 +213,7 @@ async def test_no_marker_in_any_log(
     vendor: Vendor = await start_vendor(pki, recorder.app())
     try:
         gw = await make_gateway(vendor.base_url, settings=settings, policies=policies())
-        down = await make_gateway(
-            f"https://127.0.0.1:{closed_port()}", settings=settings, policies=policies()
-        )
+        down = await make_gateway(f"https://127.0.0.1:{free_port()}", settings=settings, policies=policies())
         outcomes = await run_matrix(gw, down, markers)
         await gw.running.stop()
         await down.running.stop()

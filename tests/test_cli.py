@@ -42,6 +42,7 @@ from tests.conftest import (
     Vendor,
     basic,
     client_ssl,
+    free_port,
     write_config,
 )
 
@@ -59,12 +60,6 @@ def run(
     return subprocess.run(
         [*(cmd or SMSGW), *args], cwd=cwd, capture_output=True, text=True, timeout=TIMEOUT, check=False
     )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def read(path: Path) -> str:

@@ -29,7 +29,7 @@ from pydantic import BaseModel, SecretStr
 from gateway.config import Config, ConfigError, Problem, load_config
 from gateway.config.schema import PolicyFile, Settings
 from gateway.credentials import VendorCredentials
-from tests.conftest import DEFAULT_POLICY, HASH_KEY, VENDOR_SID, VENDOR_TOKEN, write_config
+from tests.conftest import DEFAULT_POLICY, HASH_KEY, VENDOR_SID, VENDOR_TOKEN, free_port, sha, write_config
 
 ROOT = Path(__file__).resolve().parent.parent
 VENDOR_URL = "https://127.0.0.1:1"
@@ -62,10 +62,6 @@ def policy(routes: list[dict[str, Any]] | None = None, clients: list[dict[str, A
         "client": clients if clients is not None else [client()],
         "route": routes if routes is not None else [route()],
     }
-
-
-def sha(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 class Folder:
@@ -982,14 +978,8 @@ def test_reference_problem_does_not_hide_other_problems(folder: Folder) -> None:
     assert keys == {"server.listenn", "upstream.credentials.password", "route[0].path"}
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_serve_with_a_bad_config_exits_2_and_never_listens(folder: Folder) -> None:
-    port, admin_port = _free_port(), _free_port()
+    port, admin_port = free_port(), free_port()
     folder.write(
         {
             "server": {"listen": f"127.0.0.1:{port}", "workers": 2, "tls": {"mode": "offloaded"}},

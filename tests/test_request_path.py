@@ -1,4 +1,4 @@
-from tests.conftest import VENDOR_SID, VENDOR_TOKEN, basic
+from tests.conftest import VENDOR_SID, VENDOR_TOKEN, basic, client_ssl, raw_exchange
 
 
 async def test_send_reaches_vendor_with_vendor_credential(gateway, vendor):
@@ -27,17 +27,11 @@ async def test_other_query_parameters_pass_through(gateway, vendor):
 
 async def test_malformed_request_line_leaves_no_trace_of_its_bytes(gateway, vendor, capfd, caplog):
     """aiohttp answers a broken request itself; what it logs must not carry the request's bytes."""
-    import asyncio
     import logging
-    import ssl
 
     caplog.set_level(logging.DEBUG)
-    ctx = ssl.create_default_context(cafile=str(gateway.pki["ca"]))
-    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.running.public_port, ssl=ctx)
-    writer.write(b"GET /lookup/+37255599911\x01 HTTP/1.1\r\nHost: a\r\n\r\n")
-    await writer.drain()
-    answer = await asyncio.wait_for(reader.read(), timeout=5)
-    writer.close()
+    request = b"GET /lookup/+37255599911\x01 HTTP/1.1\r\nHost: a\r\n\r\n"
+    answer = await raw_exchange(gateway.running.public_port, request, client_ssl(gateway.pki))
     assert answer.startswith(b"HTTP/1.") and b" 400 " in answer.split(b"\r\n", 1)[0]
     out, err = capfd.readouterr()
     logged = out + err + caplog.text + gateway.logs()

@@ -17,7 +17,7 @@ import pytest
 import trustme
 from cryptography import x509
 
-from tests.conftest import CLIENT_PASSWORD, CLIENT_USER, DEFAULT_POLICY, basic, client_ssl
+from tests.conftest import CLIENT_PASSWORD, CLIENT_USER, basic, client_ssl, policy, raw_exchange
 
 V = ssl.TLSVersion
 SEND_PATH = f"/2010-04-01/Accounts/{CLIENT_USER}/Messages.json"
@@ -63,22 +63,6 @@ async def assert_refused(port: int, ctx: ssl.SSLContext) -> None:
     """The server aborts the handshake: the client sees an SSL error or a reset, never a session."""
     with pytest.raises((ssl.SSLError, ConnectionResetError, BrokenPipeError)):
         await handshake(port, ctx)
-
-
-async def raw_exchange(port: int, request: bytes, ctx: ssl.SSLContext | None = None) -> bytes:
-    """Write raw bytes, read until the server closes (bounded); a reset counts as no answer."""
-    reader, writer = await asyncio.wait_for(
-        asyncio.open_connection("127.0.0.1", port, ssl=ctx, server_hostname="127.0.0.1" if ctx else None),
-        timeout=5,
-    )
-    try:
-        writer.write(request)
-        await writer.drain()
-        return await asyncio.wait_for(reader.read(), timeout=5)
-    except (ConnectionResetError, ssl.SSLError):
-        return b""
-    finally:
-        writer.close()
 
 
 def serial_of_der(der: bytes) -> int:
@@ -402,11 +386,6 @@ async def test_offloaded_ignores_forwarded_proto_from_untrusted_peer(make_gatewa
     assert vendor.received == []
 
 
-def allow_only(cidrs: list[str]) -> dict[str, dict[str, Any]]:
-    policy = {**DEFAULT_POLICY, "route": [{**DEFAULT_POLICY["route"][0], "ip_allow": cidrs}]}
-    return {"default": policy}
-
-
 @pytest.mark.parametrize(
     ("trusted", "forwarded_for", "status", "client_ip"),
     [
@@ -426,7 +405,7 @@ async def test_offloaded_client_ip_is_rightmost_untrusted_hop(
     make_gateway, vendor, trusted, forwarded_for, status, client_ip
 ):
     gw = await make_gateway(
-        vendor.base_url, settings=offloaded(trusted), policies=allow_only(["198.51.100.0/24"])
+        vendor.base_url, settings=offloaded(trusted), policies=policy(route={"ip_allow": ["198.51.100.0/24"]})
     )
     headers = {"X-Forwarded-Proto": "https"}
     if forwarded_for:
