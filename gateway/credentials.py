@@ -1,12 +1,17 @@
 """The vendor credentials that only the gateway holds, added to each upstream request.
 
 Built once from config; per request the gateway only copies prepared header and query values.
+``sign`` is the one place a request gets them, so a scheme that signs the whole request (AWS
+SigV4) fits the same call.
 """
 
 from __future__ import annotations
 
 import base64
 from dataclasses import dataclass
+from urllib.parse import quote
+
+from multidict import CIMultiDict
 
 from gateway.config.schema import CredentialsConfig
 
@@ -21,6 +26,15 @@ class VendorCredentials:
     username: str
     #: Lower-case names of ``headers``: a client's copy of any of them is dropped.
     header_names: frozenset[str]
+
+    def sign(self, method: str, url: str, headers: CIMultiDict[str], body: bytes) -> str:
+        """Add the vendor's credentials to an outgoing request: headers in place, the URL returned."""
+        for name, value in self.headers:
+            headers[name] = value
+        if self.query:
+            suffix = "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in self.query)
+            url = url + ("&" if "?" in url else "?") + suffix
+        return url
 
     @classmethod
     def from_config(cls, cfg: CredentialsConfig) -> VendorCredentials:

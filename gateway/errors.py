@@ -1,14 +1,45 @@
-"""Gateway-made errors: one exception type that carries the DESIGN.md reason code.
+"""Gateway-made errors: one exception type that carries a reason code of DESIGN.md.
 
-Decisions raise :class:`GatewayError`; the outermost middleware turns it into the JSON error
-body. Messages are fixed strings chosen by the raiser and must never contain a body, a number or
-a credential.
+Stages raise :class:`GatewayError` (usually through :func:`refuse`); the pipeline turns it into the
+JSON error body. Messages are fixed strings chosen by the raiser and must never contain a body, a
+number or a credential. ``detail`` says more for the audit log (``expired``, ``bad_signature``,
+``replayed``, ...) and is never sent to the client.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Final
+
+#: Every reason code the gateway answers with, and its HTTP status: the one table of them.
+REASONS: Final[Mapping[str, int]] = MappingProxyType(
+    {
+        # DESIGN.md's request-path table, in its order
+        "tls_required": 403,
+        "body_too_large": 413,
+        "route_not_found": 404,
+        "method_not_allowed": 405,
+        "ip_not_allowed": 403,
+        "unauthenticated": 401,
+        "forbidden": 403,
+        "bad_request": 400,
+        "invalid_recipient": 422,
+        "destination_not_allowed": 403,
+        "sender_not_allowed": 403,
+        "rate_limited": 429,
+        "otp_retry_cap": 429,
+        "limiter_unavailable": 503,
+        "upstream_unavailable": 502,
+        "upstream_timeout": 504,
+        # extensions (README, "Reason codes")
+        "expectation_failed": 417,
+        "body_timeout": 408,
+        "audit_unavailable": 503,
+        "internal_error": 500,
+    }
+)
 
 
 @dataclass(eq=False)
@@ -17,14 +48,22 @@ class GatewayError(Exception):
     code: str
     message: str
     headers: Mapping[str, str] = field(default_factory=dict)
+    detail: str | None = None
 
     def __str__(self) -> str:
         return f"{self.status} {self.code}: {self.message}"
 
 
-def bad_request(message: str) -> GatewayError:
-    return GatewayError(400, "bad_request", message)
+def refuse(
+    code: str, message: str, headers: Mapping[str, str] | None = None, detail: str | None = None
+) -> GatewayError:
+    """The error for a reason code; its status comes from :data:`REASONS`."""
+    return GatewayError(REASONS[code], code, message, headers or {}, detail)
+
+
+def bad_request(message: str, detail: str | None = None) -> GatewayError:
+    return refuse("bad_request", message, detail=detail)
 
 
 def invalid_recipient(message: str = "a recipient is not a valid E.164 phone number") -> GatewayError:
-    return GatewayError(422, "invalid_recipient", message)
+    return refuse("invalid_recipient", message)

@@ -3,22 +3,46 @@
 One ``os.write`` per record on an ``O_APPEND`` descriptor: lines from concurrent writers never
 interleave inside a line, and a record is in the kernel before the caller goes on (the audit
 record of a send is written before the request goes upstream).
+
+Logging never changes an answer: a failed write (a closed stdout, a full disk) is counted and
+reported once on stderr, and the caller decides what it means. Any string can be written: text
+that cannot be UTF-8 encoded (surrogate-escaped header bytes) is escaped, never raised.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
+log = logging.getLogger("smsgw")
+
+
+def encode_line(record: dict[str, Any]) -> bytes:
+    line = json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=str) + "\n"
+    return line.encode("utf-8", "backslashreplace")
+
+
+def worker_log_path(target: str, worker: int | None) -> str:
+    """With ``server.workers > 1`` each process writes its own file: ``audit.jsonl`` -> ``audit.w1.jsonl``.
+
+    Each file is one chain written by one process, so workers never fork a chain.
+    """
+    if worker is None or target == "-":
+        return target
+    path = Path(target)
+    return str(path.with_name(f"{path.stem}.w{worker}{path.suffix}"))
+
 
 class JsonLinesSink:
-    __slots__ = ("_fd", "_owned", "name")
+    __slots__ = ("_fd", "_owned", "failures", "name")
 
     def __init__(self, target: str, base_dir: Path | None = None) -> None:
         self.name = target
+        self.failures = 0
         if target == "-":
             self._fd = sys.stdout.fileno()
             self._owned = False
@@ -31,15 +55,25 @@ class JsonLinesSink:
         self._owned = True
         self.name = str(path)
 
-    def write(self, record: dict[str, Any]) -> None:
-        line = json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=str) + "\n"
-        self.write_line(line.encode("utf-8"))
+    def write(self, record: dict[str, Any]) -> bool:
+        return self.write_line(encode_line(record))
 
-    def write_line(self, data: bytes) -> None:
-        """``data`` is one complete line, newline included."""
-        while data:
-            written = os.write(self._fd, data)
-            data = data[written:]
+    def write_line(self, data: bytes) -> bool:
+        """``data`` is one complete line, newline included. False when it could not be written."""
+        try:
+            while data:
+                written = os.write(self._fd, data)
+                data = data[written:]
+        except OSError as exc:
+            self.failures += 1
+            if self.failures == 1:
+                log.error(
+                    "cannot write to %s (%s); further failures are counted, not reported",
+                    "stdout" if self.name == "-" else self.name,
+                    type(exc).__name__,
+                )
+            return False
+        return True
 
     def close(self) -> None:
         if self._owned:

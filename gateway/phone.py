@@ -13,9 +13,11 @@ from dataclasses import dataclass
 
 import phonenumbers
 
-from gateway.errors import GatewayError, invalid_recipient
+from gateway.errors import GatewayError, invalid_recipient, refuse
+from gateway.exchange import Exchange
+from gateway.redaction import Redactor
 
-__all__ = ["Destination", "DestinationPolicy", "parse_recipient"]
+__all__ = ["CheckRecipients", "Destination", "DestinationPolicy", "parse_recipient"]
 
 _E164 = re.compile(r"\+[1-9][0-9]{6,14}", re.ASCII)
 _REGION = re.compile(r"[A-Z]{2}", re.ASCII)
@@ -74,13 +76,47 @@ class DestinationPolicy:
         self.countries: frozenset[str] = frozenset(normalised)
         self.senders: frozenset[str] = frozenset(senders)
 
-    def check(self, destinations: Sequence[Destination], sender: str | None) -> None:
-        """Countries first, then sender, matching the order of DESIGN.md's request-path table."""
+    def check(
+        self, destinations: Sequence[Destination], senders: Sequence[str], default_sender: bool = False
+    ) -> None:
+        """Countries first, then senders, matching the order of DESIGN.md's request-path table.
+
+        With an allowlist of senders, a message that names none (the vendor's default) is refused too.
+        """
         if self.countries:
-            for dest in destinations:
+            for position, dest in enumerate(destinations, start=1):
                 if dest.region is None or dest.region not in self.countries:
-                    raise GatewayError(
-                        403, "destination_not_allowed", "destination country is not allowed for this client"
+                    raise refuse(
+                        "destination_not_allowed",
+                        f"the destination country of recipient {position} is not allowed for this client",
                     )
-        if self.senders and (sender is None or sender not in self.senders):
-            raise GatewayError(403, "sender_not_allowed", "sender ID is not allowed for this client")
+        if self.senders and (default_sender or not senders or any(s not in self.senders for s in senders)):
+            raise refuse("sender_not_allowed", "sender ID is not allowed for this client")
+
+
+class CheckRecipients:
+    """Recipients are valid E.164 numbers (422); the client's countries and senders allow them (403)."""
+
+    name = "recipients"
+    __slots__ = ("_redactor",)
+
+    def __init__(self, redactor: Redactor) -> None:
+        self._redactor = redactor
+
+    async def run(self, ex: Exchange) -> None:
+        message, client = ex.message, ex.client
+        assert message is not None and client is not None
+        destinations: list[Destination] = []
+        for position, raw in enumerate(message.recipients, start=1):
+            try:
+                destinations.append(parse_recipient(raw))
+            except GatewayError:
+                ex.log_recipients = self._redactor.recipients([(r, None) for r in message.recipients])
+                raise invalid_recipient(
+                    f"recipient {position} is not a valid E.164 phone number"
+                    if len(message.recipients) > 1
+                    else "the recipient is not a valid E.164 phone number"
+                ) from None
+        ex.destinations = tuple(destinations)
+        ex.log_recipients = self._redactor.recipients([(d.raw, d.e164) for d in destinations])
+        client.destinations.check(ex.destinations, message.senders, message.default_sender)

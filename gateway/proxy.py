@@ -11,14 +11,23 @@ import time
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
-from urllib.parse import quote, unquote_plus
+from typing import TYPE_CHECKING, Final
+from urllib.parse import unquote_plus
 
 import aiohttp
+from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
+from gateway.audit import AuditLog
 from gateway.credentials import VendorCredentials
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, bad_request, refuse
+from gateway.exchange import Exchange
+from gateway.providers.forms import field_base
+
+if TYPE_CHECKING:
+    from gateway.providers.base import ProviderAdapter
+    from gateway.routing import PathTemplate
 
 #: RFC 9110 hop-by-hop headers, plus those a proxy must not pass on.
 HOP_BY_HOP = frozenset(
@@ -57,8 +66,39 @@ CLIENT_ONLY = frozenset(
     }
 )
 
-#: Response headers the gateway sets itself or that describe the vendor's connection.
-RESPONSE_DROP = HOP_BY_HOP | {"content-length", "strict-transport-security"}
+#: Response headers the gateway sets itself, that describe the vendor's connection, or that
+#: would act on the client in the vendor's name (cookies, auth challenges, CORS, the banner).
+RESPONSE_DROP = HOP_BY_HOP | {
+    "content-length",
+    "strict-transport-security",
+    "set-cookie",
+    "set-cookie2",
+    "www-authenticate",
+    "proxy-authenticate",
+    "server",
+    "x-powered-by",
+}
+
+#: Headers the message's meaning depends on: a ``Connection`` token naming one would make a
+#: proxy drop it (``Connection: Content-Type`` strips the body's type on the way), so the vendor
+#: would read the body differently from the gateway. Such requests are refused; ``content-*``
+#: names are matched by prefix.
+PROTECTED_FROM_CONNECTION: Final = frozenset(
+    {
+        "host",
+        "transfer-encoding",
+        "authorization",
+        "signature",
+        "signature-input",
+        "idempotency-key",
+        "date",
+        "expect",
+    }
+)
+
+#: Content codings the gateway can decode to inspect an answer; the client's Accept-Encoding is
+#: narrowed to these so a vendor answer is never opaque.
+DECODABLE: Final = ("gzip", "deflate", "identity")
 
 MAX_VENDOR_ANSWER = 1024 * 1024
 
@@ -97,6 +137,7 @@ def _connection_tokens(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> fro
 def upstream_headers(
     incoming: CIMultiDictProxy[str], credentials: VendorCredentials, strip: Iterable[str] = ()
 ) -> CIMultiDict[str]:
+    """The client's headers as the vendor gets them; the vendor credentials are added by ``sign``."""
     drop = _ALWAYS_DROP | credentials.header_names
     tokens = _connection_tokens(incoming)
     if tokens or strip:
@@ -106,14 +147,79 @@ def upstream_headers(
         lower = name.lower()
         if lower not in drop and not lower.startswith("x-forwarded-"):
             out.add(name, value)
-    for name, value in credentials.headers:
-        out[name] = value
+    encodings = out.getall("Accept-Encoding", ())
+    if encodings:
+        del out["Accept-Encoding"]
+        kept = [
+            token.strip()
+            for value in encodings
+            for token in value.split(",")
+            if token.split(";")[0].strip().lower() in DECODABLE
+        ]
+        if kept:
+            out["Accept-Encoding"] = ", ".join(kept)
     return out
 
 
-def response_headers(incoming: CIMultiDictProxy[str]) -> CIMultiDict[str]:
+def response_headers(incoming: CIMultiDictProxy[str] | CIMultiDict[str]) -> CIMultiDict[str]:
     drop = RESPONSE_DROP | _connection_tokens(incoming)
-    return CIMultiDict((k, v) for k, v in incoming.items() if k.lower() not in drop)
+    return CIMultiDict(
+        (k, v)
+        for k, v in incoming.items()
+        if k.lower() not in drop and not k.lower().startswith("access-control-")
+    )
+
+
+def check_connection_tokens(headers: CIMultiDictProxy[str]) -> None:
+    """Refuse a ``Connection`` header naming an end-to-end header (400), instead of dropping it."""
+    for token in _connection_tokens(headers):
+        if token in PROTECTED_FROM_CONNECTION or token.startswith("content-"):
+            raise bad_request("the Connection header names a header the message depends on")
+
+
+class AnswerScrubber:
+    """What a vendor answer must not carry to the client: the vendor's secrets, and its real
+    account id where the client used a virtual one (answer rewrites from the adapter)."""
+
+    __slots__ = ("_secrets", "_text_secrets")
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        self._text_secrets = tuple(sorted((s for s in secrets if len(s) >= 4), key=len, reverse=True))
+        self._secrets = tuple((s.encode("utf-8"), b"REDACTED") for s in self._text_secrets)
+
+    def scrub(
+        self, answer: VendorAnswer, rewrites: tuple[tuple[bytes, bytes], ...]
+    ) -> tuple[bytes, CIMultiDict[str]]:
+        """The body and headers to send; decoded (and relabelled) only when something had to change."""
+        pairs = self._secrets + rewrites
+        headers = answer.headers
+        if pairs:
+            headers = CIMultiDict(
+                (name, self._scrub_text(value, rewrites)) for name, value in answer.headers.items()
+            )
+        if not pairs or not answer.body:
+            return answer.body, headers
+        decoded = answer.decoded_body()
+        if decoded is None:
+            raise refuse("upstream_unavailable", "the vendor's answer could not be inspected")
+        changed = decoded
+        for old, new in pairs:
+            if old in changed:
+                changed = changed.replace(old, new)
+        if changed is decoded:
+            return answer.body, headers
+        headers.pop("Content-Encoding", None)
+        return changed, headers
+
+    def _scrub_text(self, value: str, rewrites: tuple[tuple[bytes, bytes], ...]) -> str:
+        for secret in self._text_secrets:
+            if secret in value:
+                value = value.replace(secret, "REDACTED")
+        for old, new in rewrites:
+            text = old.decode("ascii")
+            if text in value:
+                value = value.replace(text, new.decode("ascii"))
+        return value
 
 
 class Upstream:
@@ -130,9 +236,6 @@ class Upstream:
         self._ssl = ssl_context
         self._timeout = aiohttp.ClientTimeout(
             total=timeout_s, connect=connect_timeout_s, sock_connect=connect_timeout_s
-        )
-        self._query_suffix = "&".join(
-            f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in credentials.query
         )
         self._query_names = frozenset(k.lower() for k, _ in credentials.query)
         self._session: aiohttp.ClientSession | None = None
@@ -158,20 +261,24 @@ class Upstream:
         return self._session is not None and not self._session.closed
 
     def url(self, path: str, query_string: str) -> str:
-        """``query_string`` is the client's raw query; a parameter named like the vendor's query
-        credential is dropped, so a client cannot put its own credential first."""
+        """``query_string`` is the client's raw query; a parameter that could be read as the
+        vendor's query credential (``api_key``, ``API_KEY[]``, after ``;`` too) is dropped, so a
+        client cannot put its own credential first. The credential itself is added by ``sign``."""
         if query_string and self._query_names:
             query_string = "&".join(
                 part
                 for part in query_string.split("&")
-                if unquote_plus(part.partition("=")[0]).lower() not in self._query_names
+                if not any(
+                    field_base(unquote_plus(piece.partition("=")[0], errors="replace")) in self._query_names
+                    for piece in part.split(";")
+                )
             )
-        query = "&".join(q for q in (query_string, self._query_suffix) if q)
-        return f"{self._base}{path}" + (f"?{query}" if query else "")
+        return f"{self._base}{path}" + (f"?{query_string}" if query_string else "")
 
     async def forward(self, method: str, url: str, headers: CIMultiDict[str], body: bytes) -> VendorAnswer:
         """One attempt; connection failures are 502 ``upstream_unavailable``, slowness 504."""
         assert self._session is not None, "Upstream.start() was not awaited"
+        url = self._credentials.sign(method, url, headers, body)
         started = time.perf_counter()
         try:
             async with self._session.request(
@@ -195,3 +302,63 @@ class Upstream:
             raise GatewayError(504, "upstream_timeout", "the vendor did not answer in time") from None
         except (aiohttp.ClientError, ssl.SSLError, OSError):
             raise GatewayError(502, "upstream_unavailable", "the vendor could not be reached") from None
+
+
+# --------------------------------------------------------------------------- stages
+
+
+class CheckHopHeaders:
+    """Before the allow record: a request whose forwarding would change its meaning is refused."""
+
+    name = "hop_headers"
+    __slots__ = ()
+
+    async def run(self, ex: Exchange) -> None:
+        check_connection_tokens(ex.request.headers)
+
+
+class Forward:
+    """Step 11: one attempt upstream with the vendor's credentials; the answer comes back scrubbed."""
+
+    name = "forward"
+    __slots__ = ("_adapter", "_audit", "_credentials", "_scrubber", "_template", "_upstream")
+
+    def __init__(
+        self,
+        upstream: Upstream,
+        credentials: VendorCredentials,
+        adapter: ProviderAdapter,
+        template: PathTemplate,
+        audit: AuditLog,
+        scrubber: AnswerScrubber,
+    ) -> None:
+        self._upstream = upstream
+        self._credentials = credentials
+        self._adapter = adapter
+        self._template = template
+        self._audit = audit
+        self._scrubber = scrubber
+
+    async def run(self, ex: Exchange) -> web.StreamResponse:
+        request = ex.request
+        target = self._adapter.target(self._template, ex.params)
+        url = self._upstream.url(target.path, request.raw_path.partition("?")[2])
+        headers = upstream_headers(request.headers, self._credentials)
+        started = time.perf_counter()
+        try:
+            answer = await self._upstream.forward(request.method, url, headers, ex.body or b"")
+            body, answer_headers = self._scrubber.scrub(answer, target.answer_rewrites)
+        except GatewayError as exc:
+            ex.status, ex.reason = exc.status, exc.code
+            ex.upstream_ms = round((time.perf_counter() - started) * 1000, 3)
+            self._audit.outcome(ex, ex.upstream_ms)
+            raise
+        ex.status = answer.status
+        ex.upstream_ms = answer.elapsed_ms
+        decoded = answer.decoded_body()
+        if decoded is not None:
+            ex.vendor_message_id = self._adapter.vendor_message_id(
+                answer.status, decoded, answer.headers.get("Content-Type", "")
+            )
+        self._audit.outcome(ex, round((time.perf_counter() - started) * 1000, 3))
+        return web.Response(status=answer.status, body=body, headers=answer_headers)

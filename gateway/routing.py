@@ -10,9 +10,12 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from gateway.errors import GatewayError, bad_request
+
+if TYPE_CHECKING:
+    from gateway.exchange import Exchange
 
 T = TypeVar("T")
 
@@ -115,3 +118,18 @@ def check_normal_form(raw_path: str) -> None:
     """Refuse dot segments, empty segments and encoded separators (path confusion)."""
     if not raw_path.startswith("/") or _NOT_NORMAL.search(raw_path):
         raise bad_request("the request path is not in normal form")
+
+
+class RouteRequest:
+    """Deny by default: the request must match a route's path and method (404 / 405)."""
+
+    name = "route"
+    __slots__ = ("_router",)
+
+    def __init__(self, router: Router[Any]) -> None:
+        self._router = router
+
+    async def run(self, ex: Exchange) -> None:
+        match = self._router.match(ex.method, ex.request.raw_path.partition("?")[0])
+        ex.route = match.target
+        ex.params = match.params

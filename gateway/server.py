@@ -16,12 +16,10 @@ from aiohttp import web
 
 from gateway.admin import build_admin_app
 from gateway.app import Gateway, build_public_app
-from gateway.audit import AuditLog
 from gateway.config import Config, parse_listen
-from gateway.credentials import VendorCredentials
-from gateway.jsonlog import JsonLinesSink
-from gateway.proxy import Upstream
-from gateway.transport import ReloadableServerTLS, security_headers, upstream_context
+from gateway.policy import build_policy
+from gateway.services import Services
+from gateway.transport import ReloadableServerTLS, security_headers
 
 log = logging.getLogger("smsgw")
 
@@ -48,12 +46,16 @@ protocol_log.addFilter(_ProtocolErrorFilter())
 class Running:
     config: Config
     gateway: Gateway
+    services: Services
     runners: list[web.AppRunner]
     public_port: int
     admin_port: int
     http_port: int | None
-    tls: ReloadableServerTLS | None
     draining: bool = False
+
+    @property
+    def tls(self) -> ReloadableServerTLS | None:
+        return self.services.tls
 
     def reload_certificate(self) -> None:
         """SIGHUP: new handshakes use the new pair; a broken pair keeps the old one."""
@@ -62,7 +64,7 @@ class Running:
         try:
             self.tls.reload()
             log.info("certificate reloaded")
-        except (OSError, ssl.SSLError) as exc:
+        except (OSError, ssl.SSLError, ValueError) as exc:
             log.error("certificate reload failed, keeping the old one: %s", type(exc).__name__)
 
     async def stop(self) -> None:
@@ -70,9 +72,7 @@ class Running:
         # Public listeners drain first; admin goes last so /readyz answers 503 meanwhile.
         for runner in self.runners:
             await runner.cleanup()
-        await self.gateway.upstream.close()
-        self.gateway.access_log.close()
-        self.gateway.audit.close()
+        await self.services.close()
 
 
 def _bound_port(runner: web.AppRunner) -> int:
@@ -95,48 +95,32 @@ async def _listen(
 
 async def start(config: Config) -> Running:
     s = config.settings
-    credentials = VendorCredentials.from_config(s.upstream.credentials)
-    upstream = Upstream(
-        s.upstream.base_url,
-        credentials,
-        upstream_context(
-            config.resolve_path(s.upstream.ca_file) if s.upstream.ca_file else None, s.upstream.pin_sha256
-        ),
-        s.upstream.connect_timeout_s,
-        s.upstream.timeout_s,
-    )
-    tls_holder = None
-    if s.server.tls.mode == "terminate":
-        tls = s.server.tls
-        tls_holder = ReloadableServerTLS(
-            tls,
-            config.resolve_path(tls.cert_file),
-            config.resolve_path(tls.key_file),
-            config.resolve_path(tls.client_ca_file) if tls.client_ca_file else None,
-        )
-    chain_key = s.logging.chain_key.get_secret_value().encode("utf-8") if s.logging.chain_key else None
-    access_sink = JsonLinesSink(s.logging.access_log, config.base_dir)
-    audit = AuditLog(JsonLinesSink(s.logging.audit_log, config.base_dir), s.upstream.provider, chain_key)
+    services = Services(config)
+    await services.start()
+    _, services.https_port = parse_listen(s.server.listen)
     shutdown = s.server.shutdown_timeout_s
     runners: list[web.AppRunner] = []
     try:
-        await upstream.start()
-        _, https_port = parse_listen(s.server.listen)
-        gateway = Gateway(config, upstream, credentials, access_sink, audit, https_port)
+        gateway = Gateway(build_policy(config, services), services)
+        tls_context = services.tls.context if services.tls else None
         public = await _listen(
-            build_public_app(gateway), s.server.listen, tls_holder.context if tls_holder else None, shutdown
+            build_public_app(gateway, s.server.max_body_bytes), s.server.listen, tls_context, shutdown
         )
         runners.append(public)
         public_port = _bound_port(public)
-        gateway.bind_https_port(public_port)
+        if public_port != services.https_port:  # port 0: redirects name the port actually bound
+            services.https_port = public_port
+            gateway.policy = build_policy(config, services)
         http_port = None
         if s.server.http.listen:
-            plain = await _listen(build_public_app(gateway), s.server.http.listen, None, shutdown)
+            plain = await _listen(
+                build_public_app(gateway, s.server.max_body_bytes), s.server.http.listen, None, shutdown
+            )
             runners.append(plain)
             http_port = _bound_port(plain)
-        running = Running(config, gateway, runners, public_port, 0, http_port, tls_holder)
+        running = Running(config, gateway, services, runners, public_port, 0, http_port)
         admin = await _listen(
-            build_admin_app(security_headers(s.hsts), lambda: upstream.ready and not running.draining),
+            build_admin_app(security_headers(s.hsts), lambda: services.ready and not running.draining),
             s.admin.listen,
             None,
             shutdown,
@@ -147,9 +131,7 @@ async def start(config: Config) -> Running:
     except BaseException:
         for runner in reversed(runners):
             await runner.cleanup()
-        await upstream.close()
-        access_sink.close()
-        audit.close()
+        await services.close()
         raise
 
 

@@ -11,14 +11,16 @@ import base64
 import hashlib
 import re
 import ssl
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
+import netaddr
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from gateway.config.schema import HSTSConfig, TLSConfig
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, bad_request, refuse
+from gateway.exchange import Exchange
 
 #: TLS 1.2 suites: forward secrecy and AEAD only. TLS 1.3 suites are all AEAD with (EC)DHE.
 TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!eNULL:!MD5:!SHA1:!DSS"
@@ -56,6 +58,7 @@ class ReloadableServerTLS:
         self._args = (tls, cert_file, key_file, client_ca_file)
         self.context = server_context(*self._args)
         self._current = self.context
+        self.names = certificate_names(cert_file)
         self.context.sni_callback = self._select
 
     def _select(self, ssl_object: ssl.SSLObject, _server_name: str | None, _ctx: ssl.SSLContext) -> None:
@@ -64,7 +67,9 @@ class ReloadableServerTLS:
 
     def reload(self) -> None:
         """Raise (and keep serving the current pair) if the files do not load as a pair."""
-        self._current = server_context(*self._args)
+        current = server_context(*self._args)
+        names = certificate_names(self._args[1])
+        self._current, self.names = current, names
 
 
 def spki_sha256(der_certificate: bytes) -> str:
@@ -117,22 +122,65 @@ def security_headers(hsts: HSTSConfig) -> dict[str, str]:
     }
 
 
+def certificate_names(cert_file: Path) -> frozenset[str]:
+    """Lower-case DNS names and IP addresses a certificate is valid for (its SANs, else its CN)."""
+    cert = x509.load_pem_x509_certificate(cert_file.read_bytes())
+    names: set[str] = set()
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        names |= {n.lower() for n in san.get_values_for_type(x509.DNSName)}
+        names |= {str(ip) for ip in san.get_values_for_type(x509.IPAddress)}
+    except x509.ExtensionNotFound:
+        names |= {
+            str(a.value).lower() for a in cert.subject.get_attributes_for_oid(x509.oid.NameOID.COMMON_NAME)
+        }
+    return frozenset(names)
+
+
+def host_matches(host: str, names: frozenset[str]) -> bool:
+    """RFC 6125: exact name, or a ``*.`` wildcard standing for exactly one left-most label."""
+    host = host.lower().rstrip(".")
+    if host in names:
+        return True
+    label, dot, rest = host.partition(".")
+    return bool(dot and label and rest and f"*.{rest}" in names)
+
+
 class HttpsPolicy:
-    """Decides whether a request arrived over HTTPS, and what a plain-HTTP request gets."""
+    """Decides whether a request arrived over HTTPS, and what a plain-HTTP request gets.
 
-    __slots__ = ("_action", "_https_port", "_offloaded", "_public_origin")
+    Without ``server.public_url`` a redirect goes to the request's Host only when that host is one
+    of ``host_names`` (the certificate's names): anything else would let a client pick the target.
+    """
 
-    def __init__(self, *, offloaded: bool, action: str, public_origin: str, https_port: int) -> None:
+    __slots__ = ("_action", "_host_names", "_offloaded", "_public_origin", "https_port")
+
+    def __init__(
+        self,
+        *,
+        offloaded: bool,
+        action: str,
+        public_origin: str,
+        https_port: int,
+        host_names: Callable[[], frozenset[str]] = frozenset,
+    ) -> None:
         self._offloaded = offloaded
         self._action = action
         self._public_origin = public_origin
-        self._https_port = https_port
+        self._host_names = host_names
+        self.https_port = https_port
 
-    def is_https(self, *, tls: bool, peer_trusted: bool, forwarded_proto: str | None) -> bool:
+    def is_https(self, *, tls: bool, peer_trusted: bool, forwarded_proto: Sequence[str] | str | None) -> bool:
+        """Raises 400 when a trusted proxy sends more than one ``X-Forwarded-Proto`` value."""
         if not self._offloaded:
             return tls
         # Behind a load balancer, only the balancer's own word counts.
-        return peer_trusted and forwarded_proto is not None and forwarded_proto.strip().lower() == "https"
+        if not peer_trusted or not forwarded_proto:
+            return False
+        values = [forwarded_proto] if isinstance(forwarded_proto, str) else list(forwarded_proto)
+        if len(values) != 1 or "," in values[0]:
+            raise bad_request("X-Forwarded-Proto must hold exactly one value")
+        return values[0].strip().lower() == "https"
 
     def refuse(self, method: str, host: str | None, path_qs: str) -> GatewayError:
         """403 ``tls_required``, or a 308 to the HTTPS origin for GET/HEAD when configured."""
@@ -140,11 +188,34 @@ class HttpsPolicy:
             origin = self._public_origin or self._origin_from_host(host)
             if origin:
                 return GatewayError(308, "tls_required", "use HTTPS", {"Location": origin + path_qs})
-        return GatewayError(403, "tls_required", "this gateway accepts HTTPS only")
+        return refuse("tls_required", "this gateway accepts HTTPS only")
 
     def _origin_from_host(self, host: str | None) -> str:
         if not host or not _HOST.match(host):
             return ""
         name = host[: host.index("]") + 1] if host.startswith("[") else host.split(":", 1)[0]
-        port = "" if self._https_port == 443 else f":{self._https_port}"
+        if not host_matches(name.strip("[]"), self._host_names()):
+            return ""
+        port = "" if self.https_port == 443 else f":{self.https_port}"
         return f"https://{name}{port}"
+
+
+class RequireHttps:
+    """Step 1 of the request path: plain HTTP gets 403 ``tls_required`` (or a 308 for GET/HEAD)."""
+
+    name = "https"
+    __slots__ = ("_policy", "_trusted")
+
+    def __init__(self, policy: HttpsPolicy, is_trusted: Callable[[netaddr.IPAddress], bool]) -> None:
+        self._policy = policy
+        self._trusted = is_trusted
+
+    async def run(self, ex: Exchange) -> None:
+        request = ex.request
+        transport = request.transport
+        tls = transport is not None and transport.get_extra_info("ssl_object") is not None
+        trusted = ex.peer is not None and self._trusted(ex.peer)
+        if not self._policy.is_https(
+            tls=tls, peer_trusted=trusted, forwarded_proto=request.headers.getall("X-Forwarded-Proto", ())
+        ):
+            raise self._policy.refuse(request.method, request.host, request.raw_path)

@@ -8,11 +8,12 @@ import json
 import re
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from gateway.audit import GENESIS, AuditLog, canonical, chain_value, last_chain
-from gateway.context import RequestContext
+from gateway.exchange import Exchange
 from gateway.jsonlog import JsonLinesSink
 
 
@@ -43,27 +44,32 @@ def test_chain_value_plain_and_keyed() -> None:
     assert re.fullmatch(r"[0-9a-f]{64}", plain)
 
 
-def _ctx(request_id: str) -> RequestContext:
-    return RequestContext(
+def _ctx(request_id: str) -> Exchange:
+    """An exchange as the stages leave it (no live request is needed to write records)."""
+    ex = Exchange(
+        request=None,  # type: ignore[arg-type]
+        policy=None,  # type: ignore[arg-type]
         request_id=request_id,
+        started=time.perf_counter(),
         method="POST",
         path="/2010-04-01/Accounts/AC1/Messages.json",
         ip="198.51.100.7",
-        route="twilio-send",
-        client="billing",
-        recipients=["+4479*****23"],
+        log_recipients=["+4479*****23"],
         recipient_count=1,
-        sender="ACME",
-        body={"hmac": "abc"},
+        log_sender="ACME",
+        log_body={"hmac": "abc"},
     )
+    ex.route = SimpleNamespace(name="twilio-send")  # type: ignore[assignment]
+    ex.client = SimpleNamespace(id="billing")  # type: ignore[assignment]
+    return ex
 
 
 def _write_pair(log: AuditLog, request_id: str) -> None:
     ctx = _ctx(request_id)
-    log.decision(ctx, "allow", None, None)
+    log.decision(ctx, "allow")
     assert ctx.audited is True
     ctx.status, ctx.upstream_ms, ctx.vendor_message_id = 201, 12.5, "SM1"
-    log.outcome(ctx, time.perf_counter())
+    log.outcome(ctx, 13.0)
 
 
 def _verify(path: Path, key: bytes | None) -> list[dict]:
@@ -120,7 +126,8 @@ def test_audit_line_keys_sorted_with_chain_last(tmp_path: Path) -> None:
     path = tmp_path / "audit.jsonl"
     log = AuditLog(JsonLinesSink(str(path)), "twilio")
     ctx = _ctx("req-1")
-    log.decision(ctx, "deny", 403, "ip_not_allowed")
+    ctx.status, ctx.reason = 403, "ip_not_allowed"
+    log.decision(ctx, "deny")
     log.close()
     raw = path.read_bytes()
     assert raw.endswith(b"\n") and raw.count(b"\n") == 1
@@ -150,7 +157,7 @@ def test_last_chain_skips_garbage_lines(tmp_path: Path) -> None:
     assert last_chain(path) == good
     again = AuditLog(JsonLinesSink(str(path)), "twilio")
     ctx = _ctx("req-2")
-    again.decision(ctx, "allow", None, None)
+    again.decision(ctx, "allow")
     again.close()
     last = json.loads(path.read_bytes().splitlines()[-1])
     assert last["chain"] == chain_value(good, last, None)

@@ -34,7 +34,7 @@ def basic_auth() -> BasicAuthenticator:
     ],
 )
 def test_basic_valid(basic_auth: BasicAuthenticator, header: str, client: str) -> None:
-    assert basic_auth.authenticate(header) == client
+    assert basic_auth.verify(header) == client
 
 
 @pytest.mark.parametrize(
@@ -64,11 +64,45 @@ def test_basic_valid(basic_auth: BasicAuthenticator, header: str, client: str) -
     ],
 )
 def test_basic_refused(basic_auth: BasicAuthenticator, header: str | None) -> None:
-    assert basic_auth.authenticate(header) is None
+    assert basic_auth.verify(header) is None
 
 
 def test_basic_urlsafe_alphabet_is_not_accepted() -> None:
     # "?>?" encodes to "Pz4/" in standard base64 and "Pz4_" in the URL-safe alphabet.
     auth = BasicAuthenticator([("u", sha("?>?"), "c")])
-    assert auth.authenticate("Basic " + base64.b64encode(b"u:?>?").decode()) == "c"
-    assert auth.authenticate("Basic " + base64.urlsafe_b64encode(b"u:?>?").decode()) is None
+    assert auth.verify("Basic " + base64.b64encode(b"u:?>?").decode()) == "c"
+    assert auth.verify("Basic " + base64.urlsafe_b64encode(b"u:?>?").decode()) is None
+
+
+# --------------------------------------------------------------------------- allowlist before password
+
+
+def _allowlisted() -> BasicAuthenticator:
+    from gateway.identity.ip import IpAllowlist
+
+    return BasicAuthenticator(
+        [("alice", sha("alice-pw"), "client-a"), ("bob", sha("bob-pw"), "client-b")],
+        {"client-a": IpAllowlist(["10.0.0.0/8"]), "client-b": IpAllowlist(["192.0.2.0/24"])},
+    )
+
+
+def test_allowlist_is_checked_for_the_claimed_username_whatever_the_password() -> None:
+    from netaddr import IPAddress
+
+    auth = _allowlisted()
+    outside, inside = IPAddress("203.0.113.9"), IPAddress("10.1.2.3")
+    for password in ("alice-pw", "wrong"):
+        assert auth.address_allowed(basic("alice", password), outside) is False
+        assert auth.address_allowed(basic("alice", password), inside) is True
+    # A header that names nobody claims no client: the password check answers (401).
+    assert auth.address_allowed("Bearer x", outside) is True
+
+
+def test_unknown_usernames_get_a_stable_decoy_among_the_real_clients() -> None:
+    auth = _allowlisted()
+    names = [f"user{i}" for i in range(200)]
+    decoys = [auth.claimed_client(name) for name in names]
+    assert set(decoys) == {"client-a", "client-b"}  # spread over the real clients
+    assert decoys == [_allowlisted().claimed_client(name) for name in names]  # same on every replica
+    assert auth.claimed_client("alice") == "client-a"
+    assert BasicAuthenticator([]).claimed_client("anyone") is None

@@ -581,7 +581,9 @@ async def test_official_twilio_sdk_through_the_gateway(gateway: Gateway, vendor:
     message = await asyncio.to_thread(create)
     assert message.sid.startswith("SM")
     assert message.status == "queued"
-    assert message.account_sid == VENDOR_SID
+    # The SDK sees its own (gateway-issued) account id, never the vendor's real one.
+    assert message.account_sid == CLIENT_USER
+    assert VENDOR_SID not in message.uri
     assert outcome(gateway)["vendor_message_id"] == message.sid
     (seen,) = vendor.received
     assert seen.headers["Authorization"] == VENDOR_BASIC

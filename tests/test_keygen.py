@@ -36,4 +36,4 @@ def test_basic_credential() -> None:
     assert digest == hashlib.sha256(password.encode()).hexdigest()
     assert basic_credential()[0] != password
     auth = BasicAuthenticator([("svc", digest, "svc-client")])
-    assert auth.authenticate(basic("svc", password)) == "svc-client"
+    assert auth.verify(basic("svc", password)) == "svc-client"

@@ -101,17 +101,17 @@ NONGEO = parse_recipient("+80012345678")
 
 def test_empty_policy_allows_anything() -> None:
     policy = DestinationPolicy()
-    policy.check([EE, US, DE, NONGEO], None)
-    policy.check([EE], "AnySender")
-    policy.check([], None)
+    policy.check([EE, US, DE, NONGEO], ())
+    policy.check([EE], ("AnySender",))
+    policy.check([], ())
 
 
 def test_countries_allowed_and_denied() -> None:
     policy = DestinationPolicy(countries=["ee", "US"])
     assert policy.countries == frozenset({"EE", "US"})
-    policy.check([EE, US], None)
+    policy.check([EE, US], ())
     with pytest.raises(GatewayError) as info:
-        policy.check([EE, DE], None)
+        policy.check([EE, DE], ())
     err = info.value
     assert (err.status, err.code) == (403, "destination_not_allowed")
     assert "DE" not in err.message
@@ -120,26 +120,30 @@ def test_countries_allowed_and_denied() -> None:
 
 def test_unknown_region_denied_when_countries_set() -> None:
     with pytest.raises(GatewayError) as info:
-        DestinationPolicy(countries=["EE"]).check([NONGEO], None)
+        DestinationPolicy(countries=["EE"]).check([NONGEO], ())
     assert info.value.code == "destination_not_allowed"
 
 
 def test_senders() -> None:
     policy = DestinationPolicy(senders=["MyBank", "+15005550006"])
-    policy.check([EE], "MyBank")
-    policy.check([EE], "+15005550006")
-    for sender in ["mybank", "MyBank ", "Other", "", None]:
+    policy.check([EE], ("MyBank",))
+    policy.check([EE], ("+15005550006",))
+    for senders in [("mybank",), ("MyBank ",), ("Other",), ("",), (), ("MyBank", "Other")]:
         with pytest.raises(GatewayError) as info:
-            policy.check([EE], sender)
+            policy.check([EE], senders)
         assert (info.value.status, info.value.code) == (403, "sender_not_allowed")
+    # Several messages, every sender allowed; a message naming none uses the vendor's default.
+    policy.check([EE], ("MyBank", "+15005550006"))
+    with pytest.raises(GatewayError):
+        policy.check([EE], ("MyBank",), default_sender=True)
 
 
 def test_country_checked_before_sender() -> None:
     policy = DestinationPolicy(countries=["EE"], senders=["MyBank"])
     with pytest.raises(GatewayError) as info:
-        policy.check([DE], "Other")
+        policy.check([DE], ("Other",))
     assert info.value.code == "destination_not_allowed"
-    policy.check([EE], "MyBank")
+    policy.check([EE], ("MyBank",))
 
 
 @pytest.mark.parametrize("code", ["EST", "E", "", "E1", "Ä1", "ÄÖ", " EE", "001", "ee "])

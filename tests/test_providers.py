@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlencode
 
 import pytest
+from pydantic import ValidationError
 from requests import Request, Session
 from twilio.http import HttpClient
 from twilio.http.response import Response
@@ -15,10 +16,11 @@ from twilio.rest import Client
 
 from gateway.errors import GatewayError
 from gateway.providers import (
-    AVAILABLE_PROVIDERS,
     KNOWN_PROVIDERS,
+    REGISTRY,
     GenericAdapter,
-    GenericSpec,
+    GenericOptions,
+    ProviderSettings,
     TwilioAdapter,
     build_adapter,
     generic,
@@ -81,6 +83,11 @@ def sdk_send(**kwargs: object) -> _Sent:
     return http.sent[0]
 
 
+def _one(sender: str | None, body: str | None) -> tuple[tuple[str, ...], tuple[str, ...], bool]:
+    """Message fields for a single message: (senders, bodies, default_sender)."""
+    return ((sender,) if sender is not None else ()), ((body,) if body is not None else ()), sender is None
+
+
 def bad(adapter: TwilioAdapter | GenericAdapter, body: bytes, content_type: str = FORM) -> GatewayError:
     with pytest.raises(GatewayError) as info:
         adapter.parse(body, content_type)
@@ -100,7 +107,7 @@ def test_twilio_sdk_body_round_trip(text: str) -> None:
     sent = sdk_send(to="+15551234567", from_="+15557654321", body=text)
     assert sent.content_type == FORM
     msg = TwilioAdapter().parse(sent.body, sent.content_type)
-    assert msg == Message(recipients=("+15551234567",), sender="+15557654321", body=text)
+    assert msg == Message(("+15551234567",), *_one("+15557654321", text))
 
 
 def test_twilio_sdk_messaging_service_sender_and_no_body() -> None:
@@ -110,7 +117,7 @@ def test_twilio_sdk_messaging_service_sender_and_no_body() -> None:
         media_url=["https://example.com/a.png", "https://example.com/b.png"],
     )
     msg = TwilioAdapter().parse(sent.body, sent.content_type)
-    assert msg == Message(recipients=("+447700900123",), sender="MG" + "1" * 32, body=None)
+    assert msg == Message(("+447700900123",), *_one("MG" + "1" * 32, None))
 
 
 def test_twilio_from_wins_over_messaging_service() -> None:
@@ -182,7 +189,7 @@ def test_twilio_duplicate_single_fields_rejected(body: bytes) -> None:
 
 def test_twilio_repeatable_fields_allowed() -> None:
     msg = TwilioAdapter().parse(b"To=%2B1&MediaUrl=a&MediaUrl=b&Body=", FORM)
-    assert msg == Message(recipients=("+1",), sender=None, body="")
+    assert msg == Message(("+1",), *_one(None, ""))
 
 
 @pytest.mark.parametrize(
@@ -219,17 +226,17 @@ def test_twilio_vendor_message_id() -> None:
 
 # --------------------------------------------------------------------------- generic: JSON
 
-INFOBIP = GenericSpec(
+INFOBIP = GenericOptions(
     format="json",
     recipient="/messages/*/destinations/*/to",
     sender="/messages/*/sender",
     body="/messages/*/content/text",
     message_id="/messages/*/messageId",
 )
-PLIVO = GenericSpec(
+PLIVO = GenericOptions(
     recipient="dst", sender="src", body="text", recipient_separator="<", message_id="/message_uuid"
 )
-SMSAPI = GenericSpec(format="form", recipient="to", sender="from", body="message", recipient_separator=",")
+SMSAPI = GenericOptions(format="form", recipient="to", sender="from", body="message", recipient_separator=",")
 
 
 def infobip_body(*messages: dict[str, object]) -> bytes:
@@ -245,11 +252,11 @@ def test_generic_infobip_wildcards() -> None:
         }
     )
     msg = GenericAdapter(INFOBIP).parse(body, JSON)
-    assert msg == Message(recipients=("41793026727", "41793026728"), sender="InfoSMS", body="Привет 👋")
+    assert msg == Message(("41793026727", "41793026728"), *_one("InfoSMS", "Привет 👋"))
 
 
 def test_generic_infobip_recipients_over_several_messages() -> None:
-    spec = GenericSpec(recipient="/messages/*/destinations/*/to")
+    spec = GenericOptions(recipient="/messages/*/destinations/*/to")
     body = infobip_body({"destinations": [{"to": "1"}, {"to": "2"}]}, {"destinations": [{"to": "3"}]})
     assert GenericAdapter(spec).parse(body, JSON).recipients == ("1", "2", "3")
 
@@ -259,17 +266,51 @@ def test_generic_infobip_optional_sender_absent() -> None:
     assert GenericAdapter(INFOBIP).parse(body, JSON).sender is None
 
 
+def test_generic_every_message_of_a_multi_message_send_is_read() -> None:
+    body = infobip_body(
+        {"sender": "A", "destinations": [{"to": "1"}], "content": {"text": "first"}},
+        {"sender": "B", "destinations": [{"to": "2"}, {"to": "3"}], "content": {"text": "second"}},
+    )
+    msg = GenericAdapter(INFOBIP).parse(body, JSON)
+    assert msg.recipients == ("1", "2", "3")
+    assert msg.senders == ("A", "B")
+    assert msg.bodies == ("first", "second")
+    assert msg.default_sender is False
+
+
+def test_generic_a_message_without_sender_is_marked() -> None:
+    # The second message goes out with the account's default sender: a sender policy must see that.
+    body = infobip_body({"sender": "A", "destinations": [{"to": "1"}]}, {"destinations": [{"to": "2"}]})
+    msg = GenericAdapter(INFOBIP).parse(body, JSON)
+    assert (msg.senders, msg.default_sender) == (("A",), True)
+
+
+@pytest.mark.parametrize(
+    ("pointer", "messages"),
+    [
+        ("sender", [{"sender": "A", "text": "a"}, {"sender": "B", "text": "b"}]),
+        ("text", [{"sender": "A", "text": "a"}, {"sender": "A", "text": "b"}]),
+        ("to", [{"to": "1"}, {"to": "2"}]),
+    ],
+)
+def test_generic_pointer_naming_one_element_of_several_is_refused(
+    pointer: str, messages: list[dict[str, str]]
+) -> None:
+    options = GenericOptions(
+        recipient="/messages/0/to" if pointer == "to" else "to",
+        sender="/messages/0/sender",
+        body="/messages/0/text",
+    )
+    body = {"messages": messages} if pointer == "to" else {"to": "+1", "messages": messages}
+    bad(GenericAdapter(options), json.dumps(body).encode(), JSON)
+    # With exactly the one element the pointer names, the send is read.
+    one = {**body, "messages": messages[:1]}
+    assert GenericAdapter(options).parse(json.dumps(one).encode(), JSON).recipients
+
+
 @pytest.mark.parametrize(
     "messages",
     [
-        # two different senders/bodies: the gateway can check only one
-        ({"sender": "A", "destinations": [{"to": "1"}]}, {"sender": "B", "destinations": [{"to": "2"}]}),
-        (
-            {"destinations": [{"to": "1"}], "content": {"text": "a"}},
-            {"destinations": [{"to": "2"}], "content": {"text": "b"}},
-        ),
-        # a sender on one message only: the other goes out with a sender nobody checked
-        ({"sender": "A", "destinations": [{"to": "1"}]}, {"destinations": [{"to": "2"}]}),
         # a destination without "to" would be skipped silently
         ({"destinations": [{"to": "1"}, {"number": "2"}]},),
         # shapes the path does not fit
@@ -298,10 +339,10 @@ def test_generic_empty_recipient_rejected(dst: str) -> None:
 
 
 def test_generic_array_of_recipients() -> None:
-    spec = GenericSpec(recipient="to", sender="from", body="body")  # Sinch batches
+    spec = GenericOptions(recipient="to", sender="from", body="body")  # Sinch batches
     body = json.dumps({"from": "Acme", "to": ["+4670000000", "+4670000001"], "body": "x"}).encode()
     assert GenericAdapter(spec).parse(body, JSON).recipients == ("+4670000000", "+4670000001")
-    spec_star = GenericSpec(recipient="/to/*")
+    spec_star = GenericOptions(recipient="/to/*")
     assert GenericAdapter(spec_star).parse(body, JSON).recipients == ("+4670000000", "+4670000001")
 
 
@@ -311,11 +352,11 @@ def test_generic_array_of_recipients() -> None:
 )
 def test_generic_non_string_or_missing_recipient_rejected(to: object) -> None:
     body = json.dumps({"to": to}).encode() if to != "NaN" else b'{"to": NaN}'
-    bad(GenericAdapter(GenericSpec(recipient="to")), body, JSON)
+    bad(GenericAdapter(GenericOptions(recipient="to")), body, JSON)
 
 
 def test_generic_no_recipient_field() -> None:
-    bad(GenericAdapter(GenericSpec(recipient="to")), b'{"text": "x"}', JSON)
+    bad(GenericAdapter(GenericOptions(recipient="to")), b'{"text": "x"}', JSON)
 
 
 @pytest.mark.parametrize(
@@ -330,7 +371,7 @@ def test_generic_no_recipient_field() -> None:
     ],
 )
 def test_generic_duplicate_keys_rejected(body: bytes) -> None:
-    bad(GenericAdapter(GenericSpec(recipient="to")), body, JSON)
+    bad(GenericAdapter(GenericOptions(recipient="to")), body, JSON)
 
 
 @pytest.mark.parametrize(
@@ -346,41 +387,42 @@ def test_generic_duplicate_keys_rejected(body: bytes) -> None:
     ],
 )
 def test_generic_invalid_json_rejected(body: bytes) -> None:
-    bad(GenericAdapter(GenericSpec(recipient="to")), body, JSON)
+    bad(GenericAdapter(GenericOptions(recipient="to")), body, JSON)
 
 
 def test_generic_sender_body_rules() -> None:
-    adapter = GenericAdapter(GenericSpec(recipient="to", sender="from", body="text"))
-    assert adapter.parse(b'{"to": "+1"}', JSON) == Message(("+1",), None, None)
+    adapter = GenericAdapter(GenericOptions(recipient="to", sender="from", body="text"))
+    assert adapter.parse(b'{"to": "+1"}', JSON) == Message(("+1",), *_one(None, None))
     bad(adapter, b'{"to": "+1", "from": ["A"]}', JSON)
     bad(adapter, b'{"to": "+1", "from": 12345}', JSON)
     bad(adapter, b'{"to": "+1", "text": {"a": "b"}}', JSON)
 
 
 def test_generic_pointer_escapes_and_indexes() -> None:
-    spec = GenericSpec(recipient="/a~1b/m~0n", sender="/messages/0/from", body="/messages/1/text")
-    body = json.dumps({"a/b": {"m~n": "+1"}, "messages": [{"from": "S"}, {"text": "T"}]}).encode()
-    assert GenericAdapter(spec).parse(body, JSON) == Message(("+1",), "S", "T")
+    spec = GenericOptions(recipient="/a~1b/m~0n", sender="/messages/0/from", body="/messages/0/text")
+    body = json.dumps({"a/b": {"m~n": "+1"}, "messages": [{"from": "S", "text": "T"}]}).encode()
+    assert GenericAdapter(spec).parse(body, JSON) == Message(("+1",), *_one("S", "T"))
     # RFC 6901: "/" alone addresses the empty key.
-    assert GenericAdapter(GenericSpec(recipient="/")).parse(b'{"": "+1"}', JSON).recipients == ("+1",)
+    assert GenericAdapter(GenericOptions(recipient="/")).parse(b'{"": "+1"}', JSON).recipients == ("+1",)
 
 
 def test_generic_content_type_decides_format() -> None:
-    spec = GenericSpec(recipient="to", sender="from", body="text")
+    spec = GenericOptions(recipient="to", sender="from", body="text")
     auto = GenericAdapter(spec)
     assert auto.parse(b'{"to": "+1"}', "application/vnd.acme+json; charset=utf-8").recipients == ("+1",)
     assert auto.parse(b"to=%2B1", FORM).recipients == ("+1",)
     for content_type in ["text/plain", "", "application/jsonx", "application/json; charset=latin1"]:
         bad(auto, b'{"to": "+1"}', content_type)
     # A fixed format still needs the matching Content-Type: the vendor decides by it.
-    bad(GenericAdapter(GenericSpec(format="json", recipient="to")), b'{"to": "+1"}', FORM)
-    bad(GenericAdapter(GenericSpec(format="form", recipient="to")), b"to=%2B1", JSON)
+    bad(GenericAdapter(GenericOptions(format="json", recipient="to")), b'{"to": "+1"}', FORM)
+    bad(GenericAdapter(GenericOptions(format="form", recipient="to")), b"to=%2B1", JSON)
 
 
 def test_generic_nested_pointer_on_form_body() -> None:
-    bad(GenericAdapter(GenericSpec(recipient="/messages/*/to")), b"to=%2B1", FORM)
-    with pytest.raises(ValueError, match="recipient"):
-        GenericSpec(format="form", recipient="/messages/*/to")
+    bad(GenericAdapter(GenericOptions(recipient="/messages/*/to")), b"to=%2B1", FORM)
+    with pytest.raises(ValidationError) as info:
+        GenericOptions(format="form", recipient="/messages/*/to")
+    assert info.value.errors()[0]["ctx"]["error"].key == "recipient"  # the loader names this key
 
 
 # --------------------------------------------------------------------------- generic: forms
@@ -391,7 +433,7 @@ def test_generic_smsapi_comma_form() -> None:
         {"to": "48500000000, 48500000001", "from": "Test", "message": "Zażółć 👋", "format": "json"}
     )
     msg = GenericAdapter(SMSAPI).parse(body.encode(), FORM)
-    assert msg == Message(("48500000000", "48500000001"), "Test", "Zażółć 👋")
+    assert msg == Message(("48500000000", "48500000001"), *_one("Test", "Zażółć 👋"))
 
 
 def test_generic_form_recipient_may_repeat() -> None:
@@ -438,13 +480,15 @@ def test_validate_spec_path_ok(spec: str) -> None:
     validate_spec_path(spec)
 
 
-def test_generic_spec_errors_name_the_field() -> None:
-    with pytest.raises(ValueError, match=r"^sender: invalid escape"):
-        GenericSpec(recipient="to", sender="/a~x")
-    with pytest.raises(ValueError, match=r"^format:"):
-        GenericSpec(format="xml", recipient="to")
-    with pytest.raises(ValueError, match=r"^recipient_separator:"):
-        GenericSpec(recipient="to", recipient_separator="")
+def test_generic_options_errors_name_the_field() -> None:
+    for kwargs, key in [
+        ({"recipient": "to", "sender": "/a~x"}, "sender"),
+        ({"format": "xml", "recipient": "to"}, "format"),
+        ({"recipient": "to", "recipient_separator": ""}, "recipient_separator"),
+    ]:
+        with pytest.raises(ValidationError) as info:
+            GenericOptions(**kwargs)
+        assert info.value.errors()[0]["loc"] == (key,)
 
 
 def test_generic_spec_compiled_once(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -474,17 +518,17 @@ def test_generic_spec_compiled_once(monkeypatch: pytest.MonkeyPatch) -> None:
             "db3ce55a-7f1d-11e1-8ea7-1231380bc196",
         ),
         (
-            GenericSpec(recipient="to", message_id="id"),
+            GenericOptions(recipient="to", message_id="id"),
             201,
             {"id": "01FC66621XXXXX119Z8PMV1QPQ"},
             "01FC66621XXXXX119Z8PMV1QPQ",
         ),
-        (GenericSpec(recipient="to"), 201, {"id": "x"}, None),
-        (GenericSpec(recipient="to", message_id="/list/count"), 200, [1, 2], None),
+        (GenericOptions(recipient="to"), 201, {"id": "x"}, None),
+        (GenericOptions(recipient="to", message_id="/list/count"), 200, [1, 2], None),
     ],
 )
 def test_generic_vendor_message_id(
-    spec: GenericSpec, status: int, answer: object, expected: str | None
+    spec: GenericOptions, status: int, answer: object, expected: str | None
 ) -> None:
     assert GenericAdapter(spec).vendor_message_id(status, json.dumps(answer).encode(), JSON) == expected
 
@@ -531,26 +575,28 @@ def test_errors_never_echo_the_body(
 # --------------------------------------------------------------------------- registry
 
 
+def _settings(options: GenericOptions | None = None) -> ProviderSettings:
+    return ProviderSettings(options, "AC" + "9" * 32)
+
+
 def test_build_adapter() -> None:
-    assert isinstance(build_adapter("twilio"), TwilioAdapter)
-    assert build_adapter("twilio").name == "twilio"
-    adapter = build_adapter("generic", GenericSpec(recipient="to"))
+    assert isinstance(build_adapter("twilio", _settings()), TwilioAdapter)
+    assert build_adapter("twilio", _settings()).name == "twilio"
+    adapter = build_adapter("generic", _settings(GenericOptions(recipient="to")))
     assert isinstance(adapter, GenericAdapter)
     assert adapter.name == "generic"
-    with pytest.raises(ValueError, match="generic"):
-        build_adapter("generic")
-    with pytest.raises(ValueError, match="unknown provider"):
-        build_adapter("twillio")
+    with pytest.raises(ValueError, match="twillio"):
+        build_adapter("twillio", _settings())
 
 
-@pytest.mark.parametrize("name", sorted(KNOWN_PROVIDERS - AVAILABLE_PROVIDERS))
+@pytest.mark.parametrize("name", sorted(KNOWN_PROVIDERS - set(REGISTRY)))
 def test_build_adapter_not_available(name: str) -> None:
-    with pytest.raises(NotImplementedError, match=f"provider '{name}' is not available in this version"):
-        build_adapter(name)
+    with pytest.raises(ValueError, match=f"provider '{name}' is not available in this version"):
+        build_adapter(name, _settings())
 
 
 def test_provider_sets() -> None:
-    assert AVAILABLE_PROVIDERS == {"twilio", "generic"}
+    assert set(REGISTRY) == {"twilio", "generic"}
     assert KNOWN_PROVIDERS == {
         "twilio",
         "vonage",

@@ -82,16 +82,23 @@ def test_upstream_headers_drop_names_listed_in_connection() -> None:
     assert list(upstream_headers(incoming, NO_CREDS).items()) == [("X-Kept", "k")]
 
 
+def _outgoing(incoming: CIMultiDictProxy[str], creds: VendorCredentials) -> CIMultiDict[str]:
+    """Headers as they leave: the client's, filtered, then signed with the vendor's credentials."""
+    headers = upstream_headers(incoming, creds)
+    creds.sign("POST", "https://vendor.test/x", headers, b"")
+    return headers
+
+
 def test_upstream_headers_replace_clients_copy_of_vendor_header() -> None:
     incoming = _headers(("x-vendor-key", "client-forged"), ("Accept", "*/*"))
-    out = upstream_headers(incoming, HEADER_CREDS)
+    out = _outgoing(incoming, HEADER_CREDS)
     assert out.getall("X-Vendor-Key") == ["vendor-secret"]
     assert out["Accept"] == "*/*"
 
 
 def test_upstream_headers_replace_clients_authorization_with_vendors() -> None:
     creds = VendorCredentials.from_config(CredentialsConfig(type="bearer", token="vendor-bt"))
-    out = upstream_headers(_headers(("Authorization", "Basic Y2xpZW50OnB3")), creds)
+    out = _outgoing(_headers(("Authorization", "Basic Y2xpZW50OnB3")), creds)
     assert out.getall("Authorization") == ["Bearer vendor-bt"]
 
 
@@ -111,7 +118,7 @@ def test_upstream_headers_keep_everything_else_with_repeats_in_order() -> None:
         ("X-Twilio-Client", "py"),
         ("Content-Length", "12"),
     )
-    out = upstream_headers(incoming, HEADER_CREDS)
+    out = _outgoing(incoming, HEADER_CREDS)
     assert list(out.items()) == [
         ("Content-Type", "application/x-www-form-urlencoded"),
         ("Accept", "application/json"),
@@ -139,13 +146,16 @@ def test_response_headers() -> None:
         ("X-Vendor-Debug", "node-7"),
         ("Set-Cookie", "a=1"),
         ("Set-Cookie", "b=2"),
+        ("WWW-Authenticate", 'Basic realm="Twilio API"'),
+        ("Access-Control-Allow-Origin", "*"),
+        ("Access-Control-Allow-Credentials", "true"),
+        ("Server", "nginx/1.2.3"),
         ("Content-Encoding", "gzip"),
         ("Twilio-Request-Id", "RQ1"),
     )
+    # Cookies, auth challenges and CORS would act on the client in the vendor's name.
     assert list(response_headers(incoming).items()) == [
         ("Content-Type", "application/json"),
-        ("Set-Cookie", "a=1"),
-        ("Set-Cookie", "b=2"),
         ("Content-Encoding", "gzip"),
         ("Twilio-Request-Id", "RQ1"),
     ]
@@ -204,15 +214,23 @@ SUFFIX = "api_key=s%20e%26c%3Dr%2Ft%2B%25"
     ],
 )
 def test_upstream_url_with_query_credential(query: str, expected: str) -> None:
-    assert _upstream("https://api.vendor.test/", QUERY_CREDS).url("/p", query) == (
-        f"https://api.vendor.test/p?{expected}"
-    )
+    url = _upstream("https://api.vendor.test/", QUERY_CREDS).url("/p", query)
+    assert QUERY_CREDS.sign("POST", url, CIMultiDict(), b"") == f"https://api.vendor.test/p?{expected}"
+
+
+@pytest.mark.parametrize(
+    "query", ["api_key[]=evil&a=1", "a=1;api_key=evil", " api_key=evil&a=1", "API_KEY.x=evil&a=1"]
+)
+def test_upstream_url_drops_credential_names_lenient_parsers_fold(query: str) -> None:
+    url = _upstream("https://api.vendor.test/", QUERY_CREDS).url("/p", query)
+    assert "evil" not in url
 
 
 @pytest.mark.parametrize("query", ["api+key=evil", "api%20key=evil", "API%20KEY=evil"])
 def test_upstream_url_drops_encoded_credential_name(query: str) -> None:
     creds = VendorCredentials.from_config(CredentialsConfig(type="query", name="api key", value="v"))
-    assert _upstream("https://v.test", creds).url("/p", query + "&z=1") == "https://v.test/p?z=1&api%20key=v"
+    url = _upstream("https://v.test", creds).url("/p", query + "&z=1")
+    assert creds.sign("GET", url, CIMultiDict(), b"") == "https://v.test/p?z=1&api%20key=v"
 
 
 # ============================================================================================

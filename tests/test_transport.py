@@ -367,9 +367,14 @@ async def test_offloaded_needs_forwarded_proto_https_from_trusted_proxy(make_gat
     assert refused.status == 403
     assert error_code(await refused.json()) == "tls_required"
     assert_security_headers(refused.headers)
-    for proto in ("http", "https, http", ""):
+    for proto in ("http", ""):
         answer = await post_plain(gw, {"X-Forwarded-Proto": proto})
         assert answer.status == 403, proto
+    # Two values (one header with a list, or the header twice): refused, not guessed at.
+    for twice in ([("X-Forwarded-Proto", "https, http")], [("X-Forwarded-Proto", "https")] * 2):
+        answer = await post_plain(gw, twice)
+        assert answer.status == 400, twice
+        assert error_code(await answer.json()) == "bad_request"
     assert vendor.received == []
 
     accepted = await post_plain(gw, {"X-Forwarded-Proto": "https"})

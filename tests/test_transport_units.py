@@ -60,10 +60,19 @@ def test_security_headers() -> None:
     assert custom["Strict-Transport-Security"] == "max-age=600"
 
 
+CERT_NAMES = frozenset({"gw.example.com", "*.sms.example.com", "192.0.2.1", "::1", "2001:db8::1"})
+
+
 def _policy(
     *, offloaded: bool = False, action: str = "reject", origin: str = "", port: int = 443
 ) -> HttpsPolicy:
-    return HttpsPolicy(offloaded=offloaded, action=action, public_origin=origin, https_port=port)
+    return HttpsPolicy(
+        offloaded=offloaded,
+        action=action,
+        public_origin=origin,
+        https_port=port,
+        host_names=lambda: CERT_NAMES,
+    )
 
 
 @pytest.mark.parametrize(
@@ -88,7 +97,8 @@ def test_is_https_terminate(tls: bool, trusted: bool, proto: str | None, https: 
         (False, True, "http", False),
         (False, True, None, False),
         (False, True, "", False),
-        (False, True, "https, http", False),
+        (False, True, [], False),
+        (False, True, ["https"], True),
         (False, False, "https", False),  # only the balancer's own word counts
         (True, False, "https", False),
         (True, False, None, False),
@@ -97,6 +107,13 @@ def test_is_https_terminate(tls: bool, trusted: bool, proto: str | None, https: 
 def test_is_https_offloaded(tls: bool, trusted: bool, proto: str | None, https: bool) -> None:
     policy = _policy(offloaded=True)
     assert policy.is_https(tls=tls, peer_trusted=trusted, forwarded_proto=proto) is https
+
+
+@pytest.mark.parametrize("proto", ["https, http", "https,https", ["https", "https"], ["https", "http"]])
+def test_more_than_one_forwarded_proto_from_a_trusted_proxy_is_400(proto: str | list[str]) -> None:
+    with pytest.raises(GatewayError) as info:
+        _policy(offloaded=True).is_https(tls=False, peer_trusted=True, forwarded_proto=proto)
+    assert (info.value.status, info.value.code) == (400, "bad_request")
 
 
 def _assert_403(err: GatewayError) -> None:
@@ -131,6 +148,8 @@ def test_refuse_redirect_only_for_get_and_head(method: str) -> None:
         ("192.0.2.1:80", 8443, "https://192.0.2.1:8443/p?q=1"),
         ("[::1]:8080", 8443, "https://[::1]:8443/p?q=1"),
         ("[2001:db8::1]", 443, "https://[2001:db8::1]/p?q=1"),
+        ("a.sms.example.com", 443, "https://a.sms.example.com/p?q=1"),
+        ("GW.Example.COM", 443, "https://GW.Example.COM/p?q=1"),
     ],
 )
 def test_refuse_redirect_from_host(host: str, port: int, location: str) -> None:
@@ -154,6 +173,13 @@ def test_refuse_redirect_from_host(host: str, port: int, location: str) -> None:
         "[::1",
         "[gw.example]",
         "gw.example:123456",
+        # well-formed, but not a name of the certificate: a client must not pick the target
+        "evil.example",
+        "evil.example:443",
+        "gw.example.com.evil.example",
+        "sms.example.com",
+        "a.b.sms.example.com",
+        "198.51.100.1",
     ],
 )
 def test_refuse_redirect_with_bad_host_is_403(host: str | None) -> None:

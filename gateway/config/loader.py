@@ -24,7 +24,7 @@ from gateway.config.schema import (
     Settings,
     parse_listen,
 )
-from gateway.providers import AVAILABLE_PROVIDERS
+from gateway.providers import KNOWN_PROVIDERS, REGISTRY
 from gateway.routing import route_shape
 
 
@@ -60,6 +60,8 @@ class Config:
     routes: tuple[RouteConfig, ...]
     client_sources: tuple[Located, ...]
     route_sources: tuple[Located, ...]
+    #: The selected provider's ``[upstream.<provider>]`` table, validated by its model.
+    provider_options: BaseModel | None = None
 
     @property
     def base_dir(self) -> Path:
@@ -141,7 +143,11 @@ def load_config(path: str | Path) -> Config:
         if misplaced in raw:
             problems.append(Problem(file, misplaced, f"[[{misplaced}]] tables belong in the policy files"))
             raw.pop(misplaced)
+    provider_tables = _pop_provider_tables(raw)
     settings: Settings | None = _validate(Settings, raw, file, problems)
+    provider_options = (
+        _provider_options(settings.upstream.provider, provider_tables, file, problems) if settings else None
+    )
 
     clients: list[ClientConfig] = []
     routes: list[RouteConfig] = []
@@ -177,13 +183,73 @@ def load_config(path: str | Path) -> Config:
     if settings is None:
         raise ConfigError(problems)
     config = Config(
-        path, settings, tuple(clients), tuple(routes), tuple(client_sources), tuple(route_sources)
+        path,
+        settings,
+        tuple(clients),
+        tuple(routes),
+        tuple(client_sources),
+        tuple(route_sources),
+        provider_options,
     )
     problems.extend(_cross_checks(config, file))
     problems.extend(_not_yet_available(config, file))
     if problems:
         raise ConfigError(problems)
     return config
+
+
+def _pop_provider_tables(raw: dict[str, Any]) -> dict[str, Any]:
+    """``[upstream.<provider>]`` tables, taken out before the schema sees them: their models belong
+    to the providers (the schema knows none)."""
+    upstream = raw.get("upstream")
+    if not isinstance(upstream, dict):
+        return {}
+    return {name: upstream.pop(name) for name in list(upstream) if name in KNOWN_PROVIDERS}
+
+
+def _provider_options(
+    provider: str, tables: dict[str, Any], file: str, problems: list[Problem]
+) -> BaseModel | None:
+    entry = REGISTRY.get(provider)
+    if entry is None:
+        if provider in KNOWN_PROVIDERS:
+            problems.append(
+                Problem(file, "upstream.provider", f"{provider!r} is not available in this version")
+            )
+        else:
+            known = ", ".join(sorted(KNOWN_PROVIDERS))
+            problems.append(Problem(file, "upstream.provider", f"{provider!r} is not one of {known}"))
+        return None
+    for name in tables:
+        if name != provider:
+            problems.append(
+                Problem(
+                    file,
+                    f"upstream.{name}",
+                    f"applies only with provider = {name!r} (provider is {provider!r})",
+                )
+            )
+    table = tables.get(provider)
+    if entry.options is None:
+        if table is not None:
+            problems.append(Problem(file, f"upstream.{provider}", f"provider {provider!r} takes no options"))
+        return None
+    if table is None:
+        if entry.options_required:
+            problems.append(
+                Problem(
+                    file,
+                    f"upstream.{provider}",
+                    f"provider = {provider!r} needs an [upstream.{provider}] table",
+                )
+            )
+            return None
+        table = {}
+    try:
+        return entry.options.model_validate(table)
+    except ValidationError as exc:
+        problems.extend(_problems_from(file, exc, f"upstream.{provider}"))
+        return None
 
 
 def _cross_checks(config: Config, file: str) -> list[Problem]:
@@ -289,8 +355,6 @@ def _not_yet_available(config: Config, file: str) -> list[Problem]:
     later = "is not available in this version of smsgw"
     s = config.settings
     problems: list[Problem] = []
-    if s.upstream.provider not in AVAILABLE_PROVIDERS:
-        problems.append(Problem(file, "upstream.provider", f"{s.upstream.provider!r} {later}"))
     if s.upstream.credentials.type == "aws-sigv4":
         problems.append(Problem(file, "upstream.credentials.type", f"'aws-sigv4' {later}"))
     if not s.storage.url.startswith("memory://"):

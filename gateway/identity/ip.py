@@ -11,7 +11,8 @@ from collections.abc import Iterable, Sequence
 
 import netaddr
 
-from gateway.errors import bad_request
+from gateway.errors import bad_request, refuse
+from gateway.exchange import Exchange
 
 
 def parse_ip(text: str) -> netaddr.IPAddress:
@@ -67,3 +68,55 @@ class ClientAddressResolver:
             if not self.is_trusted(address):
                 return address
         return address
+
+
+# --------------------------------------------------------------------------- stages
+
+
+class ResolveClientAddress:
+    """The address every allowlist and log uses (right-most untrusted X-Forwarded-For hop)."""
+
+    name = "client_address"
+    __slots__ = ("_resolver",)
+
+    def __init__(self, resolver: ClientAddressResolver) -> None:
+        self._resolver = resolver
+
+    async def run(self, ex: Exchange) -> None:
+        peer = ex.peer
+        if peer is None:
+            raise bad_request("the client address is unknown")
+        ex.address = self._resolver.resolve(peer, ex.request.headers.getall("X-Forwarded-For", ()))
+        if ex.address is not peer:
+            ex.ip = str(ex.address)
+
+
+class RouteAllowlist:
+    name = "route_ip_allow"
+    __slots__ = ("_allowlist",)
+
+    def __init__(self, allowlist: IpAllowlist) -> None:
+        self._allowlist = allowlist
+
+    async def run(self, ex: Exchange) -> None:
+        assert ex.address is not None
+        if not self._allowlist.allows(ex.address):
+            raise refuse(
+                "ip_not_allowed", "the client address is not allowed on this route", detail="route_allowlist"
+            )
+
+
+class ClientAllowlist:
+    """The authenticated client's own allowlist (basic credentials check it before the password)."""
+
+    name = "client_ip_allow"
+    __slots__ = ()
+
+    async def run(self, ex: Exchange) -> None:
+        assert ex.client is not None and ex.address is not None
+        if not ex.client.ip_allow.allows(ex.address):
+            raise refuse(
+                "ip_not_allowed",
+                "the client address is not allowed for this client",
+                detail="client_allowlist",
+            )

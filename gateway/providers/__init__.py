@@ -1,39 +1,45 @@
-"""Provider adapters by the names used in ``upstream.provider``."""
+"""Provider adapters by the names used in ``upstream.provider``.
+
+A vendor is one module that defines a ``PROVIDER`` entry, plus one line in :data:`REGISTRY`.
+"""
 
 from __future__ import annotations
 
+from types import MappingProxyType
 from typing import Final
 
-from gateway.providers.base import Message, ProviderAdapter
-from gateway.providers.generic import GenericAdapter, GenericSpec, validate_spec_path
+from gateway.providers import generic, twilio
+from gateway.providers.base import Message, MessageReader, Provider, ProviderAdapter, ProviderSettings
+from gateway.providers.generic import GenericAdapter, GenericOptions, validate_spec_path
 from gateway.providers.twilio import TwilioAdapter
 
 __all__ = [
-    "AVAILABLE_PROVIDERS",
     "KNOWN_PROVIDERS",
+    "REGISTRY",
     "GenericAdapter",
-    "GenericSpec",
+    "GenericOptions",
     "Message",
+    "MessageReader",
+    "Provider",
     "ProviderAdapter",
+    "ProviderSettings",
     "TwilioAdapter",
     "build_adapter",
+    "generic",
     "validate_spec_path",
 ]
 
+#: Providers this version can read, by ``upstream.provider`` name.
+REGISTRY: Final = MappingProxyType({p.name: p for p in (twilio.PROVIDER, generic.PROVIDER)})
+
+#: Names DESIGN.md lists; those not in the registry are refused by check-config, not guessed at.
 KNOWN_PROVIDERS: Final[frozenset[str]] = frozenset(
     {"twilio", "vonage", "vonage-messages", "messente", "plivo", "sinch", "infobip", "smsapi", "generic"}
 )
-AVAILABLE_PROVIDERS: Final[frozenset[str]] = frozenset({"twilio", "generic"})
 
 
-def build_adapter(provider: str, generic: GenericSpec | None = None) -> ProviderAdapter:
-    """The adapter for ``upstream.provider``; documented-but-unbuilt vendors fail loudly, not as generic."""
-    if provider == "twilio":
-        return TwilioAdapter()
-    if provider == "generic":
-        if generic is None:
-            raise ValueError("provider 'generic' needs a generic adapter spec")
-        return GenericAdapter(generic)
-    if provider in KNOWN_PROVIDERS:
-        raise NotImplementedError(f"provider {provider!r} is not available in this version")
-    raise ValueError(f"unknown provider {provider!r} (known: {', '.join(sorted(KNOWN_PROVIDERS))})")
+def build_adapter(provider: str, settings: ProviderSettings) -> ProviderAdapter:
+    entry = REGISTRY.get(provider)
+    if entry is None:
+        raise ValueError(f"provider {provider!r} is not available in this version")
+    return entry.build(settings)

@@ -1,35 +1,131 @@
 """What a provider adapter does: read a vendor request the way that vendor reads it.
 
 The gateway never rewrites the body on the wire (vendors sign bodies); adapters only extract the
-parts that policies and logs need.
+parts that policies and logs need, say where the request goes upstream, and find the vendor's
+message id in its answer. Each adapter registers a :class:`Provider` (its name, builder and the
+model of its ``[upstream.<name>]`` table) in ``gateway/providers/__init__.py``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+from pydantic import BaseModel
+
+if TYPE_CHECKING:
+    from gateway.config.schema import RouteConfig
+    from gateway.routing import PathTemplate
+
+__all__ = [
+    "AccountPath",
+    "Message",
+    "MessageReader",
+    "Provider",
+    "ProviderAdapter",
+    "ProviderSettings",
+    "UpstreamTarget",
+]
 
 
 @dataclass(frozen=True, slots=True)
 class Message:
-    """The parts of a send request that policies act on; raw, as the client sent them."""
+    """Every part of a send request that the vendor will act on; raw, as the client sent them.
+
+    A request may hold several messages (Infobip, Messente Omnimessage, a generic ``*`` pointer):
+    every recipient, sender and text is here, so every one is checked and logged.
+    """
 
     recipients: tuple[str, ...]
-    sender: str | None
-    body: str | None
+    senders: tuple[str, ...] = ()
+    bodies: tuple[str, ...] = ()
+    #: True when some message names no sender (the vendor then uses the account's default).
+    default_sender: bool = False
+
+    @property
+    def sender(self) -> str | None:
+        return self.senders[0] if self.senders else None
+
+    @property
+    def body(self) -> str | None:
+        return self.bodies[0] if self.bodies else None
 
 
-class ProviderAdapter(Protocol):
-    name: str
-    #: Lower-case names of the fields the adapter reads. The same name in the query string is
-    #: refused: some vendor stacks merge query and body parameters, and the gateway must check the
-    #: value that is sent.
-    read_fields: frozenset[str]
+class MessageReader(Protocol):
+    """Reads one kind of request (Messages, Verify, ...); chosen per route when the config loads."""
+
+    #: Case-folded names of the fields that carry recipients, senders and texts: the same names in
+    #: the query string are refused, and scrubbed from logged URLs.
+    fields: frozenset[str]
 
     def parse(self, body: bytes, content_type: str) -> Message:
         """Extract the message or raise ``GatewayError`` 400 ``bad_request`` (never echoing input)."""
         ...
 
+
+@dataclass(frozen=True, slots=True)
+class UpstreamTarget:
+    """Where a request goes, and what to rewrite in the vendor's answer (bytes -> bytes)."""
+
+    path: str
+    answer_rewrites: tuple[tuple[bytes, bytes], ...] = ()
+
+
+class ProviderAdapter(Protocol):
+    name: str
+
+    def reader(self, route: RouteConfig) -> MessageReader:
+        """The reader for a route's requests (called once per route at load time)."""
+        ...
+
+    def target(self, template: PathTemplate, params: Mapping[str, str]) -> UpstreamTarget: ...
+
     def vendor_message_id(self, status: int, body: bytes, content_type: str) -> str | None:
         """The vendor's id for an accepted message, read from its answer; None when absent."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderSettings:
+    """What builders get: the provider's own table, and the real account id for path swaps."""
+
+    options: BaseModel | None
+    account_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Provider:
+    name: str
+    build: Callable[[ProviderSettings], ProviderAdapter]
+    #: The model of the ``[upstream.<name>]`` table, if the provider has one.
+    options: type[BaseModel] | None = None
+    options_required: bool = False
+
+
+class AccountPath:
+    """Path parameters that hold the vendor account id (Twilio ``{account}``).
+
+    Clients use gateway-issued virtual ids there; upstream the real id is put in, and the real id
+    in the vendor's answer (``account_sid``, ``uri``) is turned back into the client's virtual id.
+    """
+
+    __slots__ = ("_account", "_params")
+
+    def __init__(self, params: tuple[str, ...], account_id: str) -> None:
+        self._params = params
+        self._account = account_id
+
+    def target(self, template: PathTemplate, params: Mapping[str, str]) -> UpstreamTarget:
+        if not self._account or not any(p in params for p in self._params):
+            return UpstreamTarget(template.render(params))
+        swapped = dict(params)
+        rewrites: list[tuple[bytes, bytes]] = []
+        for name in self._params:
+            virtual = params.get(name)
+            if virtual is None:
+                continue
+            swapped[name] = self._account
+            if virtual != self._account:
+                rewrites.append((self._account.encode("ascii"), virtual.encode("ascii")))
+        return UpstreamTarget(template.render(swapped), tuple(rewrites))

@@ -1,0 +1,89 @@
+"""One request on its way through the pipeline: what the stages learned, and what the logs show.
+
+Stages fill the exchange in as they pass. Raw message parts (body bytes, recipients, the parsed
+message) stay on the exchange for later stages and never reach a log; the ``log_*`` fields hold
+only the redacted forms, and the records below are built from those alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import netaddr
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from gateway.identity.auth import Principal
+    from gateway.phone import Destination
+    from gateway.policy import Client, CompiledRoute, Policy
+    from gateway.providers.base import Message
+
+
+@dataclass(slots=True, eq=False)
+class Exchange:
+    request: web.Request
+    policy: Policy
+    request_id: str
+    started: float  # perf_counter at arrival
+    method: str
+    path: str  # scrubbed path and query, for logs only
+
+    # where it comes from (client address stage)
+    peer: netaddr.IPAddress | None = None
+    address: netaddr.IPAddress | None = None
+    ip: str = ""
+
+    # routing
+    route: CompiledRoute | None = None
+    params: Mapping[str, str] = field(default_factory=dict)
+
+    # identity
+    principal: Principal | None = None
+    client: Client | None = None
+
+    # the message (raw; never logged)
+    body: bytes | None = None
+    message: Message | None = None
+    destinations: tuple[Destination, ...] = ()
+
+    # what the logs show (redacted)
+    log_recipients: list[str] | None = None
+    log_sender: str | list[str] | None = None
+    log_body: dict[str, Any] | list[dict[str, Any]] | None = None
+    recipient_count: int | None = None
+
+    # outcome
+    status: int | None = None
+    reason: str | None = None
+    detail: str | None = None
+    upstream_ms: float | None = None
+    vendor_message_id: str | None = None
+    audited: bool = False  # a request record (allow or deny) has been written
+
+    #: Headers stages add to the answer (RateLimit-*, ...), whatever the answer is.
+    response_headers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def client_id(self) -> str | None:
+        return self.client.id if self.client is not None else None
+
+    @property
+    def route_name(self) -> str | None:
+        return self.route.name if self.route is not None else None
+
+    def audit_fields(self) -> dict[str, Any]:
+        """The request's part of an audit record; the audit log adds ts, event, decision and chain."""
+        return {
+            "request_id": self.request_id,
+            "client": self.client_id,
+            "route": self.route_name,
+            "ip": self.ip,
+            "method": self.method,
+            "path": self.path,
+            "recipients": self.log_recipients,
+            "recipient_count": self.recipient_count,
+            "sender": self.log_sender,
+            "body": self.log_body,
+        }

@@ -1,0 +1,90 @@
+"""Long-lived services the request path uses: built once, started and closed in one list.
+
+A :class:`~gateway.policy.Policy` is immutable and cheap to rebuild from a new config; the
+services it points at (the vendor connection pool, the log files, storage, key caches) live
+across policies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from gateway.audit import AuditLog
+from gateway.config import Config
+from gateway.credentials import VendorCredentials
+from gateway.jsonlog import JsonLinesSink, worker_log_path
+from gateway.pipeline import StageTimer
+from gateway.proxy import Upstream
+from gateway.transport import ReloadableServerTLS, upstream_context
+
+__all__ = ["Services"]
+
+
+class Services:
+    def __init__(self, config: Config, worker: int | None = None) -> None:
+        s = config.settings
+        self.credentials = VendorCredentials.from_config(s.upstream.credentials)
+        self.upstream = Upstream(
+            s.upstream.base_url,
+            self.credentials,
+            upstream_context(
+                config.resolve_path(s.upstream.ca_file) if s.upstream.ca_file else None, s.upstream.pin_sha256
+            ),
+            s.upstream.connect_timeout_s,
+            s.upstream.timeout_s,
+        )
+        self.tls: ReloadableServerTLS | None = None
+        if s.server.tls.mode == "terminate":
+            tls = s.server.tls
+            self.tls = ReloadableServerTLS(
+                tls,
+                config.resolve_path(tls.cert_file),
+                config.resolve_path(tls.key_file),
+                config.resolve_path(tls.client_ca_file) if tls.client_ca_file else None,
+            )
+        self.timer = StageTimer()
+        #: The public listener's bound port (redirect targets); set once the listener is up.
+        self.https_port = 0
+        self.access_log: JsonLinesSink | None = None
+        self.audit: AuditLog | None = None
+        self._config = config
+        self._worker = worker
+        self._closers: list[Callable[[], Awaitable[None] | None]] = []
+
+    @property
+    def host_names(self) -> frozenset[str]:
+        return self.tls.names if self.tls is not None else frozenset()
+
+    async def start(self) -> None:
+        """Open everything; on failure, what was opened is closed again."""
+        s = self._config.settings
+        try:
+            self.access_log = JsonLinesSink(
+                worker_log_path(s.logging.access_log, self._worker), self._config.base_dir
+            )
+            self._closers.append(self.access_log.close)
+            chain_key = (
+                s.logging.chain_key.get_secret_value().encode("utf-8") if s.logging.chain_key else None
+            )
+            self.audit = AuditLog(
+                JsonLinesSink(worker_log_path(s.logging.audit_log, self._worker), self._config.base_dir),
+                s.upstream.provider,
+                chain_key,
+            )
+            self._closers.append(self.audit.close)
+            await self.upstream.start()
+            self._closers.append(self.upstream.close)
+        except BaseException:
+            await self.close()
+            raise
+
+    @property
+    def ready(self) -> bool:
+        return self.upstream.ready
+
+    async def close(self) -> None:
+        """Last opened, first closed."""
+        while self._closers:
+            result = self._closers.pop()()
+            if result is not None:
+                await result
