@@ -13,11 +13,17 @@ import re
 from collections.abc import Mapping, Sequence
 from urllib.parse import unquote, unquote_plus
 
+from gateway.headers import is_credential_header
+
 __all__ = [
     "BODY_MODES",
+    "MAX_LOGGED_CHARS",
+    "MAX_SENDER_CHARS",
     "RECIPIENT_MODES",
     "REDACTED",
     "Redactor",
+    "escape_unencodable",
+    "field_name_forms",
     "hmac_hex",
     "key_id_for",
     "mask_digits",
@@ -54,28 +60,6 @@ SECRET_QUERY_NAMES = frozenset(
     }
 )
 
-# Header names (lowercase) whose values are credentials or signatures over credentials.
-SECRET_HEADER_NAMES = frozenset(
-    {
-        "authorization",
-        "proxy-authorization",
-        "cookie",
-        "set-cookie",
-        "signature",
-        "signature-input",
-        "x-api-key",
-        "api-key",
-        "apikey",
-        "x-auth-token",
-        "x-twilio-signature",
-        "x-plivo-signature-v2",
-        "x-plivo-signature-v3",
-        "x-messente-signature",
-        "x-sinch-webhook-signature",
-        "x-amz-security-token",
-    }
-)
-
 _DIGIT = re.compile(r"\d")  # str pattern: matches every Unicode decimal digit (category Nd)
 _KEY_ID_PREFIX = b"smsgw-key-id:"
 
@@ -90,13 +74,68 @@ def key_id_for(key: bytes) -> str:
     return "k" + hashlib.sha256(_KEY_ID_PREFIX + key).hexdigest()[:8]
 
 
-#: A phone number in a path or query (``+3725…``, ``%2B3725…`` or bare digits): logged masked, so a
-#: number in an unrouted URL (say a lookup API) never reaches a log in clear.
-_NUMBER_LIKE = re.compile(r"(?:\+|%2[bB])?\d{7,}")
+#: Logged paths, queries and header values are cut to this many characters (after scrubbing), so
+#: one request cannot write an unbounded log line.
+MAX_LOGGED_CHARS = 512
+#: The sender in audit records: long enough for any alphanumeric sender, short code or E.164 number.
+MAX_SENDER_CHARS = 32
+TRUNCATED = "…"
+
+# A phone number as people and URLs write it: 7 or more digits, neighbours separated by nothing, one
+# separator, or a pair like the ``) `` of ``(555) 123-4567``; separators are space, ``-``, ``.``,
+# ``(``, ``)``, ``+``, raw or percent-encoded; a digit may be percent-encoded too (``%37`` is ``7``).
+# Digits and separators are disjoint and each repetition starts with a digit, so matching is linear
+# in the input (no nested ambiguity to backtrack into).
+_D = r"(?:\d|%3\d)"
+_SEP = r"(?:[ \-.()+]|%2[0bBdDeE89])"
+#: A phone number in a path, query, header or sender: logged masked, so a number in an unrouted URL
+#: (say a lookup API) never reaches a log in clear.
+_NUMBER_LIKE = re.compile(rf"(?:\+|%2[bB])?{_D}(?:{_SEP}{{0,2}}{_D}){{6,}}")
+#: An ISO date is 8 digits, but no number: ``/2010-04-01/`` in Twilio's paths, and the basic form
+#: when a time follows (``X-Amz-Date: 20260101T000000Z``). Kept; a bare ``20260101`` is masked.
+_ISO_DATE = re.compile(r"(?:19|20)\d\d-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])")
+_ISO_BASIC_DATE = re.compile(r"(?:19|20)\d\d(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])")
+
+#: Lone surrogates: how aiohttp hands over header bytes that are not UTF-8 (``surrogateescape``).
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+_QUERY_SEPARATOR = re.compile(r"([&;])")  # capturing: the separators are kept in the output
+_NAME_CUT = re.compile(r"[\[.]")
+
+
+def _is_date(match: re.Match[str]) -> bool:
+    text = match[0]
+    if _ISO_DATE.fullmatch(text):
+        return True
+    end = match.end()
+    return match.string[end : end + 1] == "T" and _ISO_BASIC_DATE.fullmatch(text) is not None
 
 
 def _mask_match(match: re.Match[str]) -> str:
-    return mask_number(match[0])
+    return match[0] if _is_date(match) else mask_number(match[0])
+
+
+def _mask_numbers(text: str) -> str:
+    return _NUMBER_LIKE.sub(_mask_match, text)
+
+
+def _has_number(text: str) -> bool:
+    return any(not _is_date(m) for m in _NUMBER_LIKE.finditer(text))
+
+
+def _escape_surrogate(match: re.Match[str]) -> str:
+    code = ord(match[0])
+    return f"\\x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"\\u{code:04x}"
+
+
+def escape_unencodable(text: str) -> str:
+    """Bytes that were not UTF-8 become ``\\xNN``, so JSON encoding and ``.encode()`` never fail."""
+    if text.isascii():
+        return text
+    return _SURROGATE.sub(_escape_surrogate, text)
+
+
+def _cap(text: str, limit: int = MAX_LOGGED_CHARS) -> str:
+    return text if len(text) <= limit else text[: limit - len(TRUNCATED)] + TRUNCATED
 
 
 def mask_number(raw: str) -> str:
@@ -111,14 +150,19 @@ def mask_digits(text: str) -> str:
     return _DIGIT.sub("*", text)
 
 
-def _is_secret(value: str, secrets: frozenset[str], plus: bool = False) -> bool:
-    """Compares both the raw and the percent-decoded form: clients encode differently."""
-    if value in secrets:
-        return True
-    if "%" in value or (plus and "+" in value):
-        decoded = unquote_plus(value, errors="replace") if plus else unquote(value, errors="replace")
-        return decoded in secrets
-    return False
+def field_name_forms(name: str) -> tuple[str, str]:
+    """The name a lenient parser reads, as ``(whole, base)``: percent-decoded (twice, for a
+    framework that decodes again), NULs removed, surrounding space stripped, case-folded; ``base``
+    is cut at the first ``[`` or ``.`` (PHP and qs read ``to[]``, ``to[0]`` and ``to.x`` as ``to``)."""
+    if "%" in name or "+" in name:
+        name = unquote_plus(name, errors="replace")
+        if "%" in name:
+            name = unquote(name, errors="replace")
+    if "\x00" in name:
+        name = name.replace("\x00", "")
+    whole = name.strip().casefold()
+    cut = _NAME_CUT.search(whole)
+    return whole, (whole[: cut.start()].strip() if cut else whole)
 
 
 class Redactor:
@@ -131,6 +175,7 @@ class Redactor:
         "_query_names",
         "_recipient_mode",
         "_secret_values",
+        "_secrets",
     )
 
     def __init__(
@@ -158,7 +203,13 @@ class Redactor:
         self._hash_key = key
         self._key_id = key_id if key_id is not None else (key_id_for(key) if key is not None else None)
         self._secret_values = frozenset(v for v in secret_values if v)
-        self._query_names = SECRET_QUERY_NAMES | frozenset(n.lower() for n in secret_query_names)
+        # Longest first, so a secret that contains another is replaced whole.
+        ordered = sorted(self._secret_values, key=len, reverse=True)
+        self._secrets = re.compile("|".join(map(re.escape, ordered))) if ordered else None
+        names: set[str] = set()
+        for name in SECRET_QUERY_NAMES | secret_query_names:
+            names.update(field_name_forms(name))
+        self._query_names = frozenset(names - {""})
 
     @property
     def body_mode(self) -> str:
@@ -205,53 +256,97 @@ class Redactor:
             return [hmac_hex(key, e164 or raw) for raw, e164 in items]
         return [mask_number(e164 or raw) for raw, e164 in items]
 
+    def sender(self, text: str | None) -> str | None:
+        """The audit record's ``sender``: a client may put a phone number there, or anything long."""
+        if text is None:
+            return None
+        if self._secrets is not None:
+            text = self._secrets.sub(REDACTED, text)
+        return _cap(_mask_numbers(escape_unencodable(text)), MAX_SENDER_CHARS)
+
     def path(self, path: str, query_string: str = "") -> str:
-        """Credentials ride in query strings and path segments of legacy vendor APIs."""
+        """Credentials ride in query strings and path segments of legacy vendor APIs; numbers and
+        message fields turn up there too. Scrubbed first, then cut, so a cut never half-shows one."""
         if not query_string and "?" in path:
             path, _, query_string = path.partition("?")
-        secrets = self._secret_values
-        if secrets and "/" in path:
-            segments = path.split("/")
-            if any(_is_secret(s, secrets) for s in segments):
-                path = "/".join(REDACTED if _is_secret(s, secrets) else s for s in segments)
-        elif secrets and _is_secret(path, secrets):
-            path = REDACTED
-        path = _NUMBER_LIKE.sub(_mask_match, path)
+        path = _cap(_mask_numbers(self._scrub_path(escape_unencodable(path))))
         if not query_string:
             return path
-        return path + "?" + _NUMBER_LIKE.sub(_mask_match, self._query(query_string))
+        query = self._query(escape_unencodable(query_string))
+        return path + "?" + _cap(_mask_numbers(query))
+
+    def _scrub_path(self, path: str) -> str:
+        secrets = self._secrets
+        if secrets is None:
+            return path
+        path = secrets.sub(REDACTED, path)
+        if "%" in path:  # an encoded secret is found segment by segment (``%2F`` stays in one)
+            segments = path.split("/")
+            if any("%" in s and secrets.search(unquote(s, errors="replace")) for s in segments):
+                path = "/".join(
+                    REDACTED if "%" in s and secrets.search(unquote(s, errors="replace")) else s
+                    for s in segments
+                )
+        return path
+
+    def _holds_secret(self, text: str) -> bool:
+        """Raw or form-decoded: clients encode differently."""
+        secrets = self._secrets
+        if secrets is None or not text:
+            return False
+        if secrets.search(text) is not None:
+            return True
+        if "%" not in text and "+" not in text:
+            return False
+        return secrets.search(unquote_plus(text, errors="replace")) is not None
+
+    def _is_secret_name(self, name: str) -> bool:
+        whole, base = field_name_forms(name)
+        names = self._query_names
+        return (
+            base in names
+            or whole in names
+            or is_credential_header(base)
+            or (whole != base and is_credential_header(whole))
+        )
 
     def _query(self, query_string: str) -> str:
-        names = self._query_names
-        secrets = self._secret_values
-        out: list[str] = []
-        for part in query_string.split("&"):
-            name, eq, value = part.partition("=")
-            if not eq:
-                # A bare token ("?abc123") may itself be a credential.
-                out.append(REDACTED if secrets and _is_secret(part, secrets, plus=True) else part)
+        # ``;`` separates parameters for many servers (and Python's own parsers before 3.10).
+        parts = _QUERY_SEPARATOR.split(query_string)
+        for i in range(0, len(parts), 2):  # odd indexes hold the separators
+            part = parts[i]
+            if not part:
                 continue
-            if unquote_plus(name, errors="replace").lower() in names or (
-                secrets and _is_secret(value, secrets, plus=True)
-            ):
-                out.append(name + "=" + REDACTED)
-            else:
-                out.append(part)
-        return "&".join(out)
+            name, eq, value = part.partition("=")
+            if self._holds_secret(name):  # a bare token ("?abc123") may itself be a credential
+                parts[i] = REDACTED
+            elif eq and (self._is_secret_name(name) or self._holds_secret(value)):
+                parts[i] = name + "=" + REDACTED
+        return "".join(parts)
 
     def headers(self, headers: Mapping[str, str]) -> dict[str, str]:
-        """Repeated headers (multidicts) are joined with ", " as HTTP allows, so none is lost."""
-        secrets = self._secret_values
-        out: dict[str, str] = {}
-        seen: dict[str, str] = {}  # lowercase name -> first casing used in ``out``
+        """Debug logging of request headers. Repeated headers (multidicts) are joined with ", " as
+        HTTP allows, so none is lost; each logged value is escaped and cut to a bounded length."""
+        values: dict[str, list[str]] = {}
+        names: dict[str, str] = {}  # lowercase name -> first casing seen
         for name, value in headers.items():
-            lower = name.lower()
-            if lower in SECRET_HEADER_NAMES or (secrets and (value in secrets or value.strip() in secrets)):
+            if is_credential_header(name) or self._holds_secret(value) or _has_number(value):
                 value = REDACTED
-            first = seen.get(lower)
-            if first is None:
-                seen[lower] = name
-                out[name] = value
-            elif out[first] != REDACTED or value != REDACTED:
-                out[first] = out[first] + ", " + value
+            else:
+                value = _cap(escape_unencodable(value))
+            lower = name.lower()
+            seen = values.get(lower)
+            if seen is None:
+                names[lower] = escape_unencodable(name)
+                values[lower] = [value]
+            else:
+                seen.append(value)
+        out: dict[str, str] = {}
+        for lower, items in values.items():
+            if len(items) == 1:
+                out[names[lower]] = items[0]
+            elif all(v == REDACTED for v in items):
+                out[names[lower]] = REDACTED
+            else:
+                out[names[lower]] = _cap(", ".join(items))
         return out

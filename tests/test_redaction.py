@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
+import re
 
 import pytest
 from multidict import CIMultiDict
 
+from gateway.headers import (
+    CLIENT_NETWORK_HEADERS,
+    CREDENTIAL_HEADERS,
+    is_client_network_header,
+    is_credential_header,
+)
 from gateway.redaction import Redactor, hmac_hex, key_id_for, mask_digits, mask_number
 
 KEY = b"k" * 32
@@ -304,6 +312,15 @@ def test_headers_credentials_redacted_casing_kept() -> None:
         "X-Plivo-Signature-V3",
         "X-Messente-Signature",
         "X-Sinch-Webhook-Signature",
+        "Api-Token",
+        "X-Access-Token",
+        "X-Csrf-Token",
+        "X-Goog-Api-Key",
+        "Client-Secret",
+        "X-Original-Authorization",
+        "X_Api_Key",
+        "MessageBird-Signature-JWT",
+        "X-Plivo-Signature-Ma-V3",
     ],
 )
 def test_headers_each_credential_name(name: str) -> None:
@@ -321,3 +338,322 @@ def test_headers_secret_values() -> None:
 def test_headers_multidict_repeats() -> None:
     h = CIMultiDict([("Cookie", "a=Zebra77"), ("cookie", "b=Zebra77"), ("Accept", "a"), ("accept", "b")])
     assert make().headers(h) == {"Cookie": "REDACTED", "Accept": "a, b"}
+
+
+# --- query: separators and the names lenient parsers fold ------------------------------------
+
+MESSAGE_FIELDS = frozenset({"to", "from", "body", "messagingservicesid"})
+
+
+def message_redactor(**kw: object) -> Redactor:
+    return make(secret_query_names=MESSAGE_FIELDS, **kw)
+
+
+def test_path_semicolon_separates_parameters() -> None:
+    out = message_redactor().path("/x", "x=1;Body=Zebra-text&token=t;a=2")
+    assert out == "/x?x=1;Body=REDACTED&token=REDACTED;a=2"
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "to[]",
+        "To[1]",
+        "to%5B%5D",
+        "To%5b0%5d",
+        "from[]",
+        "Body[]",
+        "body[text]",
+        "Body.x",
+        "To%00",
+        "T%00o",
+        "%20To",
+        "To%20",
+        "+To+",
+        "%09Body",
+        "Bo%64y",
+        "B%256fdy",  # encoded twice
+        "BODY",
+        "pa\u017f\u017fword",  # long s: case-folds to "s"
+        "api.key",
+        "x_api_key",
+        "X-Api-Key[0]",
+        "client_secret[]",
+        "primary_key",
+        "access-token",
+    ],
+)
+def test_path_folded_names_are_redacted(name: str) -> None:
+    r = message_redactor()
+    for sep in ("&", ";"):
+        out = r.path("/x", f"a=1{sep}{name}=Zebra77{sep}b=2")
+        assert out == f"/x?a=1{sep}{name}=REDACTED{sep}b=2"
+
+
+@pytest.mark.parametrize(
+    "name", ["today", "tox", "bodyguard", "t", "idempotency-key", "Idempotency_Key", "monkey", "page[size]"]
+)
+def test_path_other_names_kept(name: str) -> None:
+    assert message_redactor().path("/x", f"{name}=Zebra77") == f"/x?{name}=Zebra77"
+
+
+def test_path_message_field_names_from_config_are_folded_too() -> None:
+    r = make(secret_query_names=frozenset({"Message[Text]", "Sms.Recipient"}))
+    assert r.path("/x", "message=a&MESSAGE%5Btext%5D=b&sms=c&other=d") == (
+        "/x?message=REDACTED&MESSAGE%5Btext%5D=REDACTED&sms=REDACTED&other=d"
+    )
+
+
+def test_path_secret_inside_a_value_or_a_name() -> None:
+    r = make(secret_values=frozenset({"Zebra-Tok3n"}))
+    out = r.path("/x", "auth_header=Bearer%20Zebra-Tok3n&q=xZebra-Tok3ny;Zebra-Tok3n=1&ok=1")
+    assert out == "/x?auth_header=REDACTED&q=REDACTED;REDACTED&ok=1"
+    assert r.path("/v1/keyZebra-Tok3n.json") == "/v1/keyREDACTED.json"
+
+
+def test_path_secret_with_a_slash() -> None:
+    r = make(secret_values=frozenset({"ab/cd+ef=="}))
+    assert r.path("/v1/ab/cd+ef==/send") == "/v1/REDACTED/send"
+    assert r.path("/v1/ab%2Fcd%2Bef%3D%3D/send") == "/v1/REDACTED/send"
+
+
+# --- numbers written with separators ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "masked"),
+    [
+        ("+37255512367", "+3725****67"),
+        ("%2B37255512367", "%2B37****67"),
+        ("+372-555-12367", "+372-****67"),
+        ("+372%20555%2012367", "+372%****67"),
+        ("+372%2D555%2d12367", "+372%****67"),
+        ("+372+555+12367", "+372+****67"),
+        ("+372.555.123.67", "+372.****67"),
+        ("(555) 123-4567", "(555) ****67"),
+        ("(555)%20123-4567", "(555)%****67"),
+        ("555 12 36 7", "555 1**** 7"),
+        ("%33%37%32%35%35%35%31%32%33%36%37", "%33%3****37"),
+        ("1234567", "****"),
+    ],
+)
+def test_numbers_with_separators_are_masked(raw: str, masked: str) -> None:
+    r = make()
+    assert r.path(f"/lookup/{raw}") == f"/lookup/{masked}"
+    assert r.path("/lookup", f"n={raw}") == f"/lookup?n={masked}"
+
+
+@pytest.mark.parametrize(
+    "kept",
+    [
+        "/2010-04-01/Accounts",  # Twilio's API version is a date
+        "/v1/123456",  # six digits: a code, not a number
+        "/a/12-34-56",
+        "/a/1---2---3---4---5---6---7",  # separators are single, or a pair like ") "
+        "/a/123_4567",
+        "/a/123/4567",
+        "/a/1,234,567",
+        "/a/20260101T000000Z",  # an ISO timestamp
+    ],
+)
+def test_not_numbers_are_kept(kept: str) -> None:
+    assert make().path(kept) == kept
+
+
+def test_a_bare_eight_digit_date_is_still_masked() -> None:
+    assert make().path("/a/20260101") == "/a/****"
+
+
+@pytest.mark.parametrize(
+    "unit",
+    ["1-", "1-2-3-4-5-6 ", "1 (", "%201", "%2", "%3", "123456a", "9", "+", "1)%20", "12.34.56 ", "1--"],
+)
+def test_scrubbing_stays_linear_on_100kb(unit: str) -> None:
+    text = unit * (100_000 // len(unit))
+    r = message_redactor(secret_values=frozenset({"Zebra77"}))
+    out = r.path("/" + text, "q=" + text + ";to=" + text)
+    path, _, query = out.partition("?")
+    assert len(path) <= 512 and len(query) <= 512
+
+
+# --- bounded length --------------------------------------------------------------------------
+
+
+def test_path_and_query_cut_at_512_characters() -> None:
+    r = make()
+    exact = "/" + "a" * 511
+    assert r.path(exact) == exact
+    out = r.path("/" + "a" * 600, "q=" + "b" * 600)
+    path, _, query = out.partition("?")
+    assert path == "/" + "a" * 510 + "…"
+    assert query == "q=" + "b" * 509 + "…"
+
+
+@pytest.mark.parametrize("offset", range(-12, 4))
+def test_cut_never_shows_part_of_a_number(offset: int) -> None:
+    number = "+372-555-12367"
+    path = "/" + "a" * (511 + offset) + number + "/tail"
+    out = make().path(path)
+    assert len(out) <= 512
+    assert not re.search(r"5.?5.?5.?1.?2.?3", out)
+    assert "12367" not in out and "55512" not in out
+
+
+# --- sender ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("sender", "logged"),
+    [
+        (None, None),
+        ("MyBank", "MyBank"),
+        ("", ""),
+        ("+37255512367", "+3725****67"),
+        ("+372 555 12367", "+372 ****67"),
+        ("whatsapp:+37255512367", "whatsapp:+3725****67"),
+        ("MG" + "a" * 32, "MG" + "a" * 29 + "…"),
+        ("1" * 40, "11111****11"),
+        ("x" * 30 + "+37255512367", "x" * 30 + "+…"),
+        ("Pay\udcff", "Pay\\xff"),
+    ],
+)
+def test_sender(sender: str | None, logged: str | None) -> None:
+    out = make().sender(sender)
+    assert out == logged
+    if out is not None:
+        assert len(out) <= 32
+        out.encode("utf-8")
+
+
+def test_sender_never_holds_a_secret() -> None:
+    assert make(secret_values=frozenset({"Zebra77"})).sender("Zebra77") == "REDACTED"
+
+
+# --- headers: values, bytes that were not UTF-8, length --------------------------------------
+
+
+def test_headers_secret_inside_a_value() -> None:
+    r = make(secret_values=frozenset({"Zebra77"}))
+    out = r.headers({"X-Forward-Auth": "Bearer Zebra77", "X-Note": "xZebra77y", "X-Enc": "a%20Zebra77"})
+    assert out == {"X-Forward-Auth": "REDACTED", "X-Note": "REDACTED", "X-Enc": "REDACTED"}
+
+
+@pytest.mark.parametrize("value", ["+37255512367", "call +372 555 12367 now", "tel:(555)%20123-4567"])
+def test_headers_number_like_values(value: str) -> None:
+    assert make().headers({"X-Callback": value}) == {"X-Callback": "REDACTED"}
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "127.0.0.1:8443",
+        "twilio-python/9.4.1 (Linux x86_64) Python/3.11.9",
+        "Mon, 23 Nov 2026 14:13:31 GMT",
+        "20260101T000000Z",
+        "application/x-www-form-urlencoded; charset=utf-8",
+        "123456",
+    ],
+)
+def test_headers_ordinary_values_kept(value: str) -> None:
+    assert make().headers({"X-H": value}) == {"X-H": value}
+
+
+def test_headers_not_utf8_are_escaped() -> None:
+    # What aiohttp hands over for the bytes b"caf\xc3\xa9 \xff\xfe": surrogate escapes for the bad ones.
+    out = make().headers({"X-Raw": "caf\xe9 \udcff\udcfe", "X-\udce9": "v", "X-Lone": "\ud800"})
+    assert out == {"X-Raw": "caf\xe9 \\xff\\xfe", "X-\\xe9": "v", "X-Lone": "\\ud800"}
+    json.dumps(out, ensure_ascii=False).encode("utf-8")
+
+
+def test_headers_values_cut_at_512_characters() -> None:
+    out = make().headers(CIMultiDict([("X-Long", "z" * 3000), ("X-Rep", "a" * 300), ("x-rep", "b" * 300)]))
+    assert out["X-Long"] == "z" * 511 + "…"
+    assert out["X-Rep"] == "a" * 300 + ", " + "b" * 209 + "…"
+
+
+def test_headers_idempotency_key_is_logged() -> None:
+    assert make().headers({"Idempotency-Key": "retry-1"}) == {"Idempotency-Key": "retry-1"}
+
+
+def test_headers_repeats_with_one_redacted() -> None:
+    h = CIMultiDict([("X-Note", "fine"), ("x-note", "+37255512367")])
+    assert make().headers(h) == {"X-Note": "fine, REDACTED"}
+
+
+# --- header names: one list for the proxy and the redactor ------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        *sorted(CREDENTIAL_HEADERS),
+        "Authorization",
+        "X_Api_Key",
+        "x-csrf-token",
+        "X-Goog-Api-Key",
+        "client-secret",
+        "x-db-password",
+        "x-forward-auth",
+        "x-original-authorization",
+        "x-client-credential",
+        "x-client-credentials",
+        "x-session-cookie",
+        "token",
+        "secret",
+        "webhook-signature",
+        "x-custom-signature",
+    ],
+)
+def test_credential_header_names(name: str) -> None:
+    assert is_credential_header(name)
+    assert is_credential_header(name.upper())
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "idempotency-key",
+        "Idempotency-Key",
+        "IDEMPOTENCY_KEY",
+        "content-digest",
+        "x-amz-date",
+        "content-type",
+        "x-request-id",
+        "accept",
+        "user-agent",
+        "x-tokens-left",
+        "x-signature-version",
+        "keep-alive",
+        "x-oauth-scopes",
+        "monkey",
+    ],
+)
+def test_not_credential_header_names(name: str) -> None:
+    assert not is_credential_header(name)
+
+
+def test_credential_list_is_lowercase() -> None:
+    assert all(n == n.lower() and "_" not in n for n in CREDENTIAL_HEADERS | CLIENT_NETWORK_HEADERS)
+    assert "x-amz-date" not in CREDENTIAL_HEADERS
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        *sorted(CLIENT_NETWORK_HEADERS),
+        "X-Forwarded-For",
+        "x-forwarded-host",
+        "X-Forwarded-Proto",
+        "x-forwarded-anything-new",
+        "X_Forwarded_For",
+        "True-Client-IP",
+        "X-HTTP-Method-Override",
+    ],
+)
+def test_client_network_header_names(name: str) -> None:
+    assert is_client_network_header(name)
+
+
+@pytest.mark.parametrize("name", ["x-forwarded", "host", "content-type", "x-request-id", "authorization"])
+def test_not_client_network_header_names(name: str) -> None:
+    assert not is_client_network_header(name)
