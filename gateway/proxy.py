@@ -6,6 +6,7 @@ client (502/504) and never repeated here; ``Idempotency-Key`` is the safe way to
 
 from __future__ import annotations
 
+import functools
 import ssl
 import time
 import zlib
@@ -23,6 +24,7 @@ from gateway.audit import AuditLog
 from gateway.credentials import VendorCredentials
 from gateway.errors import GatewayError, bad_request, refuse
 from gateway.exchange import Exchange
+from gateway.headers import is_client_network_header, is_credential_header
 from gateway.providers.forms import field_base
 
 if TYPE_CHECKING:
@@ -44,27 +46,16 @@ HOP_BY_HOP = frozenset(
     }
 )
 
-#: Client-side headers that must never reach the vendor: the client's own credentials, and the
-#: client's network details (internal addresses are nobody else's business).
-CLIENT_ONLY = frozenset(
-    {
-        "host",
-        "content-length",
-        "expect",
-        "authorization",
-        "signature",
-        "signature-input",
-        "cookie",
-        "x-api-key",
-        "api-key",
-        "apikey",
-        "x-auth-token",
-        "forwarded",
-        # and every X-Forwarded-* header (matched by prefix in upstream_headers)
-        "x-real-ip",
-        "idempotency-key",
-    }
-)
+#: Client-side headers that must never reach the vendor besides credentials and network details
+#: (gateway/headers.py): framing the gateway redoes, and the client's idempotency key.
+CLIENT_ONLY = frozenset({"host", "content-length", "expect", "idempotency-key"})
+
+
+@functools.lru_cache(maxsize=1024)
+def _client_private(lower_name: str) -> bool:
+    """A credential, or the client's network details / routing overrides (cached by name)."""
+    return is_credential_header(lower_name) or is_client_network_header(lower_name)
+
 
 #: Response headers the gateway sets itself, that describe the vendor's connection, or that
 #: would act on the client in the vendor's name (cookies, auth challenges, CORS, the banner).
@@ -145,7 +136,7 @@ def upstream_headers(
     out: CIMultiDict[str] = CIMultiDict()
     for name, value in incoming.items():
         lower = name.lower()
-        if lower not in drop and not lower.startswith("x-forwarded-"):
+        if lower not in drop and not _client_private(lower):
             out.add(name, value)
     encodings = out.getall("Accept-Encoding", ())
     if encodings:

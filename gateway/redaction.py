@@ -241,10 +241,6 @@ class Redactor:
             return {"masked": mask_digits(text)}
         return None
 
-    def sender(self, text: str) -> str:
-        """A sender ID as logged: bounded, and a number in it masked like a recipient."""
-        return _NUMBER_LIKE.sub(_mask_match, text[:32])
-
     def recipients(self, items: Sequence[tuple[str, str | None]]) -> list[str] | None:
         """Uses the E.164 form when known so the same number always hashes the same way."""
         mode = self._recipient_mode
