@@ -18,6 +18,7 @@ from gateway.admin import build_admin_app
 from gateway.app import Gateway, build_public_app
 from gateway.audit import AuditLog
 from gateway.config import Config, parse_listen
+from gateway.config.files import tighten_log_modes
 from gateway.credentials import VendorCredentials
 from gateway.jsonlog import JsonLinesSink
 from gateway.proxy import Upstream
@@ -115,6 +116,7 @@ async def start(config: Config) -> Running:
             config.resolve_path(tls.client_ca_file) if tls.client_ca_file else None,
         )
     chain_key = s.logging.chain_key.get_secret_value().encode("utf-8") if s.logging.chain_key else None
+    tighten_log_modes(s.logging, config.base_dir)
     access_sink = JsonLinesSink(s.logging.access_log, config.base_dir)
     audit = AuditLog(JsonLinesSink(s.logging.audit_log, config.base_dir), s.upstream.provider, chain_key)
     shutdown = s.server.shutdown_timeout_s
