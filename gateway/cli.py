@@ -8,7 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
-from gateway.config import ConfigError, load_config
+from gateway.config import Config, ConfigError, load_config
 from gateway.keygen import basic_credential, random_token
 
 
@@ -23,19 +23,27 @@ def _configure_logging(level: str) -> None:
     logging.getLogger("aiohttp.access").disabled = True
 
 
-def _load(path: str) -> object:
+def _load(path: str) -> Config:
     try:
         return load_config(path)
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
+        for warning in exc.warnings:
+            print(warning.as_warning(), file=sys.stderr)
         print(f"{len(exc.problems)} problem(s); nothing was started.", file=sys.stderr)
         raise SystemExit(2) from None
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    """Exit 2 on any problem; warnings are printed on stderr and still exit 0."""
     config = _load(args.config)
-    print(f"{args.config}: OK ({len(config.clients)} clients, {len(config.routes)} routes)")  # type: ignore[attr-defined]
+    for warning in config.warnings:
+        print(warning.as_warning(), file=sys.stderr)
+    counts = f"{len(config.clients)} clients, {len(config.routes)} routes"
+    if config.warnings:
+        counts += f", {len(config.warnings)} warning(s)"
+    print(f"{args.config}: OK ({counts})")
     return 0
 
 
@@ -43,9 +51,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from gateway.server import serve
 
     config = _load(args.config)
-    _configure_logging(config.settings.logging.level)  # type: ignore[attr-defined]
+    _configure_logging(config.settings.logging.level)
+    for warning in config.warnings:
+        logging.getLogger("smsgw").warning("%s", warning.as_warning())
     try:
-        asyncio.run(serve(config))  # type: ignore[arg-type]
+        asyncio.run(serve(config))
     except OSError as exc:
         print(f"smsgw: cannot listen: {exc.strerror}", file=sys.stderr)
         return 1

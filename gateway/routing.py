@@ -109,6 +109,86 @@ class Router(Generic[T]):
         raise GatewayError(404, "route_not_found", "no route matches this path")
 
 
+def overlap_example(a: str, b: str) -> str | None:
+    """A request path that both templates match, or ``None`` when no path matches both.
+
+    With first-match routing, a later route that overlaps an earlier one is shadowed for the
+    paths they share, so which policy applies would depend on file order. The answer is exact:
+    both templates are read as automata (a literal character, or a parameter: one or more
+    unreserved characters, never ``/``) and their product is searched for a common path. When
+    the literals hold only unreserved characters this is the rule "equal segment counts; literal
+    segments equal; a literal matches the other's segment; two segments with parameters have
+    compatible literal prefixes and suffixes".
+    """
+    ta, tb = _tokens(a), _tokens(b)
+    start = ((0, False), (0, False))
+    parents: dict[tuple[_State, _State], tuple[tuple[_State, _State], str] | None] = {start: None}
+    queue = [start]
+    for pair in queue:  # breadth first: the example found is a shortest one
+        sa, sb = pair
+        if _accepts(ta, sa) and _accepts(tb, sb):
+            chars: list[str] = []
+            step = parents[pair]
+            while step is not None:
+                pair, char = step
+                chars.append(char)
+                step = parents[pair]
+            return "".join(reversed(chars))
+        for label_a, next_a in _moves(ta, sa):
+            for label_b, next_b in _moves(tb, sb):
+                char = _meet(label_a, label_b)
+                if char is not None and (next_a, next_b) not in parents:
+                    parents[(next_a, next_b)] = ((sa, sb), char)
+                    queue.append((next_a, next_b))
+    return None
+
+
+#: A position in a template's tokens, and whether a parameter there has read a character.
+_State = tuple[int, bool]
+_ANY = ""  # a token or label standing for any one unreserved character
+_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_~.-")
+
+
+def _tokens(text: str) -> list[str]:
+    """One token per literal character; ``_ANY`` for each parameter."""
+    out: list[str] = []
+    pos = 0
+    for match in _PARAM.finditer(text):
+        out.extend(text[pos : match.start()])
+        out.append(_ANY)
+        pos = match.end()
+    out.extend(text[pos:])
+    return out
+
+
+def _moves(tokens: list[str], state: _State) -> list[tuple[str, _State]]:
+    index, inside = state
+    moves: list[tuple[str, _State]] = []
+    if inside:  # a parameter that has one character may take more, or end here
+        moves.append((_ANY, (index, True)))
+        index += 1
+    if index < len(tokens):
+        token = tokens[index]
+        moves.append((_ANY, (index, True)) if token == _ANY else (token, (index + 1, False)))
+    return moves
+
+
+def _accepts(tokens: list[str], state: _State) -> bool:
+    index, inside = state
+    return index + (1 if inside else 0) == len(tokens)
+
+
+def _meet(a: str, b: str) -> str | None:
+    """A character both labels accept (``x`` stands for any unreserved one), else ``None``."""
+    if a == _ANY and b == _ANY:
+        return "x"
+    if a == _ANY:
+        return b if b in _UNRESERVED else None
+    if b == _ANY:
+        return a if a in _UNRESERVED else None
+    return a if a == b else None
+
+
 def route_shape(path: str) -> str:
     """Two templates with the same shape (``/a/{x}`` and ``/a/{y}``) serve the same paths."""
     return _PARAM.sub("{}", path)

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 
 from gateway.audit import AuditLog
 from gateway.config import Config
+from gateway.config.files import tighten_log_modes
 from gateway.credentials import VendorCredentials
 from gateway.jsonlog import JsonLinesSink, worker_log_path
 from gateway.pipeline import StageTimer
@@ -58,6 +59,7 @@ class Services:
     async def start(self) -> None:
         """Open everything; on failure, what was opened is closed again."""
         s = self._config.settings
+        tighten_log_modes(s.logging, self._config.base_dir)
         try:
             self.access_log = JsonLinesSink(
                 worker_log_path(s.logging.access_log, self._worker), self._config.base_dir

@@ -35,7 +35,7 @@ VENDOR_TOKEN = "vendor-token-3f9c1e0b7d2a4c58"  # the vendor credential only the
 BEARER_TOKEN = "vendor-bearer-9e8d7c6b5a4f3e2d"
 CLIENT_USER = "AC00000000000000000000000000billing"
 CLIENT_PASSWORD = "client-password-7b1f0c2e9d8a6b54c3"  # what the client's SDK sends
-HASH_KEY = "k" * 40
+HASH_KEY = "1hURN1uF0Vt5Qbm7xykITDcodmJl1LuEDtmA7LJzD8c"  # as `smsgw keygen hash-key` makes one
 
 
 def basic(user: str | bytes, password: str | bytes, scheme: str = "Basic") -> str:
@@ -86,6 +86,7 @@ def pki(ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> dict[str, P
         for extra in cert.cert_chain_pems[1:]:
             extra.write_to_path(str(paths[f"{name}_cert"]), append=True)
         cert.private_key_pem.write_to_path(str(paths[f"{name}_key"]))
+        paths[f"{name}_key"].chmod(0o600)  # as an operator keeps it: check-config warns otherwise
     return paths
 
 
@@ -167,9 +168,10 @@ def write_config(
     """Write config.toml, secrets and policies/*.toml into ``folder``; return the config path."""
     folder.mkdir(parents=True, exist_ok=True)
     secrets = folder / "secrets"
-    secrets.mkdir(exist_ok=True)
-    (secrets / "vendor_token").write_text(VENDOR_TOKEN + "\n")
-    (secrets / "hash_key").write_text(HASH_KEY)
+    secrets.mkdir(exist_ok=True, mode=0o700)
+    for name, value in (("vendor_token", VENDOR_TOKEN + "\n"), ("hash_key", HASH_KEY)):
+        (secrets / name).write_text(value)
+        (secrets / name).chmod(0o600)  # check-config warns about secret files others can read
     base: dict[str, Any] = {
         "server": {
             "listen": "127.0.0.1:0",

@@ -118,6 +118,52 @@ def test_check_config_inline_secret_says_how_to_reference_it(tmp_path: Path, pki
     assert "hunter2" not in result.stderr
 
 
+def test_check_config_warnings_go_to_stderr_and_exit_0(tmp_path: Path, pki: dict[str, Path]) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir(mode=0o700)
+    (logs / "audit.jsonl").touch(mode=0o644)
+    (logs / "audit.jsonl").chmod(0o644)
+    settings = {"hsts": {"max_age_s": 600}, "admin": {"listen": "0.0.0.0:0"}}
+    write_config(tmp_path, pki, "https://127.0.0.1:1", settings)
+    result = run("check-config", "-c", "config.toml", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "config.toml: OK (1 clients, 1 routes, 3 warning(s))\n"
+    assert result.stderr.splitlines() == [
+        "config.toml: hsts.max_age_s: warning: 600 is under one year (31536000): "
+        "browsers forget sooner that this host is HTTPS only",
+        "config.toml: admin.listen: warning: 0.0.0.0:0 is not a loopback address: health and readiness "
+        "answer the network; use 127.0.0.1 unless a firewall keeps this port private",
+        f"config.toml: logging.audit_log: warning: file {logs / 'audit.jsonl'} has mode 0644, "
+        "wider than 0600; smsgw sets 0600 when it starts",
+    ]
+    assert stat.S_IMODE((logs / "audit.jsonl").stat().st_mode) == 0o644  # checking changes nothing
+
+
+def test_check_config_shows_warnings_with_problems(tmp_path: Path, pki: dict[str, Path]) -> None:
+    empty = hashlib.sha256(b"").hexdigest()
+    open_door = {"client": [{"id": "c", "basic": [{"username": "u", "password_sha256": empty}]}]}
+    write_config(tmp_path, pki, "https://127.0.0.1:1", {"hsts": {"max_age_s": 600}}, {"p": open_door})
+    result = run("check-config", "-c", "config.toml", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [
+        "policies/p.toml: client[0].basic[0].password_sha256: is the SHA-256 of the empty password: "
+        "anyone could log in; make a credential with `smsgw keygen basic`",
+        "config.toml: hsts.max_age_s: warning: 600 is under one year (31536000): "
+        "browsers forget sooner that this host is HTTPS only",
+        "1 problem(s); nothing was started.",
+    ]
+
+
+def test_check_config_takes_a_key_from_keygen(tmp_path: Path, pki: dict[str, Path]) -> None:
+    """The refusal of weak keys points at `smsgw keygen hash-key`: what it makes must pass."""
+    config = write_config(tmp_path, pki, "https://127.0.0.1:1", {"logging": {"chain_key": "file:chain"}})
+    (tmp_path / "chain").write_text(run("keygen", "hash-key").stdout)
+    (tmp_path / "chain").chmod(0o600)
+    result = run("check-config", "-c", str(config))
+    assert (result.returncode, result.stderr) == (0, "")
+
+
 def test_check_config_missing_file(tmp_path: Path) -> None:
     missing = tmp_path / "nope.toml"
     result = run("check-config", "-c", str(missing))
@@ -459,6 +505,40 @@ async def test_serve_runs_until_signalled(
     assert any(
         json.loads(line)["status"] == 201 for line in (logs_dir / "audit.jsonl").read_text().splitlines()
     )
+
+
+def test_serve_logs_warnings_and_tightens_log_modes_at_start(tmp_path: Path, pki: dict[str, Path]) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    logs.chmod(0o755)
+    (logs / "audit.jsonl").touch()
+    (logs / "audit.jsonl").chmod(0o644)
+    with socket.socket() as taken:  # the listen fails after start has run its checks: a quick exit
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = write_config(
+            tmp_path,
+            pki,
+            "https://127.0.0.1:1",
+            {"server": {"listen": f"127.0.0.1:{port}"}, "hsts": {"max_age_s": 600}},
+        )
+        result = run("serve", "-c", str(config))
+    assert result.returncode == 1
+    lines = [line.split(" ", 3)[-1] for line in result.stderr.splitlines()]  # without the timestamp
+    assert lines[:4] == [
+        f"smsgw: {config}: hsts.max_age_s: warning: 600 is under one year (31536000): "
+        "browsers forget sooner that this host is HTTPS only",
+        f"smsgw: {config}: logging.audit_log: warning: folder {logs} has mode 0755, wider than 0750; "
+        "smsgw sets 0750 when it starts",
+        f"smsgw: {config}: logging.audit_log: warning: file {logs / 'audit.jsonl'} has mode 0644, "
+        "wider than 0600; smsgw sets 0600 when it starts",
+        f"smsgw: tightened log file modes: {logs} 0755->0750, {logs / 'audit.jsonl'} 0644->0600",
+    ]
+    assert "WARNING smsgw:" in result.stderr.splitlines()[0]
+    assert stat.S_IMODE(logs.stat().st_mode) == 0o750
+    assert stat.S_IMODE((logs / "audit.jsonl").stat().st_mode) == 0o600
+    assert VENDOR_TOKEN not in result.stderr and HASH_KEY not in result.stderr
 
 
 def test_serve_cannot_listen_exits_1(tmp_path: Path, pki: dict[str, Path]) -> None:

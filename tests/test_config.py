@@ -11,9 +11,11 @@ from __future__ import annotations
 import base64
 import copy
 import hashlib
+import logging
 import re
 import shutil
 import socket
+import stat
 import subprocess
 import sys
 import tomllib
@@ -27,8 +29,12 @@ import tomli_w
 from pydantic import BaseModel, SecretStr
 
 from gateway.config import Config, ConfigError, Problem, load_config
+from gateway.config.files import tighten_log_modes
 from gateway.config.schema import PolicyFile, Settings
 from gateway.credentials import VendorCredentials
+from gateway.demo import prepare_folder
+from gateway.demo import write_config as write_demo_config
+from gateway.routing import PathTemplate, overlap_example
 from tests.conftest import DEFAULT_POLICY, HASH_KEY, VENDOR_SID, VENDOR_TOKEN, free_port, sha, write_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -1138,14 +1144,17 @@ def test_file_references_are_relative_to_the_config_folder(
     assert config.settings.logging.hash_key.get_secret_value() == HASH_KEY
 
 
+TOK = "Q2xvc2VkLWNoYWluLWtleS0xZjJlM2Q0YzViNmE3OQ"  # strong enough for chain_key
+
+
 @pytest.mark.parametrize(
     ("content", "expected"),
     [
-        pytest.param("tok\n", "tok", id="newline"),
-        pytest.param("tok", "tok", id="no-newline"),
-        pytest.param("tok\r\n", "tok", id="crlf"),
-        pytest.param("tok\n\n", "tok\n", id="only-one-newline-dropped"),
-        pytest.param("  tok  \n", "  tok  ", id="spaces-kept"),
+        pytest.param(f"{TOK}\n", TOK, id="newline"),
+        pytest.param(TOK, TOK, id="no-newline"),
+        pytest.param(f"{TOK}\r\n", TOK, id="crlf"),
+        pytest.param(f"{TOK}\n\n", f"{TOK}\n", id="only-one-newline-dropped"),
+        pytest.param(f"  {TOK}  \n", f"  {TOK}  ", id="spaces-kept"),
     ],
 )
 def test_file_reference_drops_one_trailing_newline(folder: Folder, content: str, expected: str) -> None:
@@ -1375,3 +1384,461 @@ def test_documented_keys_reader_sees_commented_keys() -> None:
         "upstream.credentials.name",
         "upstream.credentials.value",
     }
+
+
+# -- foot-guns check-config refuses or warns about ------------------------------------------------------
+
+STRONG_KEY = "Vq3x8PZJ0kTn4bWc7yRm2sLd9fHg6aKe1uXo5iBw_Y-"  # 43 characters of base64url
+
+
+def secret_file(folder: Folder, name: str, value: str, mode: int = 0o600) -> str:
+    """A secret file under ``secrets/`` with ``mode``; returns its ``file:`` reference."""
+    path = folder.root / "secrets" / name
+    path.write_text(value + "\n")
+    path.chmod(mode)
+    return f"file:secrets/{name}"
+
+
+@pytest.mark.parametrize(
+    ("proxies", "key", "fragment"),
+    [
+        pytest.param(["0.0.0.0/0"], "server.trusted_proxies[0]", "'0.0.0.0/0' is every IPv4", id="v4-any"),
+        pytest.param(
+            ["10.0.0.0/8", "::/0"], "server.trusted_proxies[1]", "'::/0' is every IPv6", id="v6-any"
+        ),
+        pytest.param(
+            ["::ffff:0:0/96"], "server.trusted_proxies[0]", "is every IPv4 address", id="all-mapped"
+        ),
+        pytest.param(
+            ["0.0.0.0/1", "128.0.0.0/1"],
+            "server.trusted_proxies",
+            "together these are every IPv4 address",
+            id="v4-halves",
+        ),
+    ],
+)
+def test_trusted_proxies_that_trust_everyone_are_refused(
+    folder: Folder, proxies: list[str], key: str, fragment: str
+) -> None:
+    problem = assert_one(folder.problems({"server": {"trusted_proxies": proxies}}), MAIN, key, fragment)
+    assert "would let any client forge X-Forwarded-For" in problem.message
+
+
+def test_wide_but_not_universal_trusted_proxies_load(folder: Folder) -> None:
+    proxies = ["0.0.0.0/1", "::/1", "::ffff:0:0/97", "10.0.0.0/8"]
+    config = folder.load({"server": {"trusted_proxies": proxies}})
+    assert config.settings.server.trusted_proxies == ("0.0.0.0/1", "::/1", "0.0.0.0/1", "10.0.0.0/8")
+
+
+def test_password_sha256_of_the_empty_password_is_refused(folder: Folder) -> None:
+    basic = [{"username": "u1", "password_sha256": sha("")}]
+    problem = assert_one(
+        folder.problems(None, policy(clients=[client(basic=basic)])),
+        POLICY,
+        "client[0].basic[0].password_sha256",
+        "SHA-256 of the empty password",
+    )
+    assert "smsgw keygen basic" in problem.message
+
+
+def test_password_sha256_of_a_one_character_password_loads(folder: Folder) -> None:
+    basic = [{"username": "u1", "password_sha256": sha(" ")}]
+    assert folder.load(None, policy(clients=[client(basic=basic)])).clients[0].basic[0].username == "u1"
+
+
+WEAK_KEYS = [
+    pytest.param("short-but-varied-key", "must be at least 32 bytes", id="short"),
+    pytest.param("k" * 40, "is one character repeated", id="one-character"),
+    pytest.param("abcdefg" * 6, "has fewer than 8 different characters", id="seven-characters"),
+]
+
+
+@pytest.mark.parametrize("name", ["hash_key", "chain_key"])
+@pytest.mark.parametrize(("value", "fragment"), WEAK_KEYS)
+def test_weak_log_keys_are_refused(folder: Folder, name: str, value: str, fragment: str) -> None:
+    ref = secret_file(folder, "weak", value)
+    problems = folder.problems({"logging": {name: ref}})
+    problem = assert_one(problems, MAIN, f"logging.{name}", f"{name} {fragment}")
+    assert "smsgw keygen hash-key" in problem.message
+    assert value not in str(problem)
+
+
+def test_weak_hash_key_is_refused_even_when_no_mode_hashes(folder: Folder) -> None:
+    ref = secret_file(folder, "weak", "k" * 40)
+    settings = {"logging": {"body": "redact", "recipient": "mask", "hash_key": ref}}
+    assert_one(folder.problems(settings), MAIN, "logging.hash_key", "is one character repeated")
+
+
+def test_strong_log_keys_and_no_chain_key_load(folder: Folder) -> None:
+    eight = "abcdefgh" * 5  # the floor of the rule, not a recommendation
+    config = folder.load(
+        {
+            "logging": {
+                "hash_key": secret_file(folder, "h", STRONG_KEY),
+                "chain_key": secret_file(folder, "c", eight),
+            }
+        }
+    )
+    assert config.settings.logging.hash_key.get_secret_value() == STRONG_KEY
+    assert folder.load().settings.logging.chain_key is None
+    assert not folder.load().warnings
+
+
+def test_the_harness_hash_key_looks_like_a_generated_one() -> None:
+    assert len(HASH_KEY) == 43 and re.fullmatch(r"[A-Za-z0-9_-]+", HASH_KEY)
+
+
+# -- route overlaps ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "example"),
+    [
+        pytest.param("/v1/{a}/send", "/v1/admin/send", "/v1/admin/send", id="param-vs-literal"),
+        pytest.param("/v1/{a}/send", "/v1/{b}/send", "/v1/x/send", id="same-shape"),
+        pytest.param("/v1/{a}.json", "/v1/msg{b}", "/v1/msg.json", id="prefix-and-suffix"),
+        pytest.param("/v1/{a}-{b}", "/v1/{c}.json", "/v1/x-.json", id="two-params-vs-suffix"),
+        pytest.param("/v1/p{a}s", "/v1/pp{b}ss", "/v1/ppxss", id="longer-prefix-and-suffix"),
+        pytest.param("/v1/{a}", "/v1/a.b~c_d-e", "/v1/a.b~c_d-e", id="literal-of-unreserved"),
+        pytest.param("/v1/{a}{b}", "/v1/{c}", "/v1/xx", id="adjacent-params"),
+        pytest.param("/v1/send", "/v1/send", "/v1/send", id="equal-literals"),
+    ],
+)
+def test_overlapping_templates(a: str, b: str, example: str) -> None:
+    assert overlap_example(a, b) == example
+    assert overlap_example(b, a) == example
+    for template in (a, b):
+        assert PathTemplate.compile(template).pattern.match(example)
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        pytest.param("/v1/{a}", "/v1/{a}/x", id="segment-counts"),
+        pytest.param("/v1/{a}", "/v1", id="shorter"),
+        pytest.param("/v1/send", "/v1/sends", id="different-literals"),
+        pytest.param("/v1/{a}.json", "/v1/{b}.xml", id="suffixes"),
+        pytest.param("/v1/pa{x}", "/v1/pb{y}", id="prefixes"),
+        pytest.param("/v1/{a}", "/v1/a:b", id="literal-with-reserved-char"),
+        pytest.param("/v1/{a}@{b}", "/v1/{c}", id="reserved-char-between-params"),
+        pytest.param("/v1/a@{x}", "/v1/a{y}", id="reserved-char-in-longer-prefix"),
+        pytest.param("/v1/{a}", "/v1/", id="empty-segment"),
+    ],
+)
+def test_disjoint_templates(a: str, b: str) -> None:
+    assert overlap_example(a, b) is None
+    assert overlap_example(b, a) is None
+
+
+def test_route_shadowing_a_stricter_one_is_refused_naming_both(folder: Folder) -> None:
+    routes = [route(name="any", path="/v1/{id}/send"), route(name="admin", path="/v1/admin/send")]
+    problem = assert_one(folder.problems(None, policy(routes)), POLICY, "route[1].path", "overlaps")
+    assert problem.message.startswith(
+        f"POST /v1/admin/send overlaps /v1/{{id}}/send of {POLICY}: route[0].path (both match /v1/admin/send)"
+    )
+
+
+def test_route_overlap_across_files_names_both_files(folder: Folder) -> None:
+    first = {"client": [client()], "route": [route(name="r1", methods=["GET", "POST"], path="/v1/msg{b}")]}
+    second = {"route": [route(name="r2", methods=["PUT", "POST", "GET"], path="/v1/{a}.json")]}
+    problem = assert_one(
+        folder.problems(None, {"a": first, "b": second}), "policies/b.toml", "route[0].path", "overlaps"
+    )
+    assert "POST/GET /v1/{a}.json overlaps /v1/msg{b} of policies/a.toml: route[0].path" in problem.message
+
+
+@pytest.mark.parametrize(
+    "routes",
+    [
+        pytest.param(
+            [
+                route(name="r1", path="/v1/{id}/send"),
+                route(name="r2", methods=["GET"], path="/v1/admin/send"),
+            ],
+            id="no-common-method",
+        ),
+        pytest.param(
+            [route(name="r1", path="/v1/{a}.json"), route(name="r2", path="/v1/{b}.xml")], id="suffixes"
+        ),
+        pytest.param(
+            [route(name="r1", path="/v1/{a}"), route(name="r2", path="/v1/a:b")], id="reserved-char"
+        ),
+    ],
+)
+def test_routes_that_cannot_meet_load(folder: Folder, routes: list[dict[str, Any]]) -> None:
+    assert len(folder.load(None, policy(routes)).routes) == 2
+
+
+# -- references only for secrets ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("settings", "policies", "file", "key"),
+    [
+        pytest.param(
+            {"server": {"listen": "env:SMSGW_TEST_LISTEN"}}, None, MAIN, "server.listen", id="listen"
+        ),
+        pytest.param(
+            {"upstream": {"base_url": "env:SMSGW_TEST_URL"}}, None, MAIN, "upstream.base_url", id="base_url"
+        ),
+        pytest.param(
+            {"logging": {"audit_log": "file:secrets/generic"}},
+            None,
+            MAIN,
+            "logging.audit_log",
+            id="audit_log",
+        ),
+        pytest.param(
+            {
+                "upstream": {
+                    "credentials": {
+                        "type": "header",
+                        "password": "",
+                        "name": "env:SMSGW_TEST_SECRET",
+                        "value": "env:SMSGW_TEST_SECRET",
+                    }
+                }
+            },
+            None,
+            MAIN,
+            "upstream.credentials.name",
+            id="credentials.name",
+        ),
+        pytest.param(
+            None,
+            policy(
+                clients=[client(basic=[{"username": "env:SMSGW_TEST_SECRET", "password_sha256": sha("p")}])]
+            ),
+            POLICY,
+            "client[0].basic[0].username",
+            id="client-basic-username",
+        ),
+        pytest.param(
+            None,
+            policy(clients=[client(ip_allow=["10.0.0.0/8", "env:SMSGW_TEST_CIDR"])]),
+            POLICY,
+            "client[0].ip_allow[1]",
+            id="list-item",
+        ),
+        pytest.param(
+            None, policy([route(path="file:secrets/generic")]), POLICY, "route[0].path", id="route-path"
+        ),
+    ],
+)
+def test_references_outside_secret_keys_are_refused(
+    folder: Folder,
+    monkeypatch: pytest.MonkeyPatch,
+    settings: dict | None,
+    policies: dict | None,
+    file: str,
+    key: str,
+) -> None:
+    # Every variable resolves to a valid value: before this rule each of these configs loaded.
+    monkeypatch.setenv("SMSGW_TEST_LISTEN", "127.0.0.1:0")
+    monkeypatch.setenv("SMSGW_TEST_URL", "https://api.twilio.com")
+    monkeypatch.setenv("SMSGW_TEST_CIDR", "10.1.0.0/16")
+    problems = folder.problems(settings, policies)
+    problem = assert_one(problems, file, key, "env:/file: references are only for secrets; write the value")
+    assert ENV_SECRET not in str(problem) and FILE_SECRET not in str(problem)
+
+
+def test_a_refused_reference_is_never_read(folder: Folder) -> None:
+    """The file does not exist: the only problem is the rule, so nothing tried to open it."""
+    problems = folder.problems({"logging": {"access_log": "file:secrets/no-such-file"}})
+    assert_one(problems, MAIN, "logging.access_log", "only for secrets")
+
+
+def test_a_reference_under_a_misspelt_key_is_reported_as_unknown_once(folder: Folder) -> None:
+    problems = folder.problems({"upstream": {"credentials": {"pasword": "env:SMSGW_TEST_SECRET"}}})
+    assert_one(problems, MAIN, "upstream.credentials.pasword", "unknown key")
+
+
+def test_account_username_may_be_a_reference(folder: Folder, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SMSGW_TEST_SID", VENDOR_SID)
+    config = folder.load({"upstream": {"credentials": {"username": "env:SMSGW_TEST_SID"}}})
+    assert config.settings.upstream.credentials.username == VENDOR_SID
+    assert not config.warnings
+
+
+# -- IPv4-mapped IPv6 entries ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("written", "normal"),
+    [
+        pytest.param("::ffff:10.0.0.0/104", "10.0.0.0/8", id="mapped-104"),
+        pytest.param("::ffff:10.1.2.3", "10.1.2.3/32", id="mapped-address"),
+        pytest.param("::FFFF:192.0.2.0/120", "192.0.2.0/24", id="upper-case"),
+        pytest.param("::ffff:0:0/96", "0.0.0.0/0", id="all-mapped"),
+        pytest.param("::ffff:0:0/95", "::fffe:0:0/95", id="wider-than-mapped-stays-v6"),
+        pytest.param("::/0", "::/0", id="all-v6"),
+        pytest.param("2001:db8::/32", "2001:db8::/32", id="v6"),
+        pytest.param("10.1.2.3/8", "10.0.0.0/8", id="v4"),
+    ],
+)
+def test_ip_allow_entries_are_normalised(folder: Folder, written: str, normal: str) -> None:
+    config = folder.load(None, policy([route(ip_allow=[written])], [client(ip_allow=[written])]))
+    assert config.clients[0].ip_allow == (normal,)
+    assert config.routes[0].ip_allow == (normal,)
+
+
+def test_mapped_trusted_proxy_is_normalised(folder: Folder) -> None:
+    config = folder.load({"server": {"trusted_proxies": ["::ffff:10.0.0.0/104", "::1"]}})
+    assert config.settings.server.trusted_proxies == ("10.0.0.0/8", "::1/128")
+
+
+async def test_mapped_ip_allow_entry_admits_its_ipv4_client(make_gateway: Any, vendor: Any) -> None:
+    """Written mapped, the entry used to match no client at all: addresses are compared as IPv4."""
+    allowed = client(ip_allow=["::ffff:127.0.0.0/104"])
+    gw = await make_gateway(vendor.base_url, policies={"p": policy(clients=[allowed])})
+    assert (await gw.send()).status == 201
+
+
+# -- warnings ----------------------------------------------------------------------------------------------
+
+
+def warned(config: Config) -> dict[str, str]:
+    return {w.key: w.message for w in config.warnings}
+
+
+def test_short_hsts_is_a_warning(folder: Folder) -> None:
+    config = folder.load({"hsts": {"max_age_s": 86400}})
+    assert warned(config) == {
+        "hsts.max_age_s": "86400 is under one year (31536000): "
+        "browsers forget sooner that this host is HTTPS only"
+    }
+    (warning,) = config.warnings
+    assert warning.as_warning() == f"{MAIN}: hsts.max_age_s: warning: {warning.message}"
+    assert not folder.load({"hsts": {"max_age_s": 31536000}}).warnings
+
+
+@pytest.mark.parametrize("listen", ["0.0.0.0:0", "[::]:0", "192.0.2.10:9000", "admin.example.com:9000"])
+def test_admin_listener_off_loopback_is_a_warning(folder: Folder, listen: str) -> None:
+    message = warned(folder.load({"admin": {"listen": listen}}))["admin.listen"]
+    assert message.startswith(f"{listen} is not a loopback address")
+
+
+@pytest.mark.parametrize("listen", ["127.0.0.1:0", "127.0.0.2:9000", "[::1]:0", "localhost:9000"])
+def test_admin_listener_on_loopback_is_quiet(folder: Folder, listen: str) -> None:
+    assert not folder.load({"admin": {"listen": listen}}).warnings
+
+
+@pytest.mark.parametrize(
+    ("mode", "warns"), [(0o644, True), (0o640, True), (0o604, True), (0o600, False), (0o400, False)]
+)
+def test_secret_file_open_to_others_is_a_warning(folder: Folder, mode: int, warns: bool) -> None:
+    ref = secret_file(folder, "token", VENDOR_TOKEN, mode)
+    config = folder.load({"upstream": {"credentials": {"password": ref}}})
+    if not warns:
+        assert not config.warnings
+        return
+    path = folder.root / "secrets" / "token"
+    assert warned(config) == {
+        "upstream.credentials.password": f"file {path} is open to group or others "
+        f"(mode {mode:04o}); chmod 600 it"
+    }
+
+
+def test_secret_file_in_a_policy_file_open_to_others_is_a_warning(folder: Folder) -> None:
+    secret_file(folder, "signing", FILE_SECRET, 0o644)
+    config = folder.load(None, policy([route(signing_secret="file:../secrets/signing")]))
+    assert [(w.file, w.key) for w in config.warnings] == [(POLICY, "route[0].signing_secret")]
+
+
+def test_tls_key_open_to_others_is_a_warning(folder: Folder, pki: dict[str, Path]) -> None:
+    key = folder.root / "tls.key"
+    shutil.copy(pki["gateway_key"], key)
+    key.chmod(0o640)
+    config = folder.load({"server": {"tls": {"key_file": "tls.key"}}})
+    assert warned(config) == {
+        "server.tls.key_file": f"file {key} is open to group or others (mode 0640); chmod 600 it"
+    }
+    key.chmod(0o600)
+    assert not load_config(MAIN).warnings
+
+
+def make_logs(root: Path, dir_mode: int, file_mode: int) -> Path:
+    logs = root / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    logs.chmod(dir_mode)
+    audit = logs / "audit.jsonl"
+    audit.touch()
+    audit.chmod(file_mode)
+    return logs
+
+
+def test_log_file_and_folder_wider_than_private_are_warnings(folder: Folder) -> None:
+    logs = make_logs(folder.root, 0o755, 0o644)
+    config = folder.load({"logging": {"access_log": "-"}})
+    assert [(w.key, w.message) for w in config.warnings] == [
+        (
+            "logging.audit_log",
+            f"folder {logs} has mode 0755, wider than 0750; smsgw sets 0750 when it starts",
+        ),
+        (
+            "logging.audit_log",
+            f"file {logs / 'audit.jsonl'} has mode 0644, wider than 0600; smsgw sets 0600 when it starts",
+        ),
+    ]
+    # the access log is written to the same folder: the folder is named once
+    (logs / "access.jsonl").touch(0o600)
+    assert len(folder.load().warnings) == 2
+
+
+def test_private_log_file_and_folder_are_quiet(folder: Folder) -> None:
+    make_logs(folder.root, 0o750, 0o600)
+    assert not folder.load().warnings
+    make_logs(folder.root, 0o700, 0o400)
+    assert not folder.load().warnings
+
+
+def test_shared_sticky_log_folder_is_a_warning_the_gateway_leaves_alone(folder: Folder) -> None:
+    logs = make_logs(folder.root, 0o1777, 0o600)
+    (warning,) = folder.load().warnings
+    assert warning.message == (
+        f"folder {logs} has mode 1777, wider than 0750; "
+        "set it to 1750 (smsgw changes only what this user owns)"
+    )
+    assert tighten_log_modes(load_config(MAIN).settings.logging, folder.root) == []
+    assert stat.S_IMODE(logs.stat().st_mode) == 0o1777
+
+
+async def test_start_tightens_log_file_and_folder_modes(
+    make_gateway: Any, vendor: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    logs = make_logs(tmp_path / "gw", 0o755, 0o644)
+    (logs / "access.jsonl").touch()
+    (logs / "access.jsonl").chmod(0o664)
+    with caplog.at_level(logging.WARNING, logger="smsgw"):
+        gw = await make_gateway(vendor.base_url, folder=tmp_path / "gw")
+    assert stat.S_IMODE(logs.stat().st_mode) == 0o750
+    assert stat.S_IMODE((logs / "audit.jsonl").stat().st_mode) == 0o600
+    assert stat.S_IMODE((logs / "access.jsonl").stat().st_mode) == 0o600
+    (line,) = [r.getMessage() for r in caplog.records if "log file modes" in r.getMessage()]
+    assert line == (
+        f"tightened log file modes: {logs} 0755->0750, {logs / 'audit.jsonl'} 0644->0600, "
+        f"{logs / 'access.jsonl'} 0664->0600"
+    )
+    assert (await gw.send()).status == 201
+    assert gw.audit()
+
+
+async def test_start_with_private_logs_says_nothing(
+    make_gateway: Any, vendor: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    make_logs(tmp_path / "gw", 0o750, 0o600)
+    with caplog.at_level(logging.WARNING, logger="smsgw"):
+        await make_gateway(vendor.base_url, folder=tmp_path / "gw")
+    assert not [r for r in caplog.records if "log file modes" in r.getMessage()]
+
+
+def test_demo_config_loads_without_warnings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    folder = prepare_folder(tmp_path / "demo")
+    config = load_config(write_demo_config(folder, 1, 0, 0))
+    assert config.warnings == ()
+    assert [r.name for r in config.routes] == ["twilio-send"]
+
+
+def test_example_config_loads_without_warnings(example: Path) -> None:
+    assert load_config(example).warnings == ()

@@ -1,11 +1,13 @@
 """Read ``config.toml`` and ``policies/*.toml`` into one frozen :class:`Config`.
 
 Every problem is reported as ``FILE: dotted.key: message``, all of them at once, and a config
-with any problem is never served.
+with any problem is never served. Warnings (``FILE: dotted.key: warning: message``) are things
+an operator should fix that do not, on their own, open a hole; they never stop a start.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import ssl
 import tomllib
 from collections.abc import Iterable
@@ -15,17 +17,21 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from gateway.config.refs import resolve_tree
+from gateway.config.files import loose_log_modes, open_to_others
+from gateway.config.refs import NOT_A_SECRET, RefError, resolve_tree
 from gateway.config.schema import (
     ClientConfig,
     KeyProblem,
     PolicyFile,
     RouteConfig,
     Settings,
+    is_loopback_host,
     parse_listen,
 )
 from gateway.providers import KNOWN_PROVIDERS, REGISTRY
-from gateway.routing import route_shape
+from gateway.routing import overlap_example, route_shape
+
+ONE_YEAR_S = 31536000
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,10 +43,16 @@ class Problem:
     def __str__(self) -> str:
         return f"{self.file}: {self.key}: {self.message}" if self.key else f"{self.file}: {self.message}"
 
+    def as_warning(self) -> str:
+        """How ``check-config`` and ``serve`` show a warning."""
+        where = f"{self.file}: {self.key}" if self.key else self.file
+        return f"{where}: warning: {self.message}"
+
 
 class ConfigError(Exception):
-    def __init__(self, problems: Iterable[Problem]) -> None:
+    def __init__(self, problems: Iterable[Problem], warnings: Iterable[Problem] = ()) -> None:
         self.problems = tuple(problems)
+        self.warnings = tuple(warnings)
         super().__init__("\n".join(str(p) for p in self.problems))
 
 
@@ -62,6 +74,7 @@ class Config:
     route_sources: tuple[Located, ...]
     #: The selected provider's ``[upstream.<provider>]`` table, validated by its model.
     provider_options: BaseModel | None = None
+    warnings: tuple[Problem, ...] = ()
 
     @property
     def base_dir(self) -> Path:
@@ -137,8 +150,9 @@ def load_config(path: str | Path) -> Config:
     """Load, resolve and validate; raise :class:`ConfigError` listing every problem."""
     path = Path(path).absolute()
     file = _display(path)
-    raw, ref_errors = resolve_tree(_read_toml(path, file), path.parent)
-    problems = [Problem(file, e.key, e.message) for e in ref_errors]
+    raw, ref_errors, ref_warnings = resolve_tree(_read_toml(path, file), path.parent)
+    problems = _located(file, ref_errors)
+    warnings = _located(file, ref_warnings)
     for misplaced in ("client", "route"):
         if misplaced in raw:
             problems.append(Problem(file, misplaced, f"[[{misplaced}]] tables belong in the policy files"))
@@ -165,11 +179,12 @@ def load_config(path: str | Path) -> Config:
         for policy_path in sorted(policy_dir.glob("*.toml")):
             pfile = _display(policy_path)
             try:
-                praw, perrors = resolve_tree(_read_toml(policy_path, pfile), policy_path.parent)
+                praw, perrors, pwarnings = resolve_tree(_read_toml(policy_path, pfile), policy_path.parent)
             except ConfigError as exc:
                 problems.extend(exc.problems)
                 continue
-            problems.extend(Problem(pfile, e.key, e.message) for e in perrors)
+            problems.extend(_located(pfile, perrors))
+            warnings.extend(_located(pfile, pwarnings))
             policy = _validate(PolicyFile, praw, pfile, problems)
             if policy is None:
                 continue
@@ -181,7 +196,7 @@ def load_config(path: str | Path) -> Config:
                 route_sources.append(Located(pfile, f"route[{i}]"))
 
     if settings is None:
-        raise ConfigError(problems)
+        raise ConfigError(_without_doubles(problems), warnings)
     config = Config(
         path,
         settings,
@@ -192,10 +207,32 @@ def load_config(path: str | Path) -> Config:
         provider_options,
     )
     problems.extend(_cross_checks(config, file))
+    problems.extend(_route_overlaps(config))
     problems.extend(_not_yet_available(config, file))
+    warnings.extend(_warnings(config, file))
     if problems:
-        raise ConfigError(problems)
-    return config
+        raise ConfigError(_without_doubles(problems), warnings)
+    return dataclasses.replace(config, warnings=tuple(warnings))
+
+
+def _located(file: str, found: list[RefError]) -> list[Problem]:
+    return [Problem(file, e.key, e.message) for e in found]
+
+
+def _without_doubles(problems: list[Problem]) -> list[Problem]:
+    """One problem per mistake: a reference under a misspelt key is reported as the unknown key it
+    is; a reference refused elsewhere is not also reported as the invalid value it was left as."""
+    unknown = {(p.file, p.key) for p in problems if p.message == _MESSAGES["extra_forbidden"]}
+
+    def under_unknown(p: Problem) -> bool:
+        return any(
+            p.file == file and (p.key == key or p.key.startswith((f"{key}.", f"{key}[")))
+            for file, key in unknown
+        )
+
+    kept = [p for p in problems if not (p.message == NOT_A_SECRET and under_unknown(p))]
+    refused = {(p.file, p.key) for p in kept if p.message == NOT_A_SECRET}
+    return [p for p in kept if p.message == NOT_A_SECRET or (p.file, p.key) not in refused]
 
 
 def _pop_provider_tables(raw: dict[str, Any]) -> dict[str, Any]:
@@ -339,6 +376,73 @@ def _cross_checks(config: Config, file: str) -> list[Problem]:
     if _same_socket(s.admin.listen, s.server.listen):
         problems.append(Problem(file, "admin.listen", "must differ from server.listen"))
     return problems
+
+
+def _route_overlaps(config: Config) -> list[Problem]:
+    """Two routes that share a method and some path: the first one listed would silently win.
+
+    Routes of the same shape are reported by the shape check in ``_cross_checks``.
+    """
+    problems: list[Problem] = []
+    entries = list(zip(config.routes, config.route_sources, strict=True))
+    for j, (later, where) in enumerate(entries):
+        for earlier, first in entries[:j]:
+            methods = [m for m in later.methods if m in earlier.methods]
+            if not methods or route_shape(later.path) == route_shape(earlier.path):
+                continue
+            example = overlap_example(earlier.path, later.path)
+            if example is None:
+                continue
+            problems.append(
+                Problem(
+                    where.file,
+                    f"{where.key}.path",
+                    f"{'/'.join(methods)} {later.path} overlaps {earlier.path} of "
+                    f"{first.file}: {first.key}.path (both match {example}); "
+                    "the route listed first would win, so make the paths distinct",
+                )
+            )
+    return problems
+
+
+def _warnings(config: Config, file: str) -> list[Problem]:
+    s = config.settings
+    warnings: list[Problem] = []
+    if s.hsts.max_age_s < ONE_YEAR_S:
+        warnings.append(
+            Problem(
+                file,
+                "hsts.max_age_s",
+                f"{s.hsts.max_age_s} is under one year ({ONE_YEAR_S}): browsers forget sooner "
+                "that this host is HTTPS only",
+            )
+        )
+    host, _ = parse_listen(s.admin.listen)
+    if not is_loopback_host(host):
+        warnings.append(
+            Problem(
+                file,
+                "admin.listen",
+                f"{s.admin.listen} is not a loopback address: health and readiness answer "
+                "the network; use 127.0.0.1 unless a firewall keeps this port private",
+            )
+        )
+    tls = s.server.tls
+    if tls.mode == "terminate" and tls.key_file:
+        key_path = config.resolve_path(tls.key_file)
+        mode = open_to_others(key_path)
+        if mode is not None:
+            warnings.append(
+                Problem(
+                    file,
+                    "server.tls.key_file",
+                    f"file {key_path} is open to group or others (mode {mode:04o}); chmod 600 it",
+                )
+            )
+    warnings.extend(
+        Problem(file, loose.key, loose.warning()) for loose in loose_log_modes(s.logging, config.base_dir)
+    )
+    return warnings
 
 
 def _same_socket(a: str, b: str) -> bool:

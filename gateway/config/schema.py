@@ -17,6 +17,7 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -45,11 +46,36 @@ def _optional_listen(value: str) -> str:
     return _listen(value) if value else value
 
 
-def _cidr(value: str) -> str:
+_MAPPED = netaddr.IPNetwork("::ffff:0:0/96")
+
+
+def _network(value: str) -> netaddr.IPNetwork:
+    """A CIDR in normal form; IPv4-mapped IPv6 entries become IPv4.
+
+    Client addresses are compared as IPv4 when they arrive IPv4-mapped (identity/ip.py), so an
+    entry written as ``::ffff:10.0.0.0/104`` would otherwise match nothing. A prefix shorter
+    than /96 also holds addresses that are not mapped and stays IPv6.
+    """
     try:
-        return str(netaddr.IPNetwork(value).cidr)
+        network = netaddr.IPNetwork(value).cidr
     except (netaddr.AddrFormatError, ValueError, TypeError):
         raise ValueError(f"{value!r} is not an IPv4 or IPv6 address or CIDR") from None
+    if network.version == 6 and network.prefixlen >= 96 and network in _MAPPED:
+        network = netaddr.IPNetwork(f"{network.ip.ipv4()}/{network.prefixlen - 96}")
+    return network
+
+
+def _cidr(value: str) -> str:
+    return str(_network(value))
+
+
+def _trusted_proxy(value: str) -> str:
+    network = _network(value)
+    if network.prefixlen == 0:
+        raise ValueError(
+            f"{value!r} is every IPv{network.version} address: it would let any client forge X-Forwarded-For"
+        )
+    return str(network)
 
 
 def _rates(value: tuple[str, ...]) -> tuple[str, ...]:
@@ -87,6 +113,7 @@ def _country(value: str) -> str:
 Listen = Annotated[str, AfterValidator(_listen)]
 OptionalListen = Annotated[str, AfterValidator(_optional_listen)]
 Cidr = Annotated[str, AfterValidator(_cidr)]
+TrustedProxy = Annotated[str, AfterValidator(_trusted_proxy)]
 Rates = Annotated[tuple[str, ...], AfterValidator(_rates)]
 Duration = Annotated[str, AfterValidator(_duration)]
 Country = Annotated[str, AfterValidator(_country)]
@@ -121,12 +148,25 @@ class ServerConfig(Model):
     listen: Listen = "0.0.0.0:8443"
     workers: int = Field(1, ge=1, le=64)
     max_body_bytes: int = Field(65536, ge=1024, le=16 * 1024 * 1024)
-    trusted_proxies: tuple[Cidr, ...] = ()
+    trusted_proxies: tuple[TrustedProxy, ...] = ()
     public_url: str = ""
     shutdown_timeout_s: Timeout = 20
     body_timeout_s: Timeout = 30
     tls: TLSConfig = TLSConfig()
     http: PlainHTTPConfig = PlainHTTPConfig()
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _not_everyone(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        """Entries that each look narrow can still add up to every address."""
+        trusted = netaddr.IPSet(value)
+        for everything in ("0.0.0.0/0", "::/0"):
+            if netaddr.IPSet([everything]).issubset(trusted):
+                raise ValueError(
+                    f"together these are every IPv{netaddr.IPNetwork(everything).version} address: "
+                    "they would let any client forge X-Forwarded-For"
+                )
+        return value
 
     @field_validator("public_url")
     @classmethod
@@ -200,7 +240,7 @@ class UpstreamConfig(Model):
             raise ValueError("must not carry credentials; use [upstream.credentials]")
         if parts.query or parts.fragment:
             raise ValueError("must not have a query or fragment")
-        if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        if parts.scheme == "http" and not is_loopback_host(parts.hostname):
             raise ValueError("must use https:// (plain http is allowed only for loopback addresses)")
         return value.rstrip("/")
 
@@ -220,7 +260,7 @@ class UpstreamConfig(Model):
         return value
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback_host(host: str) -> bool:
     if host == "localhost":
         return True
     try:
@@ -243,6 +283,22 @@ class StorageConfig(Model):
         return value
 
 
+MIN_KEY_BYTES = 32
+MIN_KEY_DISTINCT = 8
+
+
+def key_weakness(text: str) -> str | None:
+    """Why a key cannot be random bytes, or ``None``; says nothing about the key itself."""
+    if len(text.encode("utf-8")) < MIN_KEY_BYTES:
+        return f"must be at least {MIN_KEY_BYTES} bytes"
+    distinct = len(set(text))
+    if distinct == 1:
+        return "is one character repeated, not a random key"
+    if distinct < MIN_KEY_DISTINCT:
+        return f"has fewer than {MIN_KEY_DISTINCT} different characters, not a random key"
+    return None
+
+
 class LoggingConfig(Model):
     level: Literal["debug", "info", "warning", "error"] = "info"
     access_log: str = "-"
@@ -254,6 +310,16 @@ class LoggingConfig(Model):
     seal_public_key_file: str = ""
     retention_days: int = Field(90, ge=1, le=3650)
     chain_key: SecretStr | None = None
+
+    @field_validator("hash_key", "chain_key")
+    @classmethod
+    def _strong_key(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        """An HMAC key an attacker can guess lets them confirm a guessed number or body offline."""
+        text = value.get_secret_value() if value is not None else ""
+        weakness = key_weakness(text) if text else None
+        if weakness:
+            raise ValueError(f"{info.field_name} {weakness} (make one with `smsgw keygen hash-key`)")
+        return value
 
     @model_validator(mode="after")
     def _hash_key(self) -> LoggingConfig:
@@ -319,9 +385,22 @@ class HMACKeyConfig(Model):
     expires: date | None = None
 
 
+EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+
+
 class BasicCredentialConfig(Model):
     username: Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[^:\x00-\x1f\x7f]+$")]
     password_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+    @field_validator("password_sha256")
+    @classmethod
+    def _not_empty_password(cls, value: str) -> str:
+        if value == EMPTY_SHA256:
+            raise ValueError(
+                "is the SHA-256 of the empty password: anyone could log in; "
+                "make a credential with `smsgw keygen basic`"
+            )
+        return value
 
 
 class ClientConfig(Model):
