@@ -353,6 +353,27 @@ class Recorder:
         return app
 
 
+# -- extra vendors ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def vendors(pki: dict[str, Path]):
+    """Start extra vendor servers; all are stopped (and any parked handler released) afterwards."""
+    started: list[tuple[Vendor, Recorder | None]] = []
+
+    async def factory(recorder: Recorder | None = None, vendor_pki: dict[str, Path] | None = None) -> Vendor:
+        app = recorder.app() if recorder is not None else None
+        v = await start_vendor(vendor_pki or pki, app)
+        started.append((v, recorder))
+        return v
+
+    yield factory
+    for v, recorder in started:
+        if recorder is not None:
+            recorder.release.set()
+        await v.runner.cleanup()
+
+
 # -- talking to the gateway -----------------------------------------------------------------
 
 
@@ -380,9 +401,12 @@ async def post(
         {"Authorization": basic(CLIENT_USER, CLIENT_PASSWORD), "Content-Type": content_type}
     )
     if headers:
+        replaced: set[str] = set()  # the first Authorization/Content-Type given replaces the default
         for name, value in headers.items() if isinstance(headers, dict) else headers:
-            if name.lower() in ("authorization", "content-type"):
+            lower = name.lower()
+            if lower in ("authorization", "content-type") and lower not in replaced:
                 hdrs[name] = value
+                replaced.add(lower)
             else:
                 hdrs.add(name, value)
     url = gw.base + (path or gw.send_path) + (f"?{query}" if query else "")

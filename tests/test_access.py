@@ -459,3 +459,24 @@ async def test_each_refusal_on_a_matched_route_is_audited_in_order(make_gateway,
     assert CLIENT_PASSWORD not in logs and "nope" not in logs
     assert "hello" not in logs and "+37255512367" not in logs
     assert len(vendor.received) == 1
+
+
+async def test_outside_the_clients_allowlist_a_right_and_a_wrong_password_get_the_same_answer(
+    make_gateway, vendor
+):
+    """Nobody outside a client's allowlist can test its passwords, or learn which usernames exist."""
+    gw = await make_gateway(vendor.base_url, policies=policy(client={"ip_allow": ["10.0.0.0/8"]}))
+    answers = []
+    for auth in (
+        basic(CLIENT_USER, CLIENT_PASSWORD),
+        basic(CLIENT_USER, "wrong"),
+        basic("AC00000000000000000000000000nobody", "wrong"),  # an unknown username
+    ):
+        response = await gw.send(auth=auth)
+        error = await response_error(response)
+        answers.append(
+            (response.status, error["code"], error["message"], "WWW-Authenticate" in response.headers)
+        )
+    assert answers == [(403, "ip_not_allowed", answers[0][2], False)] * 3
+    assert vendor.received == []
+    assert [r["client"] for r in gw.audit()] == [None, None, None]

@@ -1842,3 +1842,26 @@ def test_demo_config_loads_without_warnings(tmp_path: Path, monkeypatch: pytest.
 
 def test_example_config_loads_without_warnings(example: Path) -> None:
     assert load_config(example).warnings == ()
+
+
+def test_a_shared_log_folder_is_never_tightened(tmp_path: Path) -> None:
+    """Logs written straight into a folder others use (like /var/log) leave that folder alone."""
+    from gateway.config.schema import LoggingConfig
+
+    shared = tmp_path / "var-log"
+    shared.mkdir(mode=0o755)
+    shared.chmod(0o755)
+    (shared / "syslog").write_text("not ours\n")
+    audit = shared / "audit.jsonl"
+    audit.write_text("")
+    audit.chmod(0o644)
+    settings = LoggingConfig(audit_log=str(audit), access_log="-", body="redact", recipient="mask")
+    changes = tighten_log_modes(settings, tmp_path)
+    assert oct(shared.stat().st_mode & 0o777) == oct(0o755)
+    assert oct(audit.stat().st_mode & 0o777) == oct(0o600)
+    assert len(changes) == 1
+    # A folder holding only smsgw's logs (rotated ones too) is tightened.
+    (shared / "syslog").unlink()
+    (shared / "audit.w1.jsonl").write_text("")
+    tighten_log_modes(settings, tmp_path)
+    assert oct(shared.stat().st_mode & 0o777) == oct(0o750)

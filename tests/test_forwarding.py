@@ -38,7 +38,6 @@ from tests.conftest import (
     free_port,
     policy,
     post,
-    start_vendor,
 )
 
 FORM = "application/x-www-form-urlencoded"
@@ -48,24 +47,6 @@ EE_NUMBER = "+37255512367"
 
 
 # --------------------------------------------------------------------------- a recording vendor
-
-
-@pytest.fixture
-async def vendors(pki: dict[str, Path]):
-    """Start extra vendor servers; all are stopped (and any parked handler released) afterwards."""
-    started: list[tuple[Vendor, Recorder | None]] = []
-
-    async def factory(recorder: Recorder | None = None, vendor_pki: dict[str, Path] | None = None) -> Vendor:
-        app = recorder.app() if recorder is not None else None
-        v = await start_vendor(vendor_pki or pki, app)
-        started.append((v, recorder))
-        return v
-
-    yield factory
-    for v, recorder in started:
-        if recorder is not None:
-            recorder.release.set()
-        await v.runner.cleanup()
 
 
 def spki_pin(cert_file: Path) -> str:
@@ -647,3 +628,114 @@ async def test_generic_provider_end_to_end(make_gateway: GatewayFactory, vendor:
     assert bad.status == 422
     assert error_of(payload)["code"] == "invalid_recipient"
     assert len(vendor.received) == 1
+
+
+# --------------------------------------------------------------------------- what crosses, both ways
+
+SEND = b"To=%2B37255512367&From=MyBank&Body=hi"
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "X-HTTP-Method-Override",
+        "X-Original-URL",
+        "X-Rewrite-URL",
+        "True-Client-IP",
+        "CF-Connecting-IP",
+        "X-Client-IP",
+        "Via",
+        "Api-Token",
+        "X-Access-Token",
+        "X-Partner-Token",
+        "X-Partner-Key",
+    ],
+)
+async def test_routing_overrides_and_credential_like_headers_never_reach_the_vendor(
+    make_gateway: GatewayFactory, vendors, name: str
+) -> None:
+    recorder = Recorder()
+    gw = await make_gateway((await vendors(recorder)).base_url)
+    response, payload = await post(gw, SEND, headers=[(name, "DELETE-or-secret-4711")])
+    assert response.status == 201, payload
+    (seen,) = recorder.seen
+    assert name not in seen.headers
+    assert "4711" not in json.dumps(list(seen.headers.items()))
+
+
+@pytest.mark.parametrize("token", ["Content-Type", "content-length", "Host", "Content-Encoding"])
+async def test_connection_naming_a_header_the_message_depends_on_is_refused(
+    make_gateway: GatewayFactory, vendors, token: str
+) -> None:
+    recorder = Recorder()
+    gw = await make_gateway((await vendors(recorder)).base_url)
+    response, payload = await post(gw, SEND, headers=[("Connection", f"keep-alive, {token}")])
+    assert response.status == 400, payload
+    assert error_of(payload)["code"] == "bad_request"
+    assert recorder.seen == []
+    (record,) = gw.audit()
+    assert (record["decision"], record["reason"]) == ("deny", "bad_request")
+
+
+async def _answer_with_leaks(_: web.Request, __: bytes) -> web.StreamResponse:
+    document = {
+        "sid": "SM" + "b" * 32,
+        "account_sid": VENDOR_SID,
+        "uri": f"/2010-04-01/Accounts/{VENDOR_SID}/Messages/SM{'b' * 32}.json",
+        "debug": f"token={VENDOR_TOKEN}",
+    }
+    return web.json_response(
+        document,
+        status=201,
+        headers={
+            "Set-Cookie": "vendor_session=abc; HttpOnly",
+            "WWW-Authenticate": 'Basic realm="Twilio API"',
+            "Access-Control-Allow-Origin": "*",
+            "Access-Control-Allow-Credentials": "true",
+            "Server": "vendor-edge/1.2.3",
+            "Location": f"https://vendor.test/cb?token={VENDOR_TOKEN}",
+            "X-Account": VENDOR_SID,
+            "Twilio-Request-Id": "RQ123",
+        },
+    )
+
+
+async def test_the_vendors_answer_carries_none_of_its_secrets_or_cookies(
+    make_gateway: GatewayFactory, vendors
+) -> None:
+    gw = await make_gateway((await vendors(Recorder(_answer_with_leaks))).base_url)
+    response, payload = await post(gw, SEND)
+    assert response.status == 201, payload
+    for name in (
+        "Set-Cookie",
+        "WWW-Authenticate",
+        "Access-Control-Allow-Origin",
+        "Access-Control-Allow-Credentials",
+    ):
+        assert name not in response.headers, name
+    assert "vendor-edge" not in response.headers.get("Server", "")
+    assert response.headers["Twilio-Request-Id"] == "RQ123"
+    everything = payload.decode() + json.dumps(list(response.headers.items()))
+    assert VENDOR_TOKEN not in everything
+    assert VENDOR_SID not in everything  # the real account id becomes the client's virtual one
+    answer = json.loads(payload)
+    assert answer["account_sid"] == CLIENT_USER
+    assert answer["uri"].startswith(f"/2010-04-01/Accounts/{CLIENT_USER}/")
+    assert response.headers["X-Account"] == CLIENT_USER
+    assert "REDACTED" in response.headers["Location"]
+
+
+async def test_a_compressed_answer_is_rewritten_and_sent_decoded(
+    make_gateway: GatewayFactory, vendors
+) -> None:
+    async def gzipped(_: web.Request, __: bytes) -> web.StreamResponse:
+        body = gzip.compress(json.dumps({"sid": "SM1", "account_sid": VENDOR_SID}).encode())
+        return web.Response(
+            body=body, status=201, headers={"Content-Type": "application/json", "Content-Encoding": "gzip"}
+        )
+
+    gw = await make_gateway((await vendors(Recorder(gzipped))).base_url)
+    response, payload = await post(gw, SEND, headers=[("Accept-Encoding", "gzip")])
+    assert response.status == 201
+    assert json.loads(payload)["account_sid"] == CLIENT_USER
+    assert VENDOR_SID.encode() not in payload

@@ -54,7 +54,7 @@ class LooseMode:
         return f"{where}; set it to {self.tightened:04o} (smsgw changes only what this user owns)"
 
 
-def _loose(key: str, path: Path, kind: str, wanted: int) -> LooseMode | None:
+def _loose(key: str, path: Path, kind: str, wanted: int, stems: tuple[str, ...] = ()) -> LooseMode | None:
     try:
         st = path.stat()  # through a symlink: the target holds the records
     except OSError:
@@ -63,24 +63,38 @@ def _loose(key: str, path: Path, kind: str, wanted: int) -> LooseMode | None:
     if not mode & 0o777 & ~wanted:
         return None
     ours = st.st_uid == os.geteuid() and not mode & stat.S_ISVTX
+    if ours and kind == "folder":
+        ours = _only_logs(path, stems)
     return LooseMode(key, path, kind, mode, wanted, ours)
+
+
+def _only_logs(folder: Path, stems: tuple[str, ...]) -> bool:
+    """A folder is smsgw's own only when it holds nothing but its log files (rotated ones too):
+    ``/var/log`` or a home folder is never tightened, however the gateway is run."""
+    try:
+        return all(entry.name.startswith(stems) for entry in folder.iterdir())
+    except OSError:
+        return False
 
 
 def loose_log_modes(settings: LoggingConfig, base_dir: Path) -> list[LooseMode]:
     """Existing log files wider than 0600 and their folders wider than 0750, each folder once."""
     found: list[LooseMode] = []
     seen_dirs: set[Path] = set()
-    for key, value in (
-        ("logging.audit_log", settings.audit_log),
-        ("logging.access_log", settings.access_log),
-    ):
-        if value == "-":
-            continue
-        path = Path(value) if Path(value).is_absolute() else base_dir / value
+    logs = [
+        (key, Path(value) if Path(value).is_absolute() else base_dir / value)
+        for key, value in (
+            ("logging.audit_log", settings.audit_log),
+            ("logging.access_log", settings.access_log),
+        )
+        if value != "-"
+    ]
+    stems = tuple(path.stem for _, path in logs)
+    for key, path in logs:
         folder = path.parent
         if folder not in seen_dirs:
             seen_dirs.add(folder)
-            loose = _loose(key, folder, "folder", LOG_DIR_MODE)
+            loose = _loose(key, folder, "folder", LOG_DIR_MODE, stems)
             if loose is not None:
                 found.append(loose)
         loose = _loose(key, path, "file", LOG_FILE_MODE)
