@@ -18,6 +18,7 @@ import netaddr
 from aiohttp import web
 
 from gateway.audit import AuditUnavailable, utc_now
+from gateway.connections import expect_handler
 from gateway.errors import GatewayError
 from gateway.exchange import Exchange
 from gateway.identity.ip import parse_ip
@@ -134,5 +135,6 @@ class Gateway:
 def build_public_app(gateway: Gateway, max_body: int) -> web.Application:
     app = web.Application(client_max_size=max_body)
     app[GATEWAY_KEY] = gateway
-    app.router.add_route("*", "/{tail:.*}", gateway.handle)
+    # Unknown expectations are marked, not answered by aiohttp, so the chain refuses them (417).
+    app.router.add_route("*", "/{tail:.*}", gateway.handle, expect_handler=expect_handler)
     return app

@@ -8,14 +8,13 @@ let the vendor pick another than the gateway did.
 
 from __future__ import annotations
 
-import asyncio
-
 from aiohttp import web
 
+from gateway.connections import check_expectation, read_body_within
 from gateway.errors import bad_request, refuse
 from gateway.exchange import Exchange
 
-__all__ = ["DeclaredBodySize", "ReadBody", "too_large"]
+__all__ = ["CheckExpectation", "DeclaredBodySize", "ReadBody", "too_large"]
 
 
 def too_large() -> Exception:
@@ -66,9 +65,16 @@ class ReadBody:
         request = ex.request
         check_body_headers(request)
         try:
-            async with asyncio.timeout(self._timeout):
-                ex.body = await request.read()
-        except TimeoutError:
-            raise refuse("body_timeout", "the request body did not arrive in time") from None
+            ex.body = await read_body_within(request, self._timeout)
         except web.HTTPRequestEntityTooLarge:
             raise too_large() from None
+
+
+class CheckExpectation:
+    """417 for an ``Expect`` other than ``100-continue`` (marked by the listener's expect handler)."""
+
+    name = "expect"
+    __slots__ = ()
+
+    async def run(self, ex: Exchange) -> None:
+        check_expectation(ex.request)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 from gateway.audit import AuditDecision
-from gateway.body import DeclaredBodySize, ReadBody
+from gateway.body import CheckExpectation, DeclaredBodySize, ReadBody
 from gateway.config import Config
 from gateway.config.schema import ClientConfig, RouteConfig
 from gateway.identity import AUTHENTICATORS
@@ -211,6 +211,7 @@ def build_policy(config: Config, services: Services) -> Policy:
             ResolveClientAddress(resolver),
             DeclaredBodySize(s.server.max_body_bytes),
             RouteRequest(router),
+            CheckExpectation(),
         ]
     )
     return Policy(

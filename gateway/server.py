@@ -1,7 +1,8 @@
 """Listeners and lifecycle: the TLS listener, the optional plain-HTTP one, and the admin one.
 
 ``start`` is what ``smsgw serve``, ``smsgw demo`` and the tests use, so all three run the same
-code; ``serve`` adds signals (SIGTERM/SIGINT drain, SIGHUP reloads the certificate).
+code; ``serve`` adds signals (SIGTERM/SIGINT drain, SIGHUP reloads the certificate). Every
+listener admits, handshakes and times its connections through ``gateway.connections``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,13 @@ from aiohttp import web
 from gateway.admin import build_admin_app
 from gateway.app import Gateway, build_public_app
 from gateway.config import Config, parse_listen
+from gateway.connections import (
+    ConnectionLimits,
+    ConnectionPolicy,
+    GatedSite,
+    connection_limits,
+    raise_open_file_limit,
+)
 from gateway.policy import build_policy
 from gateway.services import Services
 from gateway.transport import ReloadableServerTLS, security_headers
@@ -51,6 +59,7 @@ class Running:
     public_port: int
     admin_port: int
     http_port: int | None
+    connections: ConnectionLimits
     draining: bool = False
 
     @property
@@ -81,30 +90,61 @@ def _bound_port(runner: web.AppRunner) -> int:
 
 
 async def _listen(
-    app: web.Application, listen: str, ssl_context: ssl.SSLContext | None, shutdown_timeout: float
+    app: web.Application,
+    listen: str,
+    ssl_context: ssl.SSLContext | None,
+    shutdown_timeout: float,
+    policy: ConnectionPolicy,
 ) -> web.AppRunner:
+    """A runner whose connections are capped and timed by ``policy`` (gateway.connections)."""
     host, port = parse_listen(listen)
     runner = web.AppRunner(
         app, access_log=None, handle_signals=False, shutdown_timeout=shutdown_timeout, logger=protocol_log
     )
     await runner.setup()
-    site = web.TCPSite(runner, host, port, ssl_context=ssl_context, backlog=1024)
-    await site.start()
+    site = GatedSite(
+        runner, host, port, policy=policy, ssl_context=ssl_context, access_log=None, logger=protocol_log
+    )
+    try:
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
     return runner
 
 
 async def start(config: Config) -> Running:
     s = config.settings
+    open_files = raise_open_file_limit()
+    if open_files < s.server.max_connections + 256:
+        log.warning(
+            "the open-file limit (%d) is too low for server.max_connections = %d: "
+            "connections will fail with 'Too many open files' before the cap",
+            open_files,
+            s.server.max_connections,
+        )
     services = Services(config)
     await services.start()
     _, services.https_port = parse_listen(s.server.listen)
     shutdown = s.server.shutdown_timeout_s
+    headers = security_headers(s.hsts)
+    # The public listeners share one count; the admin listener has its own, so a flood of public
+    # connections cannot starve health checks.
+    public_limits = connection_limits(s.server)
+    public_policy = ConnectionPolicy.from_config(s.server, public_limits, headers)
+    admin_policy = ConnectionPolicy.from_config(
+        s.server, ConnectionLimits(s.server.max_connections, s.server.max_connections_per_ip), headers
+    )
     runners: list[web.AppRunner] = []
     try:
         gateway = Gateway(build_policy(config, services), services)
         tls_context = services.tls.context if services.tls else None
         public = await _listen(
-            build_public_app(gateway, s.server.max_body_bytes), s.server.listen, tls_context, shutdown
+            build_public_app(gateway, s.server.max_body_bytes),
+            s.server.listen,
+            tls_context,
+            shutdown,
+            public_policy,
         )
         runners.append(public)
         public_port = _bound_port(public)
@@ -114,16 +154,21 @@ async def start(config: Config) -> Running:
         http_port = None
         if s.server.http.listen:
             plain = await _listen(
-                build_public_app(gateway, s.server.max_body_bytes), s.server.http.listen, None, shutdown
+                build_public_app(gateway, s.server.max_body_bytes),
+                s.server.http.listen,
+                None,
+                shutdown,
+                public_policy,
             )
             runners.append(plain)
             http_port = _bound_port(plain)
-        running = Running(config, gateway, services, runners, public_port, 0, http_port)
+        running = Running(config, gateway, services, runners, public_port, 0, http_port, public_limits)
         admin = await _listen(
-            build_admin_app(security_headers(s.hsts), lambda: services.ready and not running.draining),
+            build_admin_app(headers, lambda: services.ready and not running.draining),
             s.admin.listen,
             None,
             shutdown,
+            admin_policy,
         )
         runners.append(admin)
         running.admin_port = _bound_port(admin)

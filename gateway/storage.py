@@ -119,7 +119,12 @@ class StorageService:
         pass (``open``; the caller records that it did)."""
         self.errors += 1
         if self.errors == 1 or self.errors % 1000 == 0:
-            log.warning("limiter storage unavailable during %s (%d so far); on_error = %s", what, self.errors, self.on_error)
+            log.warning(
+                "limiter storage unavailable during %s (%d so far); on_error = %s",
+                what,
+                self.errors,
+                self.on_error,
+            )
         if self.on_error == "open":
             return None
         return refuse("limiter_unavailable", "the limiter storage is unavailable", detail=what)

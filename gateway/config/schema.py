@@ -151,7 +151,12 @@ class ServerConfig(Model):
     trusted_proxies: tuple[TrustedProxy, ...] = ()
     public_url: str = ""
     shutdown_timeout_s: Timeout = 20
-    body_timeout_s: Timeout = 30
+    handshake_timeout_s: float = Field(10, gt=0, le=60)
+    header_timeout_s: float = Field(10, gt=0, le=120)
+    body_timeout_s: float = Field(30, gt=0, le=600)
+    keepalive_timeout_s: float = Field(15, gt=0, le=3600)
+    max_connections: int = Field(4096, ge=1, le=1_000_000)
+    max_connections_per_ip: int = Field(256, ge=1, le=1_000_000)
     tls: TLSConfig = TLSConfig()
     http: PlainHTTPConfig = PlainHTTPConfig()
 
@@ -176,6 +181,12 @@ class ServerConfig(Model):
             if parts.scheme != "https" or not parts.hostname or parts.path not in ("", "/"):
                 raise ValueError("must be an https:// origin such as https://sms-gw.example.com")
         return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _connection_caps(self) -> ServerConfig:
+        if self.max_connections_per_ip > self.max_connections:
+            raise KeyProblem("max_connections_per_ip", "must not be larger than max_connections")
+        return self
 
 
 class HSTSConfig(Model):
