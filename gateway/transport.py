@@ -114,11 +114,16 @@ def hsts_value(hsts: HSTSConfig) -> str:
 
 
 def security_headers(hsts: HSTSConfig) -> dict[str, str]:
-    """Headers every response carries: errors, health checks and redirects included."""
+    """Headers every response carries: errors, health checks and redirects included.
+
+    ``Server`` replaces aiohttp's banner (Python and aiohttp versions) with a name that tells an
+    attacker nothing about what to try.
+    """
     return {
         "Strict-Transport-Security": hsts_value(hsts),
         "X-Content-Type-Options": "nosniff",
         "Cache-Control": "no-store",
+        "Server": "smsgw",
     }
 
 

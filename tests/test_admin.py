@@ -16,6 +16,7 @@ SECURITY_HEADERS = {
     "Strict-Transport-Security": "max-age=31536000; includeSubDomains",
     "X-Content-Type-Options": "nosniff",
     "Cache-Control": "no-store",
+    "Server": "smsgw",
 }
 
 

@@ -109,6 +109,7 @@ def assert_security_headers(headers: Any, hsts: str = DEFAULT_HSTS) -> None:
     assert headers["X-Content-Type-Options"] == "nosniff"
     assert headers["Cache-Control"] == "no-store"
     assert len(headers.get("X-Request-ID", "")) >= 16
+    assert headers.get("Server") == "smsgw"  # no Python or aiohttp version banner
 
 
 # -- TLS versions and ciphers ----------------------------------------------------------------

@@ -55,6 +55,7 @@ def test_security_headers() -> None:
         "Strict-Transport-Security": "max-age=31536000; includeSubDomains",
         "X-Content-Type-Options": "nosniff",
         "Cache-Control": "no-store",
+        "Server": "smsgw",
     }
     custom = security_headers(HSTSConfig(max_age_s=600, include_subdomains=False))
     assert custom["Strict-Transport-Security"] == "max-age=600"
