@@ -19,6 +19,7 @@ from aiohttp import web
 
 from gateway.config import load_config
 from gateway.demo import make_self_signed
+from gateway.keygen import random_token
 from gateway.sandbox import SandboxState, build_sandbox_app
 from gateway.server import start
 
@@ -67,7 +68,7 @@ async def main(mode: str) -> None:
         closers.append(session.close)
     else:
         (folder / "token").write_text(TOKEN)
-        (folder / "hash_key").write_text("h" * 43)
+        (folder / "hash_key").write_text(random_token(32))
         (folder / "policies").mkdir()
         (folder / "config.toml").write_text(f"""
 [server]
