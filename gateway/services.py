@@ -16,6 +16,7 @@ from gateway.credentials import VendorCredentials
 from gateway.jsonlog import JsonLinesSink, worker_log_path
 from gateway.pipeline import StageTimer
 from gateway.proxy import Upstream
+from gateway.storage import MemoryKeyValue, StorageService
 from gateway.transport import ReloadableServerTLS, upstream_context
 
 __all__ = ["Services"]
@@ -43,6 +44,12 @@ class Services:
                 config.resolve_path(tls.key_file),
                 config.resolve_path(tls.client_ca_file) if tls.client_ca_file else None,
             )
+        self.storage = StorageService(
+            MemoryKeyValue(),
+            prefix=s.storage.key_prefix,
+            on_error=s.storage.on_error,
+            url_scheme=s.storage.url.partition("://")[0],
+        )
         self.timer = StageTimer()
         #: The public listener's bound port (redirect targets); set once the listener is up.
         self.https_port = 0
@@ -74,6 +81,7 @@ class Services:
                 chain_key,
             )
             self._closers.append(self.audit.close)
+            self._closers.append(self.storage.close)
             await self.upstream.start()
             self._closers.append(self.upstream.close)
         except BaseException:
