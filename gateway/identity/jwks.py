@@ -166,7 +166,7 @@ class JwksCache:
                 if len(body) > MAX_JWKS_BYTES:
                     raise JwksError(f"the key set is larger than {MAX_JWKS_BYTES} bytes")
             fresh = parse_jwks(body, self.keys.generation + 1)
-        except (JwksError, aiohttp.ClientError, TimeoutError, OSError) as exc:
+        except Exception as exc:  # whatever went wrong, the last good set stays and the loop lives
             self.failures += 1
             reason = str(exc) if isinstance(exc, JwksError) else type(exc).__name__
             log.warning("JWKS fetch from %s failed (%s); keeping the last good key set", self.url, reason)
