@@ -5,11 +5,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from gateway.config import Config, ConfigError, load_config
-from gateway.keygen import basic_credential, random_token
+from gateway.config.schema import HMACKeyConfig
+from gateway.keygen import basic_credential, hmac_key_lines, random_token, sdk_username
 
 
 def _configure_logging(level: str) -> None:
@@ -78,13 +83,74 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
-    if args.kind in ("hmac", "hash-key"):
+    if args.kind == "hash-key":
         print(random_token(32))
+    elif args.kind == "hmac":
+        today = datetime.now(UTC).date()
+        key_id = args.key_id or f"{args.client}-{today:%Y-%m}"
+        secret, lines = hmac_key_lines(args.client, key_id, today, args.days)
+        try:
+            HMACKeyConfig(id=key_id, secret=secret)  # what [[client.hmac_keys]] will accept
+        except ValidationError:
+            print(f"smsgw keygen: {key_id!r} is not a valid key id (letters, digits, _.:-)", file=sys.stderr)
+            return 2
+        print(secret)
+        print("# ^ the secret: give it to the client (it signs with it); store it only where 'secret' points")
+        print("\n".join(lines))
     else:
         password, digest = basic_credential()
         print(f"password        = {password}   # give this to the client, store it nowhere else")
-        print(f'password_sha256 = "{digest}"   # put this in [[client.basic]]')
+        print("[[client.basic]]")
+        print(f'username        = "{args.username or sdk_username()}"')
+        print(f'password_sha256 = "{digest}"   # SHA-256 of the password')
     return 0
+
+
+def cmd_sign(args: argparse.Namespace) -> int:
+    """Print the RFC 9421 headers for one request; with ``--send``, send it and print the answer."""
+    from gateway.signing import sign
+
+    secret = os.environ.get(args.secret_env)
+    if not secret:
+        print(f"smsgw sign: environment variable {args.secret_env} is not set", file=sys.stderr)
+        return 2
+    if args.data is not None and args.data.startswith("@"):
+        body = Path(args.data[1:]).read_bytes()
+    else:
+        body = (args.data or "").encode("utf-8")
+    try:
+        headers = sign(args.method, args.url, body, key_id=args.key_id, secret=secret)
+    except ValueError as exc:
+        print(f"smsgw sign: {exc}", file=sys.stderr)
+        return 2
+    if not args.send:
+        for name, value in headers.items():
+            print(f"{name}: {value}")
+        return 0
+    extra = dict(h.split(":", 1) for h in args.header)
+    headers = {**{k.strip(): v.strip() for k, v in extra.items()}, **headers}
+    if body and not any(k.lower() == "content-type" for k in headers):
+        headers["Content-Type"] = "application/x-www-form-urlencoded"
+    status, answer = asyncio.run(_send(args.method.upper(), args.url, body, headers, args.ca_file))
+    print(f"HTTP {status}")
+    sys.stdout.write(
+        answer.decode("utf-8", "replace") + ("\n" if answer and not answer.endswith(b"\n") else "")
+    )
+    return 0 if status < 400 else 1
+
+
+async def _send(
+    method: str, url: str, body: bytes, headers: dict[str, str], ca_file: str | None
+) -> tuple[int, bytes]:
+    import ssl
+
+    import aiohttp
+
+    context = ssl.create_default_context(cafile=ca_file)
+    timeout = aiohttp.ClientTimeout(total=30)
+    async with aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(ssl=context)) as session:
+        async with session.request(method, url, data=body, headers=headers) as response:
+            return response.status, await response.read()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -105,9 +171,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--admin-port", type=int, default=9000)
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("keygen", help="make a secret: hmac | hash-key | basic")
+    p = sub.add_parser("keygen", help="make a secret: hmac | hash-key | basic (with the config lines)")
     p.add_argument("kind", choices=["hmac", "hash-key", "basic"])
+    p.add_argument("--client", default="client", help="hmac: the client id the key is for")
+    p.add_argument("--key-id", help="hmac: the key id (default CLIENT-YYYY-MM)")
+    p.add_argument("--days", type=int, default=90, help="hmac: days until it expires (default 90)")
+    p.add_argument("--username", help="basic: the username (default: AC + 32 random hex digits)")
     p.set_defaults(func=cmd_keygen)
+
+    p = sub.add_parser("sign", help="RFC 9421 HMAC headers for a request to the gateway (--send runs it)")
+    p.add_argument("--key-id", required=True)
+    p.add_argument("--secret-env", required=True, help="environment variable holding the secret")
+    p.add_argument("--data", help="the body; @FILE reads it from a file")
+    p.add_argument("--header", action="append", default=[], help="--send: an extra 'Name: value' header")
+    p.add_argument("--send", action="store_true", help="send the request and print the answer")
+    p.add_argument("--ca-file", help="--send: trust this CA for the gateway's certificate")
+    p.add_argument("method")
+    p.add_argument("url")
+    p.set_defaults(func=cmd_sign)
     return parser
 
 

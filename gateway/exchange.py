@@ -78,6 +78,8 @@ class Exchange:
         return {
             "request_id": self.request_id,
             "client": self.client_id,
+            "auth": self.principal.method if self.principal is not None else None,
+            "key_id": self.principal.key_id if self.principal is not None else None,
             "route": self.route_name,
             "ip": self.ip,
             "method": self.method,

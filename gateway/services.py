@@ -13,6 +13,7 @@ from gateway.audit import AuditLog
 from gateway.config import Config
 from gateway.config.files import tighten_log_modes
 from gateway.credentials import VendorCredentials
+from gateway.identity.jwks import JwksService
 from gateway.jsonlog import JsonLinesSink, worker_log_path
 from gateway.pipeline import StageTimer
 from gateway.proxy import Upstream
@@ -50,6 +51,8 @@ class Services:
             on_error=s.storage.on_error,
             url_scheme=s.storage.url.partition("://")[0],
         )
+        #: JWKS key sets of the JWT issuers, fetched at start and refreshed (identity/jwks.py).
+        self.jwks = JwksService(config)
         self.timer = StageTimer()
         #: The public listener's bound port (redirect targets); set once the listener is up.
         self.https_port = 0
@@ -84,6 +87,8 @@ class Services:
             self._closers.append(self.storage.close)
             await self.upstream.start()
             self._closers.append(self.upstream.close)
+            self._closers.append(self.jwks.close)
+            await self.jwks.start()
         except BaseException:
             await self.close()
             raise

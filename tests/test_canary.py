@@ -17,6 +17,7 @@ import logging
 import secrets
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -351,3 +352,99 @@ async def test_audit_chain_with_a_key_and_across_a_restart(
     assert relink(lines, chain_key.encode()) == []  # one chain over both runs
     assert relink(lines) == list(range(6))  # without the key nobody can recompute it
     assert chain_key not in second.logs()
+
+
+# --------------------------------------------------------------------------- tokens and signatures
+
+
+async def test_no_token_or_signature_in_any_log(
+    make_gateway: GatewayFactory,
+    vendor: Vendor,
+    capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """JWTs and RFC 9421 signatures, accepted and refused, at debug level: none of their parts, nor
+    the secrets behind them, nor a marker carried in a claim or a nonce, appears anywhere."""
+    from joserfc.jwk import OctKey
+
+    from gateway.signing import sign
+    from tests.tokens import AUDIENCE, ISSUER, SUBJECT, claims, token
+
+    caplog.set_level(logging.DEBUG)
+    jwt_secret = "jwt-" + secrets.token_urlsafe(32)
+    hmac_secret = "hmac-" + secrets.token_urlsafe(32)
+    marker = "canary-" + uuid.uuid4().hex
+    monkeypatch.setenv("SMSGW_TEST_JWT", jwt_secret)
+    monkeypatch.setenv("SMSGW_TEST_HMAC", hmac_secret)
+    settings = {
+        "logging": {"level": "debug"},
+        "auth": {
+            "jwt": {
+                "issuers": [
+                    {
+                        "issuer": ISSUER,
+                        "audience": AUDIENCE,
+                        "secret": "env:SMSGW_TEST_JWT",
+                        "algorithms": ["HS256"],
+                    }
+                ]
+            }
+        },
+    }
+    key = {"id": "canary-key", "secret": "env:SMSGW_TEST_HMAC", "created": datetime.now(UTC).date()}
+    gw = await make_gateway(
+        vendor.base_url,
+        settings=settings,
+        policies={
+            "default": deep_merge(
+                DEFAULT_POLICY,
+                {
+                    "client": [{**DEFAULT_POLICY["client"][0], "jwt_subject": SUBJECT, "hmac_keys": [key]}],
+                    "route": [{**DEFAULT_POLICY["route"][0], "auth": ["jwt", "hmac"]}],
+                },
+            )
+        },
+    )
+    hs = OctKey.import_key(jwt_secret)
+    good = token(hs, "HS256", claims(jti=marker))
+    expired = token(hs, "HS256", claims(jti=marker + "x", exp=1))
+    tampered = good[:-4] + ("AAAA" if not good.endswith("AAAA") else "BBBB")
+    form = {"To": "+37255512367", "From": "MyBank", "Body": "hello"}
+    body = urlencode(form).encode()
+    url = gw.base + gw.send_path
+    signed = sign("POST", url, body, key_id="canary-key", secret=hmac_secret, nonce=marker)
+    forged = sign("POST", url, body, key_id="canary-key", secret="not-" + hmac_secret, nonce=marker + "f")
+    statuses = []
+    for bearer in (good, expired, tampered, "garbage." + marker):
+        statuses.append((await gw.send(form, auth=f"Bearer {bearer}")).status)
+    for headers in (signed, signed, forged):  # accepted, replayed, forged
+        hdrs = {**headers, "Content-Type": "application/x-www-form-urlencoded"}
+        async with gw.session.post(url, data=body, headers=hdrs) as response:
+            statuses.append(response.status)
+    assert statuses == [201, 401, 401, 401, 201, 401, 401]
+    await gw.running.stop()
+
+    forbidden = {
+        "jwt secret": jwt_secret,
+        "hmac secret": hmac_secret,
+        "claim marker": marker,
+        "token": good,
+        "token signature": good.rsplit(".", 1)[1],
+        "token payload": good.split(".")[1],
+        "refused token": tampered.rsplit(".", 1)[1],
+        "signature": signed["Signature"].split(":")[1],
+        "forged signature": forged["Signature"].split(":")[1],
+    }
+    out, err = capfd.readouterr()
+    logged = caplog.text + "".join(repr(r.args) for r in caplog.records)
+    for where, text in (("the log folder", gw.logs()), ("stdout", out), ("stderr", err), ("logging", logged)):
+        for what, value in forbidden.items():
+            assert value not in text, f"{what} leaked into {where}"
+    records = gw.access()
+    assert {r["headers"].get("Authorization") for r in records if "Authorization" in r["headers"]} == {
+        "REDACTED"
+    }
+    assert {r["headers"].get("Signature") for r in records if "Signature" in r["headers"]} == {"REDACTED"}
+    details = [r["detail"] for r in gw.audit() if r["decision"] == "deny"]
+    assert details == ["expired", "bad_signature", "malformed", "replayed", "bad_signature"]

@@ -552,7 +552,7 @@ CASES = [
         "route-sms-auth-empty",
         policy([route(auth=[])]),
         "route[0].auth",
-        "auth must name at least one of jwt, hmac, basic (only webhook routes may have auth = [])",
+        "auth must name at least one of jwt, hmac, basic, mtls (only webhook routes may have auth = [])",
     ),
     pol(
         "webhook-no-forward_to",
@@ -569,30 +569,11 @@ CASES = [
     pol("methods-empty", policy([route(methods=[])]), "route[0].methods", "at least one method"),
     pol("kind-unknown", policy([route(kind="sms2")]), "route[0].kind", "'sms'"),
     # features this version cannot enforce are refused, naming the key
-    main(
-        "later-jwt-issuers",
-        {"auth": {"jwt": {"issuers": [{"issuer": "https://auth.example.com/", "audience": "smsgw"}]}}},
-        "auth.jwt.issuers",
-        f"JWT authentication {NOT_AVAILABLE}",
-    ),
-    pol("later-route-auth-hmac", policy([route(auth=["hmac"])]), "route[0].auth", f"'hmac' {NOT_AVAILABLE}"),
-    pol(
-        "later-route-auth-jwt",
-        policy([route(auth=["basic", "jwt"])]),
-        "route[0].auth",
-        f"'jwt' {NOT_AVAILABLE}",
-    ),
     pol(
         "later-client-rate_limits",
         policy(clients=[client(rate_limits=["600/minute"])]),
         "client[0].rate_limits",
         f"rate limits {NOT_AVAILABLE}",
-    ),
-    pol(
-        "later-client-hmac_keys",
-        policy(clients=[client(hmac_keys=[{"id": "k1", "secret": "env:SMSGW_TEST_HMAC"}])]),
-        "client[0].hmac_keys",
-        f"HMAC signatures {NOT_AVAILABLE}",
     ),
     pol(
         "later-route-rate_limits",
@@ -992,7 +973,7 @@ def test_serve_with_a_bad_config_exits_2_and_never_listens(folder: Folder) -> No
             "admin": {"listen": f"127.0.0.1:{admin_port}"},
             "upstream": {"credentials": {"password": "env:SMSGW_TEST_SECRET"}},
         },
-        policy([route(auth=["hmac"])]),
+        policy([route(auth=["mtls"])]),
     )
     result = subprocess.run(
         [sys.executable, "-m", "gateway", "serve", "-c", MAIN],
@@ -1329,21 +1310,10 @@ def documented_keys(*texts: str) -> set[str]:
 
 #: Keys the models accept that the examples do not show, each for a stated reason.
 UNDOCUMENTED_MAIN = {
-    # check-config refuses any [[auth.jwt.issuers]] (JWT is not in this version); the example shows
-    # the table with issuer and audience only.
-    "auth.jwt.issuers.jwks_url": "JWT not in this version",
-    "auth.jwt.issuers.public_key_file": "JWT not in this version",
-    "auth.jwt.issuers.secret": "JWT not in this version",
-    "auth.jwt.issuers.algorithms": "JWT not in this version",
-    "auth.jwt.issuers.leeway_s": "JWT not in this version",
     "alerts": "[alerts] is refused by check-config (anomaly alerts not in this version)",
 }
 UNDOCUMENTED_POLICY = {
-    "client.jwt_subject": "JWT not in this version (accepted, but no route may use jwt)",
     "client.rate_limits": "rate limits refused in this version",
-    "client.hmac_keys.id": "HMAC signatures refused in this version",
-    "client.hmac_keys.secret": "HMAC signatures refused in this version",
-    "client.hmac_keys.expires": "HMAC signatures refused in this version",
     "route.rate_limits": "rate limits refused in this version",
     "route.recipient_limits": "rate limits refused in this version",
     "route.otp.max_sends": "[route.otp] refused in this version",

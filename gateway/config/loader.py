@@ -12,6 +12,7 @@ import ssl
 import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -209,7 +210,9 @@ def load_config(path: str | Path) -> Config:
     problems.extend(_cross_checks(config, file))
     problems.extend(_route_overlaps(config))
     problems.extend(_not_yet_available(config, file))
+    problems.extend(_identity_checks(config, file))
     warnings.extend(_warnings(config, file))
+    warnings.extend(_identity_warnings(config, file, datetime.now(UTC).date()))
     if problems:
         raise ConfigError(_without_doubles(problems), warnings)
     return dataclasses.replace(config, warnings=tuple(warnings))
@@ -467,19 +470,12 @@ def _not_yet_available(config: Config, file: str) -> list[Problem]:
         problems.append(Problem(file, "server.workers", f"more than one worker {later}"))
     if s.logging.body == "seal":
         problems.append(Problem(file, "logging.body", f"'seal' {later}"))
-    if s.auth.jwt.issuers:
-        problems.append(Problem(file, "auth.jwt.issuers", f"JWT authentication {later}"))
     if s.alerts.model_extra:
         problems.append(Problem(file, "alerts", f"anomaly alerts {later}"))
     for client, where in zip(config.clients, config.client_sources, strict=True):
         if client.rate_limits:
             problems.append(Problem(where.file, f"{where.key}.rate_limits", f"rate limits {later}"))
-        if client.hmac_keys:
-            problems.append(Problem(where.file, f"{where.key}.hmac_keys", f"HMAC signatures {later}"))
     for route, where in zip(config.routes, config.route_sources, strict=True):
-        for method in ("jwt", "hmac"):
-            if method in route.auth:
-                problems.append(Problem(where.file, f"{where.key}.auth", f"{method!r} {later}"))
         if route.kind != "sms":
             problems.append(Problem(where.file, f"{where.key}.kind", f"{route.kind!r} routes {later}"))
         for key in ("rate_limits", "recipient_limits"):
@@ -488,3 +484,142 @@ def _not_yet_available(config: Config, file: str) -> list[Problem]:
         if route.otp is not None:
             problems.append(Problem(where.file, f"{where.key}.otp", f"OTP caps {later}"))
     return problems
+
+
+#: ``check-config`` warns about an HMAC key older than this, or expiring within ``KEY_EXPIRY_WARN``.
+KEY_MAX_AGE = timedelta(days=90)
+KEY_EXPIRY_WARN = timedelta(days=14)
+
+
+def _identity_checks(config: Config, file: str) -> list[Problem]:
+    """Credentials that could not work, or would name two clients at once (gateway/identity)."""
+    from gateway.identity.keys import PublicKeyError, load_public_key
+
+    s = config.settings
+    tls = s.server.tls
+    problems: list[Problem] = []
+    issuers = {issuer.issuer for issuer in s.auth.jwt.issuers}
+    for i, issuer in enumerate(s.auth.jwt.issuers):
+        where = f"auth.jwt.issuers[{i}]"
+        for key in ("public_key_file", "jwks_ca_file"):
+            value = getattr(issuer, key)
+            if value and not config.resolve_path(value).is_file():
+                problems.append(Problem(file, f"{where}.{key}", f"{value} does not exist"))
+            elif key == "public_key_file" and value:
+                try:
+                    load_public_key(config.resolve_path(value).read_bytes(), issuer.algorithms)
+                except (OSError, PublicKeyError) as exc:
+                    problems.append(Problem(file, f"{where}.{key}", str(exc)))
+
+    key_ids: dict[str, Located] = {}
+    subjects: dict[tuple[str, str], Located] = {}
+    tls_subjects: dict[str, Located] = {}
+    for client, where in zip(config.clients, config.client_sources, strict=True):
+        for j, key in enumerate(client.hmac_keys):
+            first = key_ids.setdefault(key.id, where)
+            if first is not where:
+                problems.append(
+                    Problem(
+                        where.file,
+                        f"{where.key}.hmac_keys[{j}].id",
+                        f"key id {key.id!r} is already used (first in {first.file}: {first.key})",
+                    )
+                )
+        if client.jwt_issuer and client.jwt_issuer not in issuers:
+            problems.append(
+                Problem(where.file, f"{where.key}.jwt_issuer", "names no issuer in [[auth.jwt.issuers]]")
+            )
+        if client.jwt_subject:
+            for issuer in [client.jwt_issuer] if client.jwt_issuer else sorted(issuers) or [""]:
+                first = subjects.setdefault((issuer, client.jwt_subject), where)
+                if first is not where:
+                    problems.append(
+                        Problem(
+                            where.file,
+                            f"{where.key}.jwt_subject",
+                            f"another client has this jwt_subject (first in {first.file}: {first.key})",
+                        )
+                    )
+                    break
+        if client.tls_subject:
+            if tls.mode != "terminate" or not tls.client_ca_file:
+                problems.append(
+                    Problem(
+                        where.file,
+                        f"{where.key}.tls_subject",
+                        "needs server.tls.client_ca_file (mutual TLS, terminate mode)",
+                    )
+                )
+            first = tls_subjects.setdefault(client.tls_subject.lower(), where)
+            if first is not where:
+                problems.append(
+                    Problem(
+                        where.file,
+                        f"{where.key}.tls_subject",
+                        f"another client has this tls_subject (first in {first.file}: {first.key})",
+                    )
+                )
+
+    for route, where in zip(config.routes, config.route_sources, strict=True):
+        if "jwt" in route.auth and not issuers:
+            problems.append(
+                Problem(where.file, f"{where.key}.auth", f"'jwt' needs [[auth.jwt.issuers]] in {file}")
+            )
+        if "mtls" in route.auth and (tls.mode != "terminate" or not tls.client_ca_file):
+            problems.append(
+                Problem(
+                    where.file,
+                    f"{where.key}.auth",
+                    "'mtls' needs server.tls.client_ca_file and tls.mode = 'terminate' "
+                    "(behind offloaded TLS the gateway never sees the client certificate)",
+                )
+            )
+    return problems
+
+
+def _identity_warnings(config: Config, file: str, today: date) -> list[Problem]:
+    """Keys due for rotation, and JWT subjects any configured issuer could claim."""
+    warnings: list[Problem] = []
+    several_issuers = len(config.settings.auth.jwt.issuers) > 1
+    for client, where in zip(config.clients, config.client_sources, strict=True):
+        for j, key in enumerate(client.hmac_keys):
+            at = f"{where.key}.hmac_keys[{j}]"
+            if key.expires is not None and key.expires <= today:
+                warnings.append(
+                    Problem(where.file, f"{at}.expires", f"key {key.id!r} has expired (refused): remove it")
+                )
+            elif key.expires is not None and key.expires - today <= KEY_EXPIRY_WARN:
+                warnings.append(
+                    Problem(
+                        where.file,
+                        f"{at}.expires",
+                        f"key {key.id!r} expires on {key.expires}: add its successor and hand it out",
+                    )
+                )
+            if key.created is not None and today - key.created > KEY_MAX_AGE:
+                warnings.append(
+                    Problem(
+                        where.file,
+                        f"{at}.created",
+                        f"key {key.id!r} is {(today - key.created).days} days old "
+                        f"(over {KEY_MAX_AGE.days}): rotate it",
+                    )
+                )
+            if key.created is None and key.expires is None:
+                warnings.append(
+                    Problem(
+                        where.file,
+                        at,
+                        f"key {key.id!r} has neither created nor expires: its age cannot be checked "
+                        "and it never expires",
+                    )
+                )
+        if several_issuers and client.jwt_subject and not client.jwt_issuer:
+            warnings.append(
+                Problem(
+                    where.file,
+                    f"{where.key}.jwt_issuer",
+                    "several issuers are configured: any of them can name this client; set jwt_issuer",
+                )
+            )
+    return warnings
