@@ -10,6 +10,7 @@ from pathlib import Path
 
 from gateway.config import Config, ConfigError, load_config
 from gateway.keygen import basic_credential, random_token
+from gateway.review import add_audit_parser
 
 
 def _configure_logging(level: str) -> None:
@@ -78,6 +79,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
+    if args.kind == "seal":
+        from gateway.seal import SealError, write_key_pair
+
+        private, public = Path(args.private), Path(args.public)
+        try:
+            key_id = write_key_pair(private, public, args.type)
+        except (SealError, OSError) as exc:
+            print(f"smsgw keygen seal: {exc}", file=sys.stderr)
+            return 2
+        print(f"wrote {private} (private key, mode 0600: give it to the reviewers, never to the gateway)")
+        print(f"wrote {public} (public key, {key_id})")
+        print(f'[logging] body = "seal", seal_public_key_file = "{public}"')
+        return 0
     if args.kind in ("hmac", "hash-key"):
         print(random_token(32))
     else:
@@ -105,9 +119,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--admin-port", type=int, default=9000)
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("keygen", help="make a secret: hmac | hash-key | basic")
-    p.add_argument("kind", choices=["hmac", "hash-key", "basic"])
+    p = sub.add_parser("keygen", help="make a secret: hmac | hash-key | basic | seal (a key pair)")
+    p.add_argument("kind", choices=["hmac", "hash-key", "basic", "seal"])
+    p.add_argument("--type", choices=["x25519", "rsa"], default="x25519", help="seal: the key type")
+    p.add_argument("--private", default="seal-private.pem", help="seal: where the private key goes")
+    p.add_argument("--public", default="seal-public.pem", help="seal: where the public key goes")
     p.set_defaults(func=cmd_keygen)
+
+    add_audit_parser(sub)
     return parser
 
 
