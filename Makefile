@@ -29,10 +29,19 @@ redis-server:
 	fi
 .PHONY: redis-server
 
+chromium:
+	@if ! command -v chromium >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing chromium (the audit report test opens the HTML report headless)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	  else echo "chromium is missing: install it (Debian: sudo apt-get install chromium) and run make test again"; exit 1; fi; \
+	fi
+.PHONY: chromium
+
 demo: $(STAMP)
 	$(BIN)/smsgw demo
 
-test: $(STAMP) redis-server
+test: $(STAMP) redis-server chromium
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)

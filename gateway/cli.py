@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from gateway.config import Config, ConfigError, load_config
 from gateway.config.schema import HMACKeyConfig
 from gateway.keygen import basic_credential, hmac_key_lines, random_token, sdk_username
+from gateway.review import add_audit_parser
 
 
 def _configure_logging(level: str) -> None:
@@ -83,6 +84,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
+    if args.kind == "seal":
+        from gateway.seal import SealError, write_key_pair
+
+        private, public = Path(args.private), Path(args.public)
+        try:
+            key_id = write_key_pair(private, public, args.type)
+        except (SealError, OSError) as exc:
+            print(f"smsgw keygen seal: {exc}", file=sys.stderr)
+            return 2
+        print(f"wrote {private} (private key, mode 0600: give it to the reviewers, never to the gateway)")
+        print(f"wrote {public} (public key, {key_id})")
+        print(f'[logging] body = "seal", seal_public_key_file = "{public}"')
+        return 0
     if args.kind == "hash-key":
         print(random_token(32))
     elif args.kind == "hmac":
@@ -171,8 +185,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--admin-port", type=int, default=9000)
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("keygen", help="make a secret: hmac | hash-key | basic (with the config lines)")
-    p.add_argument("kind", choices=["hmac", "hash-key", "basic"])
+    p = sub.add_parser("keygen", help="make a secret: hmac | hash-key | basic (with the config lines) | seal")
+    p.add_argument("kind", choices=["hmac", "hash-key", "basic", "seal"])
+    p.add_argument("--type", choices=["x25519", "rsa"], default="x25519", help="seal: the key type")
+    p.add_argument("--private", default="seal-private.pem", help="seal: where the private key goes")
+    p.add_argument("--public", default="seal-public.pem", help="seal: where the public key goes")
     p.add_argument("--client", default="client", help="hmac: the client id the key is for")
     p.add_argument("--key-id", help="hmac: the key id (default CLIENT-YYYY-MM)")
     p.add_argument("--days", type=int, default=90, help="hmac: days until it expires (default 90)")
@@ -189,6 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("method")
     p.add_argument("url")
     p.set_defaults(func=cmd_sign)
+
+    add_audit_parser(sub)
     return parser
 
 

@@ -75,6 +75,15 @@ class JsonLinesSink:
             return False
         return True
 
+    def reopen(self) -> None:
+        """Open the path again (after the file was renamed away: rotation); raises ``OSError``
+        and keeps the old descriptor when the new file cannot be opened."""
+        if not self._owned:
+            return
+        fd = os.open(self.name, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        old, self._fd = self._fd, fd
+        os.close(old)
+
     def close(self) -> None:
         if self._owned:
             os.close(self._fd)

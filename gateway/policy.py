@@ -35,6 +35,7 @@ from gateway.providers.stage import ReadMessage
 from gateway.proxy import AnswerScrubber, CheckHopHeaders, Forward
 from gateway.redaction import Redactor
 from gateway.routing import PathTemplate, Router, RouteRequest
+from gateway.seal import load_seal_key
 from gateway.services import Services
 from gateway.transport import HttpsPolicy, RequireHttps, security_headers
 
@@ -167,6 +168,11 @@ def build_redactor(config: Config, services: Services, message_fields: frozenset
         key_id=logging_cfg.hash_key_id or None,
         secret_values=services.credentials.secrets,
         secret_query_names=frozenset(query_names),
+        seal_key=(
+            load_seal_key(config.resolve_path(logging_cfg.seal_public_key_file))
+            if logging_cfg.body == "seal"
+            else None
+        ),
     )
 
 

@@ -11,9 +11,13 @@ import hashlib
 import hmac
 import re
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, unquote_plus
 
 from gateway.headers import is_credential_header
+
+if TYPE_CHECKING:
+    from gateway.seal import SealKey
 
 __all__ = [
     "BODY_MODES",
@@ -32,7 +36,7 @@ __all__ = [
 
 REDACTED = "REDACTED"
 MIN_HASH_KEY_BYTES = 32
-BODY_MODES = frozenset({"hash", "redact", "mask", "drop"})
+BODY_MODES = frozenset({"hash", "redact", "mask", "seal", "drop"})
 RECIPIENT_MODES = frozenset({"mask", "hash", "drop"})
 
 # Query parameter names that carry credentials in the wild (vendor SDKs, legacy HTTP APIs).
@@ -174,6 +178,7 @@ class Redactor:
         "_key_id",
         "_query_names",
         "_recipient_mode",
+        "_seal_key",
         "_secret_values",
         "_secrets",
     )
@@ -187,9 +192,10 @@ class Redactor:
         key_id: str | None = None,
         secret_values: frozenset[str] = frozenset(),
         secret_query_names: frozenset[str] = frozenset(),
+        seal_key: SealKey | None = None,
     ) -> None:
-        if body_mode == "seal":
-            raise ValueError('logging.body = "seal" is not supported yet')
+        if body_mode == "seal" and seal_key is None:
+            raise ValueError('logging.body = "seal" needs the reviewers\' public key (seal_public_key_file)')
         if body_mode not in BODY_MODES:
             raise ValueError(f"unknown logging.body mode {body_mode!r}; expected one of {sorted(BODY_MODES)}")
         if recipient_mode not in RECIPIENT_MODES:
@@ -199,6 +205,7 @@ class Redactor:
         if "hash" in (body_mode, recipient_mode) and (key is None or len(key) < MIN_HASH_KEY_BYTES):
             raise ValueError(f"logging.hash_key must be at least {MIN_HASH_KEY_BYTES} bytes for hash mode")
         self._body_mode = body_mode
+        self._seal_key = seal_key if body_mode == "seal" else None
         self._recipient_mode = recipient_mode
         self._hash_key = key
         self._key_id = key_id if key_id is not None else (key_id_for(key) if key is not None else None)
@@ -239,6 +246,9 @@ class Redactor:
             return {"redacted": True, "length": len(text)}
         if mode == "mask":
             return {"masked": mask_digits(text)}
+        if mode == "seal":
+            assert self._seal_key is not None  # guaranteed by __init__
+            return {"sealed": self._seal_key.seal(text)}
         return None
 
     def recipients(self, items: Sequence[tuple[str, str | None]]) -> list[str] | None:

@@ -70,11 +70,16 @@ class Running:
         """SIGHUP: new handshakes use the new pair; a broken pair keeps the old one."""
         if self.tls is None:
             return
+        audit = self.services.audit
         try:
             self.tls.reload()
             log.info("certificate reloaded")
+            if audit is not None:
+                audit.event("certificate_reloaded", ok=True)
         except (OSError, ssl.SSLError, ValueError) as exc:
             log.error("certificate reload failed, keeping the old one: %s", type(exc).__name__)
+            if audit is not None:
+                audit.event("certificate_reloaded", ok=False, error=type(exc).__name__)
 
     async def stop(self) -> None:
         self.draining = True

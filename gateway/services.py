@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from gateway.audit import AuditLog
+from gateway.audit import AuditLog, Retention, open_audit_log, record_start
 from gateway.config import Config
 from gateway.config.files import tighten_log_modes
 from gateway.credentials import VendorCredentials
@@ -58,6 +58,7 @@ class Services:
         self.https_port = 0
         self.access_log: JsonLinesSink | None = None
         self.audit: AuditLog | None = None
+        self.retention: Retention | None = None
         self._config = config
         self._worker = worker
         self._closers: list[Callable[[], Awaitable[None] | None]] = []
@@ -75,15 +76,13 @@ class Services:
                 worker_log_path(s.logging.access_log, self._worker), self._config.base_dir
             )
             self._closers.append(self.access_log.close)
-            chain_key = (
-                s.logging.chain_key.get_secret_value().encode("utf-8") if s.logging.chain_key else None
-            )
-            self.audit = AuditLog(
-                JsonLinesSink(worker_log_path(s.logging.audit_log, self._worker), self._config.base_dir),
-                s.upstream.provider,
-                chain_key,
-            )
+            self.audit = open_audit_log(self._config, self._worker)
             self._closers.append(self.audit.close)
+            record_start(self.audit, self._config, self._worker)
+            self._closers.append(self._stopped)
+            self.retention = Retention(self.audit, s.logging.retention_days)
+            self.retention.start()
+            self._closers.append(self.retention.close)
             self._closers.append(self.storage.close)
             await self.upstream.start()
             self._closers.append(self.upstream.close)
@@ -92,6 +91,10 @@ class Services:
         except BaseException:
             await self.close()
             raise
+
+    def _stopped(self) -> None:
+        if self.audit is not None:
+            self.audit.event("gateway_stopped", worker=self._worker)
 
     @property
     def ready(self) -> bool:

@@ -26,6 +26,7 @@ import trustme
 from aiohttp import web
 from multidict import CIMultiDict
 
+from gateway.audit import LIFECYCLE_EVENTS
 from gateway.config import load_config
 from gateway.sandbox import SandboxState, build_sandbox_app
 from gateway.server import Running, start
@@ -231,6 +232,11 @@ class Gateway:
         return "".join(p.read_text() for p in sorted((self.folder / "logs").glob("*")) if p.is_file())
 
     def audit(self) -> list[dict[str, Any]]:
+        """The audit records about requests and outages: the gateway's own lifecycle events
+        (``config_loaded``, ``gateway_stopped``, rotations, ...) are left out; see ``audit_all``."""
+        return [r for r in self.audit_all() if r.get("event") not in LIFECYCLE_EVENTS]
+
+    def audit_all(self) -> list[dict[str, Any]]:
         path = self.folder / "logs" / "audit.jsonl"
         return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 

@@ -320,17 +320,18 @@ async def test_audit_chain_links_and_shows_an_edit(gateway: Gateway) -> None:
     await send_a_few(gateway)
     path = gateway.folder / "logs" / "audit.jsonl"
     lines = path.read_text().splitlines()
-    assert len(lines) == 4  # request + outcome, deny, deny
+    events = [json.loads(line)["event"] for line in lines]
+    assert events == ["config_loaded", "request", "outcome", "request", "request"]  # allow, deny, deny
     assert all(len(json.loads(line)["chain"]) == 64 for line in lines)
     assert relink(lines) == []
 
-    edited = json.loads(lines[1])
+    edited = json.loads(lines[2])
     edited["status"] = 200  # someone "fixes" the outcome, keeping its chain value
-    tampered = [*lines[:1], json.dumps(edited), *lines[2:]]
-    assert relink(tampered) == [1]
+    tampered = [*lines[:2], json.dumps(edited), *lines[3:]]
+    assert relink(tampered) == [2]
 
-    removed = [lines[0], *lines[2:]]  # a line taken out: the next one no longer links
-    assert relink(removed) == [1]
+    removed = [*lines[:2], *lines[3:]]  # a line taken out: the next one no longer links
+    assert relink(removed) == [2]
 
 
 async def test_audit_chain_with_a_key_and_across_a_restart(
@@ -339,6 +340,7 @@ async def test_audit_chain_with_a_key_and_across_a_restart(
     chain_key = "chain-key-" + secrets.token_hex(16)
     key_file = tmp_path / "chain_key"
     key_file.write_text(chain_key)
+    key_file.chmod(0o600)
     settings = {"logging": {"chain_key": f"file:{key_file}"}}
     folder = tmp_path / "gw"
     first = await make_gateway(vendor.base_url, settings=settings, folder=folder)
@@ -348,9 +350,11 @@ async def test_audit_chain_with_a_key_and_across_a_restart(
     assert (await second.send()).status == 201
 
     lines = (folder / "logs" / "audit.jsonl").read_text().splitlines()
-    assert len(lines) == 6
+    events = [json.loads(line)["event"] for line in lines]
+    first_run = ["config_loaded", "request", "outcome", "request", "request", "gateway_stopped"]
+    assert events == [*first_run, "config_loaded", "request", "outcome"]
     assert relink(lines, chain_key.encode()) == []  # one chain over both runs
-    assert relink(lines) == list(range(6))  # without the key nobody can recompute it
+    assert relink(lines) == list(range(len(lines)))  # without the key nobody can recompute it
     assert chain_key not in second.logs()
 
 

@@ -357,7 +357,7 @@ async def test_demo_end_to_end(tmp_path: Path) -> None:
     # audit log: records for both requests, neither the body nor the number in clear text
     audit_text = (directory / "logs" / "audit.jsonl").read_text()
     records = [json.loads(line) for line in audit_text.splitlines()]
-    assert {r["status"] for r in records} >= {201, 401}
+    assert {r.get("status") for r in records} >= {201, 401}
     logs = "".join(p.read_text() for p in (directory / "logs").iterdir())
     password = (directory / "secrets" / "client_password").read_text().strip()
     for secret in (DEMO_BODY, DEMO_NUMBER, DEMO_NUMBER[1:], "123456", password):
@@ -503,7 +503,7 @@ async def test_serve_runs_until_signalled(
     ):
         assert secret not in written
     assert any(
-        json.loads(line)["status"] == 201 for line in (logs_dir / "audit.jsonl").read_text().splitlines()
+        json.loads(line).get("status") == 201 for line in (logs_dir / "audit.jsonl").read_text().splitlines()
     )
 
 

@@ -619,10 +619,16 @@ CASES = [
         f"more than one worker {NOT_AVAILABLE}",
     ),
     main(
-        "later-body-seal",
+        "rotate-bytes-tiny",
+        {"logging": {"rotate_bytes": 100}},
+        "logging.rotate_bytes",
+        "must be 0 (no size rotation) or at least 1024",
+    ),
+    main(
+        "seal-key-file-missing",
         {"logging": {"body": "seal", "seal_public_key_file": "seal.pem"}},
-        "logging.body",
-        f"'seal' {NOT_AVAILABLE}",
+        "logging.seal_public_key_file",
+        "seal.pem does not exist",
     ),
     main("later-alerts", {"alerts": {"rule": "x"}}, "alerts", f"anomaly alerts {NOT_AVAILABLE}"),
     # misplaced and missing things

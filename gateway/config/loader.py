@@ -31,6 +31,7 @@ from gateway.config.schema import (
 )
 from gateway.providers import KNOWN_PROVIDERS, REGISTRY
 from gateway.routing import overlap_example, route_shape
+from gateway.seal import seal_key_problem
 
 ONE_YEAR_S = 31536000
 
@@ -378,6 +379,10 @@ def _cross_checks(config: Config, file: str) -> list[Problem]:
         problems.append(Problem(file, "server.http.listen", "must differ from server.listen"))
     if _same_socket(s.admin.listen, s.server.listen):
         problems.append(Problem(file, "admin.listen", "must differ from server.listen"))
+    if s.logging.body == "seal" and s.logging.seal_public_key_file:
+        seal_problem = seal_key_problem(config.resolve_path(s.logging.seal_public_key_file))
+        if seal_problem:
+            problems.append(Problem(file, "logging.seal_public_key_file", seal_problem))
     return problems
 
 
@@ -468,8 +473,6 @@ def _not_yet_available(config: Config, file: str) -> list[Problem]:
         problems.append(Problem(file, "storage.url", f"Redis storage {later}; use memory://"))
     if s.server.workers != 1:
         problems.append(Problem(file, "server.workers", f"more than one worker {later}"))
-    if s.logging.body == "seal":
-        problems.append(Problem(file, "logging.body", f"'seal' {later}"))
     if s.alerts.model_extra:
         problems.append(Problem(file, "alerts", f"anomaly alerts {later}"))
     for client, where in zip(config.clients, config.client_sources, strict=True):

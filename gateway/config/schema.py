@@ -320,6 +320,8 @@ class LoggingConfig(Model):
     hash_key_id: str = ""
     seal_public_key_file: str = ""
     retention_days: int = Field(90, ge=1, le=3650)
+    rotate_bytes: int = Field(104857600, ge=0, le=1 << 40)  # 0: never by size
+    rotate_daily: bool = True
     chain_key: SecretStr | None = None
 
     @field_validator("hash_key", "chain_key")
@@ -342,6 +344,8 @@ class LoggingConfig(Model):
                     "hash_key must be at least 32 bytes when body or recipient is 'hash' "
                     "(make one with `smsgw keygen hash-key`)",
                 )
+        if 0 < self.rotate_bytes < 1024:
+            raise KeyProblem("rotate_bytes", "must be 0 (no size rotation) or at least 1024")
         if self.body == "seal" and not self.seal_public_key_file:
             raise KeyProblem("seal_public_key_file", "body = 'seal' needs seal_public_key_file")
         return self
