@@ -18,6 +18,7 @@ from gateway.pipeline import StageTimer
 from gateway.proxy import Upstream
 from gateway.storage import MemoryKeyValue, StorageService
 from gateway.transport import ReloadableServerTLS, upstream_context
+from gateway.webhooks.forward import CallbackForwarder
 
 __all__ = ["Services"]
 
@@ -51,6 +52,8 @@ class Services:
             url_scheme=s.storage.url.partition("://")[0],
         )
         self.timer = StageTimer()
+        #: The pooled session that forwards verified vendor callbacks to internal services.
+        self.callbacks = CallbackForwarder()
         #: The public listener's bound port (redirect targets); set once the listener is up.
         self.https_port = 0
         self.access_log: JsonLinesSink | None = None
@@ -84,6 +87,8 @@ class Services:
             self._closers.append(self.storage.close)
             await self.upstream.start()
             self._closers.append(self.upstream.close)
+            await self.callbacks.start()
+            self._closers.append(self.callbacks.close)
         except BaseException:
             await self.close()
             raise

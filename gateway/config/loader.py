@@ -30,6 +30,7 @@ from gateway.config.schema import (
 )
 from gateway.providers import KNOWN_PROVIDERS, REGISTRY
 from gateway.routing import overlap_example, route_shape
+from gateway.webhooks.config import check_routes as webhook_problems
 
 ONE_YEAR_S = 31536000
 
@@ -208,6 +209,7 @@ def load_config(path: str | Path) -> Config:
     )
     problems.extend(_cross_checks(config, file))
     problems.extend(_route_overlaps(config))
+    problems.extend(Problem(*found) for found in webhook_problems(config, file))
     problems.extend(_not_yet_available(config, file))
     warnings.extend(_warnings(config, file))
     if problems:
@@ -480,7 +482,7 @@ def _not_yet_available(config: Config, file: str) -> list[Problem]:
         for method in ("jwt", "hmac"):
             if method in route.auth:
                 problems.append(Problem(where.file, f"{where.key}.auth", f"{method!r} {later}"))
-        if route.kind != "sms":
+        if route.kind not in ("sms", "webhook"):
             problems.append(Problem(where.file, f"{where.key}.kind", f"{route.kind!r} routes {later}"))
         for key in ("rate_limits", "recipient_limits"):
             if getattr(route, key):
