@@ -38,6 +38,7 @@ REASONS: Final[Mapping[str, int]] = MappingProxyType(
         "body_timeout": 408,
         "audit_unavailable": 503,
         "internal_error": 500,
+        "callback_in_progress": 409,
     }
 )
 

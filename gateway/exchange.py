@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from gateway.phone import Destination
     from gateway.policy import Client, CompiledRoute, Policy
     from gateway.providers.base import Message
+    from gateway.webhooks.events import Event
 
 
 @dataclass(slots=True, eq=False)
@@ -47,6 +48,7 @@ class Exchange:
     body: bytes | None = None
     message: Message | None = None
     destinations: tuple[Destination, ...] = ()
+    callback: Event | None = None  # a verified vendor callback (webhook routes)
 
     # what the logs show (redacted)
     log_recipients: list[str] | None = None
@@ -60,6 +62,7 @@ class Exchange:
     detail: str | None = None
     upstream_ms: float | None = None
     vendor_message_id: str | None = None
+    vendor_status: str | None = None  # a callback's delivery status (webhook routes)
     audited: bool = False  # a request record (allow or deny) has been written
 
     #: Headers stages add to the answer (RateLimit-*, ...), whatever the answer is.
@@ -75,7 +78,7 @@ class Exchange:
 
     def audit_fields(self) -> dict[str, Any]:
         """The request's part of an audit record; the audit log adds ts, event, decision and chain."""
-        return {
+        fields = {
             "request_id": self.request_id,
             "client": self.client_id,
             "auth": self.principal.method if self.principal is not None else None,
@@ -89,3 +92,7 @@ class Exchange:
             "sender": self.log_sender,
             "body": self.log_body,
         }
+        if self.callback is not None:  # a verified vendor callback: what it reports
+            fields["vendor_message_id"] = self.vendor_message_id
+            fields["vendor_status"] = self.vendor_status
+        return fields

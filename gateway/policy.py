@@ -38,6 +38,11 @@ from gateway.routing import PathTemplate, Router, RouteRequest
 from gateway.seal import load_seal_key
 from gateway.services import Services
 from gateway.transport import HttpsPolicy, RequireHttps, security_headers
+from gateway.webhooks import build as webhook
+from gateway.webhooks.config import query_field_names as webhook_fields
+from gateway.webhooks.config import secrets as webhook_secrets
+from gateway.webhooks.forward import ForwardCallback
+from gateway.webhooks.stage import DropDuplicates, ReadCallback, VerifySignature
 
 __all__ = ["Client", "CompiledRoute", "Policy", "build_policy"]
 
@@ -130,9 +135,40 @@ SEND: tuple[StageFactory, ...] = (
     _forward,
 )
 
+
+def _verify_callback(route: RouteConfig, b: Build) -> VerifySignature:
+    return VerifySignature(
+        webhook.verifier(route, b.config), b.config.settings.server.public_url, b.services.storage, route.name
+    )
+
+
+def _drop_duplicates(route: RouteConfig, b: Build) -> DropDuplicates:
+    assert b.services.audit is not None
+    return DropDuplicates(b.services.storage, b.services.audit, route.name, webhook.pending_ttl(route))
+
+
+def _forward_callback(route: RouteConfig, b: Build) -> ForwardCallback:
+    assert b.services.audit is not None
+    scheme = webhook.scheme(route, b.config).name
+    target = webhook.target(route, b.config)
+    return ForwardCallback(b.services.callbacks, target, b.services.audit, scheme, route.name)
+
+
+#: Vendor callbacks (kind webhook): vendor -> gateway -> ``forward_to``. No client credential:
+#: the vendor's signature is the authentication.
+WEBHOOK: tuple[StageFactory, ...] = (
+    lambda r, b: RouteAllowlist(IpAllowlist(r.ip_allow)) if r.ip_allow else None,
+    _read_body,
+    _verify_callback,
+    lambda r, b: ReadCallback(webhook.fields(r, b.config), b.redactor),
+    _drop_duplicates,
+    _audit,
+    _forward_callback,
+)
+
 #: Route kinds -> their chain.
 KINDS: Mapping[str, tuple[StageFactory, ...]] = MappingProxyType(
-    {"sms": SEND, "otp": SEND, "otp-check": SEND}
+    {"sms": SEND, "otp": SEND, "otp-check": SEND, "webhook": WEBHOOK}
 )
 
 
@@ -161,12 +197,13 @@ def build_redactor(config: Config, services: Services, message_fields: frozenset
     key = logging_cfg.hash_key.get_secret_value().encode("utf-8") if logging_cfg.hash_key else None
     # Message fields sent in a query string (refused, or a GET on a list API) are personal data.
     query_names = ({config.settings.upstream.credentials.name.lower()} - {""}) | message_fields
+    query_names |= webhook_fields(config)  # GET callbacks carry numbers and texts in the query
     return Redactor(
         body_mode=logging_cfg.body,
         recipient_mode=logging_cfg.recipient,
         hash_key=key,
         key_id=logging_cfg.hash_key_id or None,
-        secret_values=services.credentials.secrets,
+        secret_values=services.credentials.secrets | webhook_secrets(config),
         secret_query_names=frozenset(query_names),
         seal_key=(
             load_seal_key(config.resolve_path(logging_cfg.seal_public_key_file))

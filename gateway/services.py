@@ -19,6 +19,7 @@ from gateway.pipeline import StageTimer
 from gateway.proxy import Upstream
 from gateway.storage import MemoryKeyValue, StorageService
 from gateway.transport import ReloadableServerTLS, upstream_context
+from gateway.webhooks.forward import CallbackForwarder
 
 __all__ = ["Services"]
 
@@ -54,6 +55,8 @@ class Services:
         #: JWKS key sets of the JWT issuers, fetched at start and refreshed (identity/jwks.py).
         self.jwks = JwksService(config)
         self.timer = StageTimer()
+        #: The pooled session that forwards verified vendor callbacks to internal services.
+        self.callbacks = CallbackForwarder()
         #: The public listener's bound port (redirect targets); set once the listener is up.
         self.https_port = 0
         self.access_log: JsonLinesSink | None = None
@@ -88,6 +91,8 @@ class Services:
             self._closers.append(self.upstream.close)
             self._closers.append(self.jwks.close)
             await self.jwks.start()
+            await self.callbacks.start()
+            self._closers.append(self.callbacks.close)
         except BaseException:
             await self.close()
             raise

@@ -59,6 +59,12 @@ def route(**changes: Any) -> dict[str, Any]:
     return {**copy.deepcopy(DEFAULT_POLICY["route"][0]), **changes}
 
 
+def hook(**changes: Any) -> dict[str, Any]:
+    """A webhook route (Sinch callbacks, whose secret must be configured) with ``changes``."""
+    base = route(kind="webhook", auth=[], scopes=[], signature="sinch", forward_to="http://127.0.0.1:8080/cb")
+    return {**base, **changes}
+
+
 def client(**changes: Any) -> dict[str, Any]:
     return {**copy.deepcopy(DEFAULT_POLICY["client"][0]), **changes}
 
@@ -600,12 +606,6 @@ CASES = [
         "route[0].kind",
         f"'otp-check' routes {NOT_AVAILABLE}",
     ),
-    pol(
-        "later-kind-webhook",
-        policy([route(kind="webhook", auth=[], forward_to="http://events.internal/x")]),
-        "route[0].kind",
-        f"'webhook' routes {NOT_AVAILABLE}",
-    ),
     main(
         "later-redis",
         {"storage": {"url": "redis://localhost:6379/0"}},
@@ -760,7 +760,7 @@ def test_unresolvable_references(folder: Folder, ref: str, fragment: str) -> Non
     ],
 )
 def test_unresolvable_references_in_policy_files(folder: Folder, ref: str, fragment: str) -> None:
-    tables = policy([route(signing_secret=ref)])
+    tables = policy([hook(signing_secret=ref)])
     assert_one(folder.problems(None, tables), POLICY, "route[0].signing_secret", fragment)
 
 
@@ -768,7 +768,7 @@ def test_file_references_in_policy_files_are_relative_to_the_policy_file(folder:
     """README: "relative to the config file" -- for a policy file that is the policy file's own folder."""
     (folder.root / "policies" / "hmac.secret").parent.mkdir(exist_ok=True)
     (folder.root / "policies" / "hmac.secret").write_text("")
-    problems = folder.problems(None, policy([route(signing_secret="file:hmac.secret")]))
+    problems = folder.problems(None, policy([hook(signing_secret="file:hmac.secret")]))
     assert_one(problems, POLICY, "route[0].signing_secret", "policies/hmac.secret is empty")
 
 
@@ -1239,7 +1239,7 @@ def example(tmp_path: Path, pki: dict[str, Path], monkeypatch: pytest.MonkeyPatc
 def test_example_config_loads(example: Path) -> None:
     config = load_config(example)
     assert [c.id for c in config.clients] == ["billing"]
-    assert [r.name for r in config.routes] == ["twilio-send"]
+    assert [r.name for r in config.routes] == ["twilio-status", "twilio-send"]
     creds = config.settings.upstream.credentials
     assert (creds.username, creds.password.get_secret_value()) == (VENDOR_SID, VENDOR_TOKEN)
     assert config.settings.logging.hash_key.get_secret_value() == HASH_KEY
@@ -1327,9 +1327,6 @@ UNDOCUMENTED_POLICY = {
     "route.otp.min_interval": "[route.otp] refused in this version",
     "route.otp.max_checks": "[route.otp] refused in this version",
     "route.otp.detect": "[route.otp] refused in this version",
-    "route.signature": "webhook routes refused in this version",
-    "route.signing_secret": "webhook routes refused in this version",
-    "route.forward_to": "webhook routes refused in this version",
 }
 
 
@@ -1717,7 +1714,7 @@ def test_secret_file_open_to_others_is_a_warning(folder: Folder, mode: int, warn
 
 def test_secret_file_in_a_policy_file_open_to_others_is_a_warning(folder: Folder) -> None:
     secret_file(folder, "signing", FILE_SECRET, 0o644)
-    config = folder.load(None, policy([route(signing_secret="file:../secrets/signing")]))
+    config = folder.load(None, policy([hook(signing_secret="file:../secrets/signing")]))
     assert [(w.file, w.key) for w in config.warnings] == [(POLICY, "route[0].signing_secret")]
 
 

@@ -32,6 +32,7 @@ from gateway.config.schema import (
 from gateway.providers import KNOWN_PROVIDERS, REGISTRY
 from gateway.routing import overlap_example, route_shape
 from gateway.seal import seal_key_problem
+from gateway.webhooks.config import check_routes as webhook_problems
 
 ONE_YEAR_S = 31536000
 
@@ -210,6 +211,7 @@ def load_config(path: str | Path) -> Config:
     )
     problems.extend(_cross_checks(config, file))
     problems.extend(_route_overlaps(config))
+    problems.extend(Problem(*found) for found in webhook_problems(config, file))
     problems.extend(_not_yet_available(config, file))
     problems.extend(_identity_checks(config, file))
     warnings.extend(_warnings(config, file))
@@ -479,7 +481,7 @@ def _not_yet_available(config: Config, file: str) -> list[Problem]:
         if client.rate_limits:
             problems.append(Problem(where.file, f"{where.key}.rate_limits", f"rate limits {later}"))
     for route, where in zip(config.routes, config.route_sources, strict=True):
-        if route.kind != "sms":
+        if route.kind not in ("sms", "webhook"):
             problems.append(Problem(where.file, f"{where.key}.kind", f"{route.kind!r} routes {later}"))
         for key in ("rate_limits", "recipient_limits"):
             if getattr(route, key):

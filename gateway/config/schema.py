@@ -24,6 +24,7 @@ from pydantic import (
 
 from gateway.config.model import KeyProblem, Model
 from gateway.routing import PathTemplate, TemplateError
+from gateway.webhooks.options import WebhookOptions
 
 # --- reusable value types -------------------------------------------------------------------
 
@@ -561,6 +562,7 @@ class RouteConfig(Model):
     signature: str = ""
     signing_secret: SecretStr | None = None
     forward_to: str = ""
+    webhook: WebhookOptions | None = None  # [route.webhook]: checked per scheme in gateway/webhooks/config.py
 
     @field_validator("path")
     @classmethod
