@@ -52,6 +52,8 @@ class Exchange:
     log_recipients: list[str] | None = None
     log_sender: str | list[str] | None = None
     log_body: dict[str, Any] | list[dict[str, Any]] | None = None
+    #: Codes and other secret-bearing fields (Message.secrets), redacted like bodies.
+    log_secrets: list[dict[str, Any] | None] | None = None
     recipient_count: int | None = None
 
     # outcome
@@ -86,4 +88,5 @@ class Exchange:
             "recipient_count": self.recipient_count,
             "sender": self.log_sender,
             "body": self.log_body,
+            "secrets": self.log_secrets,
         }

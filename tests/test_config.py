@@ -417,10 +417,10 @@ CASES = [
         "'sendgrid' is not one of",
     ),
     main(
-        "provider-vonage-later",
-        {"upstream": {"provider": "vonage"}},
-        "upstream.provider",
-        f"'vonage' {NOT_AVAILABLE}",
+        "provider-aws-sns-unsigned",
+        {"upstream": {"provider": "aws-sns"}},
+        "upstream.credentials.type",
+        "provider 'aws-sns' needs type = \"aws-sigv4\"",
     ),
     main(
         "generic-no-table",
@@ -447,10 +447,10 @@ CASES = [
         "required",
     ),
     main(
-        "credentials-aws-sigv4-later",
+        "credentials-aws-sigv4-region",
         {"upstream": {"credentials": {"type": "aws-sigv4"}}},
-        "upstream.credentials.type",
-        f"'aws-sigv4' {NOT_AVAILABLE}",
+        "upstream.credentials.region",
+        "type = 'aws-sigv4' needs region",
     ),
     # storage
     main("storage-scheme", {"storage": {"url": "mysql://db"}}, "storage.url", "must start with one of"),
