@@ -740,7 +740,10 @@ async def test_canary_over_every_vendor(
         },
     )
     text = "Your code is " + "".join(secrets.choice("0123456789") for _ in range(12))
-    code = "".join(secrets.choice("0123456789") for _ in range(9)) + secrets.token_hex(6)
+    # digits and letters: under body = "mask" a code's letters must not show either
+    code = "".join(secrets.choice("0123456789") for _ in range(9)) + "".join(
+        secrets.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(10)
+    )
     numbers = [fresh_number(), fresh_number()]
     outcomes = [
         (await send(gw, shape, numbers[: 2 if shape.multi else 1], text=text, code=code))[0],
@@ -773,6 +776,7 @@ async def test_canary_over_every_vendor(
         "body digits": digits,
         "code": code,
         "code digits": code[:9],
+        "code letters": code[9:],
         "client password": CLIENT_PASSWORD,
         "vendor token": VENDOR_TOKEN,
         **{f"recipient {i}": n[1:] for i, n in enumerate(numbers)},
@@ -780,3 +784,58 @@ async def test_canary_over_every_vendor(
     written = gw.logs() + capfd.readouterr().out + capfd.readouterr().err + caplog.text
     for what, value in forbidden.items():
         assert value not in written, f"{what} leaked"
+
+
+# --------------------------------------------------------------------------- credential slots
+
+
+async def test_two_credentials_at_once_are_refused(make_gateway: GatewayFactory, vendor: Vendor) -> None:
+    """Basic in the header and a username/password in the query: which one is the caller?"""
+    shape = SHAPES["messente"]
+    gw = await open_shape(make_gateway, vendor, shape)
+    content_type, body = shape.build([EE], "MyBank", "x", "1")
+    headers = {**shape.headers(), "Content-Type": content_type}
+    url = f"{gw.base}/v1/omnimessage?username={CLIENT_USER}&password={CLIENT_PASSWORD}"
+    async with gw.session.post(url, data=body, headers=headers) as response:
+        assert response.status == 401
+    assert request_record(gw)["detail"] == "ambiguous_credentials"
+    # The query credential alone works on the Omnimessage path too, and never reaches the vendor.
+    async with gw.session.post(url, data=body, headers={"Content-Type": content_type}) as response:
+        assert response.status == 201
+    (seen,) = vendor.received
+    assert seen.query == "" and seen.headers["Authorization"].startswith("Basic ")
+    assert CLIENT_PASSWORD not in gw.logs()
+
+
+async def test_sigv4_outside_the_clock_window_is_refused(
+    make_gateway: GatewayFactory, vendor: Vendor, trust_ca: str
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from tests.test_adapters import botocore_signed
+
+    shape = SHAPES["aws-sns"]
+    gw = await open_shape(make_gateway, vendor, shape, username=AWS_USER, clear=True)
+    body = b"Action=Publish&PhoneNumber=%2B37255512367&Message=x"
+    for age_s, status in ((600, 401), (-600, 401), (0, 200)):
+        when = (datetime.now(UTC) - timedelta(seconds=age_s)).strftime("%Y%m%dT%H%M%SZ")
+        signed = botocore_signed(CLIENT_PASSWORD, body, when, gw.base + "/", AWS_USER)
+        headers = {k: v for k, v in signed.headers.items() if k.lower() != "host"}
+        async with gw.session.post(gw.base + "/", data=body, headers=headers) as response:
+            assert response.status == status, age_s
+    assert len(vendor.received) == 1
+
+
+async def test_token_slot_never_accepts_a_username_as_token(
+    make_gateway: GatewayFactory, vendor: Vendor
+) -> None:
+    shape = SHAPES["sinch"]
+    gw = await open_shape(make_gateway, vendor, shape)
+    content_type, body = shape.build([EE], "MyBank", "x", "1")
+    for token in (CLIENT_USER, sha(CLIENT_PASSWORD), "", f"{CLIENT_USER}:{CLIENT_PASSWORD}"):
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": content_type}
+        async with gw.session.post(
+            gw.base + "/xms/v1/plan01/batches", data=body, headers=headers
+        ) as response:
+            assert response.status == 401, token
+    assert vendor.received == []
