@@ -536,6 +536,38 @@ CASES = [
         "pattern",
     ),
     pol(
+        "basic-password-and-hash",
+        policy(
+            clients=[
+                client(
+                    basic=[
+                        {"username": "u", "password_sha256": sha("p"), "password": "env:SMSGW_TEST_SECRET"}
+                    ]
+                )
+            ]
+        ),
+        "client[0].basic[0].password_sha256",
+        "give exactly one of password_sha256 and password",
+    ),
+    pol(
+        "basic-no-password",
+        policy(clients=[client(basic=[{"username": "u"}])]),
+        "client[0].basic[0].password_sha256",
+        "give exactly one of password_sha256 and password",
+    ),
+    pol(
+        "basic-password-inline",
+        policy(clients=[client(basic=[{"username": "u", "password": "hunter2-inline"}])]),
+        "client[0].basic[0].password",
+        "secrets must not be written inline",
+    ),
+    pol(
+        "route-number-type-unknown",
+        policy(routes=[route(number_types=["mobile", "premium"])]),
+        "route[0].number_types[1]",
+        "'mobile'",
+    ),
+    pol(
         "basic-username-colon",
         policy(clients=[client(basic=[{"username": "u:x", "password_sha256": sha("p")}])]),
         "client[0].basic[0].username",
