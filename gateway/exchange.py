@@ -54,6 +54,8 @@ class Exchange:
     log_recipients: list[str] | None = None
     log_sender: str | list[str] | None = None
     log_body: dict[str, Any] | list[dict[str, Any]] | None = None
+    #: Codes and other secret-bearing fields (Message.secrets), redacted like bodies.
+    log_secrets: list[dict[str, Any] | None] | None = None
     recipient_count: int | None = None
 
     # outcome
@@ -91,6 +93,7 @@ class Exchange:
             "recipient_count": self.recipient_count,
             "sender": self.log_sender,
             "body": self.log_body,
+            "secrets": self.log_secrets,
         }
         if self.callback is not None:  # a verified vendor callback: what it reports
             fields["vendor_message_id"] = self.vendor_message_id

@@ -15,11 +15,30 @@ import phonenumbers
 
 from gateway.errors import GatewayError, invalid_recipient, refuse
 from gateway.exchange import Exchange
+from gateway.providers.base import E164, NumberRule
 from gateway.redaction import Redactor
 
-__all__ = ["CheckRecipients", "Destination", "DestinationPolicy", "parse_recipient"]
+__all__ = ["NUMBER_TYPES", "CheckRecipients", "Destination", "DestinationPolicy", "parse_recipient"]
 
 _E164 = re.compile(r"\+[1-9][0-9]{6,14}", re.ASCII)
+_BARE = re.compile(r"[1-9][0-9]{6,14}", re.ASCII)
+
+#: ``route.number_types`` names -> phonenumbers' number types.
+NUMBER_TYPES: dict[str, int] = {
+    "fixed_line": phonenumbers.PhoneNumberType.FIXED_LINE,
+    "mobile": phonenumbers.PhoneNumberType.MOBILE,
+    "fixed_line_or_mobile": phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE,
+    "toll_free": phonenumbers.PhoneNumberType.TOLL_FREE,
+    "premium_rate": phonenumbers.PhoneNumberType.PREMIUM_RATE,
+    "shared_cost": phonenumbers.PhoneNumberType.SHARED_COST,
+    "voip": phonenumbers.PhoneNumberType.VOIP,
+    "personal_number": phonenumbers.PhoneNumberType.PERSONAL_NUMBER,
+    "pager": phonenumbers.PhoneNumberType.PAGER,
+    "uan": phonenumbers.PhoneNumberType.UAN,
+    "voicemail": phonenumbers.PhoneNumberType.VOICEMAIL,
+    "unknown": phonenumbers.PhoneNumberType.UNKNOWN,
+}
+_TYPE_NAMES = {value: name for name, value in NUMBER_TYPES.items()}
 _REGION = re.compile(r"[A-Z]{2}", re.ASCII)
 _COUNTRY_CODE = re.compile(r"[A-Za-z]{2}", re.ASCII)
 _CHANNEL_PREFIXES = ("sms:", "whatsapp:", "tel:")
@@ -31,6 +50,8 @@ class Destination:
     raw: str
     e164: str
     region: str | None
+    #: phonenumbers' type name (``mobile``, ``premium_rate``, ...).
+    type: str = "unknown"
 
 
 def _strip_channel(text: str) -> str:
@@ -41,11 +62,19 @@ def _strip_channel(text: str) -> str:
     return text
 
 
-def parse_recipient(raw: str) -> Destination:
-    """Refuses anything phonenumbers would have to guess about (national formats, separators)."""
+def parse_recipient(raw: str, rule: NumberRule = E164) -> Destination:
+    """Refuses anything phonenumbers would have to guess about (national formats, separators).
+
+    ``rule`` says how the vendor reads numbers: with ``bare_digits`` it dials ``447700900123`` as
+    ``+447700900123``, so that is the number checked. Non-ASCII digits (full-width forms such as U+FF14,
+    Arabic-Indic) are refused for every vendor: none documents reading them, and phonenumbers
+    would silently fold them to ASCII.
+    """
     if not isinstance(raw, str) or len(raw) > _MAX_RAW:
         raise invalid_recipient()
     text = _strip_channel(raw.strip())
+    if rule.bare_digits and _BARE.fullmatch(text) and len(text) >= rule.min_bare_digits:
+        text = "+" + text
     if not _E164.fullmatch(text):
         raise invalid_recipient()
     try:
@@ -59,7 +88,8 @@ def parse_recipient(raw: str) -> Destination:
     # Non-geographic numbers ("001") and unknown ones ("ZZ") have no country to allow or deny.
     if region is None or region == "ZZ" or not _REGION.fullmatch(region):
         region = None
-    return Destination(raw=raw, e164=e164, region=region)
+    kind = _TYPE_NAMES.get(phonenumbers.number_type(number), "unknown")
+    return Destination(raw=raw, e164=e164, region=region, type=kind)
 
 
 class DestinationPolicy:
@@ -95,13 +125,16 @@ class DestinationPolicy:
 
 
 class CheckRecipients:
-    """Recipients are valid E.164 numbers (422); the client's countries and senders allow them (403)."""
+    """Recipients are valid E.164 numbers (422), read as the vendor reads them (``rule``); the
+    route's number types (premium-rate, ...) and the client's countries and senders allow them (403)."""
 
     name = "recipients"
-    __slots__ = ("_redactor",)
+    __slots__ = ("_number_types", "_redactor", "_rule")
 
-    def __init__(self, redactor: Redactor) -> None:
+    def __init__(self, redactor: Redactor, rule: NumberRule = E164, number_types: Iterable[str] = ()) -> None:
         self._redactor = redactor
+        self._rule = rule
+        self._number_types = frozenset(number_types)
 
     async def run(self, ex: Exchange) -> None:
         message, client = ex.message, ex.client
@@ -109,7 +142,7 @@ class CheckRecipients:
         destinations: list[Destination] = []
         for position, raw in enumerate(message.recipients, start=1):
             try:
-                destinations.append(parse_recipient(raw))
+                destinations.append(parse_recipient(raw, self._rule))
             except GatewayError:
                 ex.log_recipients = self._redactor.recipients([(r, None) for r in message.recipients])
                 raise invalid_recipient(
@@ -119,4 +152,12 @@ class CheckRecipients:
                 ) from None
         ex.destinations = tuple(destinations)
         ex.log_recipients = self._redactor.recipients([(d.raw, d.e164) for d in destinations])
+        if self._number_types:
+            for position, dest in enumerate(destinations, start=1):
+                if dest.type not in self._number_types:
+                    raise refuse(
+                        "destination_not_allowed",
+                        f"the number type of recipient {position} is not allowed on this route",
+                        detail=f"number_type:{dest.type}",
+                    )
         client.destinations.check(ex.destinations, message.senders, message.default_sender)

@@ -32,7 +32,7 @@ from gateway.phone import CheckRecipients, DestinationPolicy
 from gateway.pipeline import Chain, Stage
 from gateway.providers import ProviderAdapter, ProviderSettings, build_adapter
 from gateway.providers.stage import ReadMessage
-from gateway.proxy import AnswerScrubber, CheckHopHeaders, Forward
+from gateway.proxy import AnswerScrubber, CheckHopHeaders, Forward, client_query_credentials
 from gateway.redaction import Redactor
 from gateway.routing import PathTemplate, Router, RouteRequest
 from gateway.seal import load_seal_key
@@ -129,7 +129,7 @@ SEND: tuple[StageFactory, ...] = (
     lambda r, b: CheckScopes(frozenset(r.scopes)) if r.scopes else None,
     lambda r, b: None if _needs_body_first(r, b) else _read_body(r, b),
     lambda r, b: ReadMessage(b.adapter.reader(r), b.redactor),
-    lambda r, b: CheckRecipients(b.redactor),
+    lambda r, b: CheckRecipients(b.redactor, b.adapter.reader(r).numbers, r.number_types),
     lambda r, b: CheckHopHeaders(),
     _audit,
     _forward,
@@ -192,11 +192,18 @@ def compile_client(cfg: ClientConfig) -> Client:
     )
 
 
-def build_redactor(config: Config, services: Services, message_fields: frozenset[str]) -> Redactor:
+def build_redactor(
+    config: Config,
+    services: Services,
+    message_fields: frozenset[str],
+    client_credentials: frozenset[str] = frozenset(),
+) -> Redactor:
     logging_cfg = config.settings.logging
     key = logging_cfg.hash_key.get_secret_value().encode("utf-8") if logging_cfg.hash_key else None
     # Message fields sent in a query string (refused, or a GET on a list API) are personal data.
-    query_names = ({config.settings.upstream.credentials.name.lower()} - {""}) | message_fields
+    query_names = (
+        ({config.settings.upstream.credentials.name.lower()} - {""}) | message_fields | client_credentials
+    )
     query_names |= webhook_fields(config)  # GET callbacks carry numbers and texts in the query
     return Redactor(
         body_mode=logging_cfg.body,
@@ -222,9 +229,9 @@ def build_policy(config: Config, services: Services) -> Policy:
     )
     readers = [adapter.reader(route) for route in config.routes if route.kind != "webhook"]
     message_fields = frozenset(name for reader in readers for name in reader.fields)
-    redactor = build_redactor(config, services, message_fields)
+    redactor = build_redactor(config, services, message_fields, client_query_credentials(adapter))
     clients = MappingProxyType({c.id: compile_client(c) for c in config.clients})
-    auth_ctx = AuthContext(config, clients, services)
+    auth_ctx = AuthContext(config, clients, services, adapter)
     used_kinds = {kind for route in config.routes for kind in route.auth}
     authenticators = {kind: AUTHENTICATORS[kind](auth_ctx) for kind in used_kinds}
     build = Build(

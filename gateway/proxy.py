@@ -251,25 +251,34 @@ class Upstream:
     def ready(self) -> bool:
         return self._session is not None and not self._session.closed
 
-    def url(self, path: str, query_string: str) -> str:
+    def url(self, path: str, query_string: str, drop: frozenset[str] = frozenset()) -> str:
         """``query_string`` is the client's raw query; a parameter that could be read as the
-        vendor's query credential (``api_key``, ``API_KEY[]``, after ``;`` too) is dropped, so a
-        client cannot put its own credential first. The credential itself is added by ``sign``."""
-        if query_string and self._query_names:
+        vendor's query credential (``api_key``, ``API_KEY[]``, after ``;`` too), or as a client
+        credential the adapter reads there (``drop``, case-folded), is dropped, so a client cannot
+        put its own credential first nor hand it to the vendor. The vendor's is added by ``sign``."""
+        names = self._query_names | drop if drop else self._query_names
+        if query_string and names:
             query_string = "&".join(
                 part
                 for part in query_string.split("&")
                 if not any(
-                    field_base(unquote_plus(piece.partition("=")[0], errors="replace")) in self._query_names
+                    field_base(unquote_plus(piece.partition("=")[0], errors="replace")) in names
                     for piece in part.split(";")
                 )
             )
         return f"{self._base}{path}" + (f"?{query_string}" if query_string else "")
 
-    async def forward(self, method: str, url: str, headers: CIMultiDict[str], body: bytes) -> VendorAnswer:
+    async def forward(
+        self,
+        method: str,
+        url: str,
+        headers: CIMultiDict[str],
+        body: bytes,
+        query_credentials: tuple[str, str] | None = None,
+    ) -> VendorAnswer:
         """One attempt; connection failures are 502 ``upstream_unavailable``, slowness 504."""
         assert self._session is not None, "Upstream.start() was not awaited"
-        url = self._credentials.sign(method, url, headers, body)
+        url = self._credentials.sign(method, url, headers, body, query_credentials)
         started = time.perf_counter()
         try:
             async with self._session.request(
@@ -295,6 +304,12 @@ class Upstream:
             raise GatewayError(502, "upstream_unavailable", "the vendor could not be reached") from None
 
 
+def client_query_credentials(adapter: ProviderAdapter) -> frozenset[str]:
+    """Case-folded query names where the adapter's clients may put a credential."""
+    names = {name for slot in getattr(adapter, "slots", ()) for name in slot.query_names}
+    return frozenset(names | set(getattr(adapter, "secret_query_names", ())))
+
+
 # --------------------------------------------------------------------------- stages
 
 
@@ -312,7 +327,7 @@ class Forward:
     """Step 11: one attempt upstream with the vendor's credentials; the answer comes back scrubbed."""
 
     name = "forward"
-    __slots__ = ("_adapter", "_audit", "_credentials", "_scrubber", "_template", "_upstream")
+    __slots__ = ("_adapter", "_audit", "_credentials", "_drop", "_scrubber", "_template", "_upstream")
 
     def __init__(
         self,
@@ -329,15 +344,19 @@ class Forward:
         self._template = template
         self._audit = audit
         self._scrubber = scrubber
+        self._drop = client_query_credentials(adapter)
 
     async def run(self, ex: Exchange) -> web.StreamResponse:
         request = ex.request
         target = self._adapter.target(self._template, ex.params)
-        url = self._upstream.url(target.path, request.raw_path.partition("?")[2])
+        drop = self._drop | frozenset(n.casefold() for n in target.query_credentials or ())
+        url = self._upstream.url(target.path, request.raw_path.partition("?")[2], drop)
         headers = upstream_headers(request.headers, self._credentials)
         started = time.perf_counter()
         try:
-            answer = await self._upstream.forward(request.method, url, headers, ex.body or b"")
+            answer = await self._upstream.forward(
+                request.method, url, headers, ex.body or b"", target.query_credentials
+            )
             body, answer_headers = self._scrubber.scrub(answer, target.answer_rewrites)
         except GatewayError as exc:
             ex.status, ex.reason = exc.status, exc.code

@@ -251,6 +251,13 @@ class Redactor:
             return {"sealed": self._seal_key.seal(text)}
         return None
 
+    def secret(self, text: str) -> dict | None:
+        """A code or other secret-bearing field: as a body, except that ``mask`` hides it whole
+        (a code's letters are as secret as its digits)."""
+        if self._body_mode == "mask":
+            return {"redacted": True, "length": len(text)}
+        return self.body(text)
+
     def recipients(self, items: Sequence[tuple[str, str | None]]) -> list[str] | None:
         """Uses the E.164 form when known so the same number always hashes the same way."""
         mode = self._recipient_mode

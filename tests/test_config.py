@@ -423,10 +423,10 @@ CASES = [
         "'sendgrid' is not one of",
     ),
     main(
-        "provider-vonage-later",
-        {"upstream": {"provider": "vonage"}},
-        "upstream.provider",
-        f"'vonage' {NOT_AVAILABLE}",
+        "provider-aws-sns-unsigned",
+        {"upstream": {"provider": "aws-sns"}},
+        "upstream.credentials.type",
+        "provider 'aws-sns' needs type = \"aws-sigv4\"",
     ),
     main(
         "generic-no-table",
@@ -453,10 +453,10 @@ CASES = [
         "required",
     ),
     main(
-        "credentials-aws-sigv4-later",
+        "credentials-aws-sigv4-region",
         {"upstream": {"credentials": {"type": "aws-sigv4"}}},
-        "upstream.credentials.type",
-        f"'aws-sigv4' {NOT_AVAILABLE}",
+        "upstream.credentials.region",
+        "type = 'aws-sigv4' needs region",
     ),
     # storage
     main("storage-scheme", {"storage": {"url": "mysql://db"}}, "storage.url", "must start with one of"),
@@ -540,6 +540,38 @@ CASES = [
         policy(clients=[client(basic=[{"username": "u", "password_sha256": sha("p")[:63]}])]),
         "client[0].basic[0].password_sha256",
         "pattern",
+    ),
+    pol(
+        "basic-password-and-hash",
+        policy(
+            clients=[
+                client(
+                    basic=[
+                        {"username": "u", "password_sha256": sha("p"), "password": "env:SMSGW_TEST_SECRET"}
+                    ]
+                )
+            ]
+        ),
+        "client[0].basic[0].password_sha256",
+        "give exactly one of password_sha256 and password",
+    ),
+    pol(
+        "basic-no-password",
+        policy(clients=[client(basic=[{"username": "u"}])]),
+        "client[0].basic[0].password_sha256",
+        "give exactly one of password_sha256 and password",
+    ),
+    pol(
+        "basic-password-inline",
+        policy(clients=[client(basic=[{"username": "u", "password": "hunter2-inline"}])]),
+        "client[0].basic[0].password",
+        "secrets must not be written inline",
+    ),
+    pol(
+        "route-number-type-unknown",
+        policy(routes=[route(number_types=["mobile", "premium"])]),
+        "route[0].number_types[1]",
+        "'mobile'",
     ),
     pol(
         "basic-username-colon",

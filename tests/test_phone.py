@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gateway.errors import GatewayError, invalid_recipient
-from gateway.phone import Destination, DestinationPolicy, parse_recipient
+from gateway.phone import DestinationPolicy, parse_recipient
 
 # Checked with phonenumbers.is_valid_number before being written here.
 VALID = {
@@ -21,7 +21,9 @@ VALID = {
 
 @pytest.mark.parametrize(("number", "region"), sorted(VALID.items()))
 def test_valid_numbers(number: str, region: str) -> None:
-    assert parse_recipient(number) == Destination(raw=number, e164=number, region=region)
+    dest = parse_recipient(number)
+    assert (dest.raw, dest.e164, dest.region) == (number, number, region)
+    assert dest.type in ("mobile", "fixed_line", "fixed_line_or_mobile")
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ an operator should fix that do not, on their own, open a hole; they never stop a
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import ssl
 import tomllib
 from collections.abc import Iterable
@@ -29,7 +30,7 @@ from gateway.config.schema import (
     is_loopback_host,
     parse_listen,
 )
-from gateway.providers import KNOWN_PROVIDERS, REGISTRY
+from gateway.providers import KNOWN_PROVIDERS, REGISTRY, ProviderSettings
 from gateway.routing import overlap_example, route_shape
 from gateway.seal import seal_key_problem
 from gateway.webhooks.config import check_routes as webhook_problems
@@ -210,6 +211,7 @@ def load_config(path: str | Path) -> Config:
         provider_options,
     )
     problems.extend(_cross_checks(config, file))
+    problems.extend(_provider_checks(config, file))
     problems.extend(_route_overlaps(config))
     problems.extend(Problem(*found) for found in webhook_problems(config, file))
     problems.extend(_not_yet_available(config, file))
@@ -388,6 +390,49 @@ def _cross_checks(config: Config, file: str) -> list[Problem]:
     return problems
 
 
+def _provider_checks(config: Config, file: str) -> list[Problem]:
+    """Routes the provider cannot read, and credentials the provider cannot use."""
+    s = config.settings
+    entry = REGISTRY.get(s.upstream.provider)
+    if entry is None or (
+        entry.options is not None and config.provider_options is None and entry.options_required
+    ):
+        return []  # already reported
+    problems: list[Problem] = []
+    adapter = entry.build(ProviderSettings(config.provider_options, s.upstream.account_id))
+    for route, where in zip(config.routes, config.route_sources, strict=True):
+        if route.kind == "webhook":
+            continue
+        try:
+            adapter.reader(route)
+        except ValueError as exc:
+            problems.append(Problem(where.file, f"{where.key}.path", str(exc)))
+    kind = s.upstream.credentials.type
+    if s.upstream.provider == "aws-sns" and kind != "aws-sigv4":
+        problems.append(
+            Problem(file, "upstream.credentials.type", "provider 'aws-sns' needs type = \"aws-sigv4\"")
+        )
+    if kind == "aws-sigv4" and importlib.util.find_spec("botocore") is None:
+        problems.append(
+            Problem(
+                file,
+                "upstream.credentials.type",
+                "'aws-sigv4' needs botocore: install smsgw with the aws extra (pip install 'smsgw[aws]')",
+            )
+        )
+    if s.upstream.provider == "messente" and kind != "basic":
+        legacy = any(r.path.rstrip("/").endswith("/send_sms") for r in config.routes)
+        if legacy:
+            problems.append(
+                Problem(
+                    file,
+                    "upstream.credentials.type",
+                    "Messente's send_sms takes the account's username and password: use type = \"basic\"",
+                )
+            )
+    return problems
+
+
 def _route_overlaps(config: Config) -> list[Problem]:
     """Two routes that share a method and some path: the first one listed would silently win.
 
@@ -469,8 +514,6 @@ def _not_yet_available(config: Config, file: str) -> list[Problem]:
     later = "is not available in this version of smsgw"
     s = config.settings
     problems: list[Problem] = []
-    if s.upstream.credentials.type == "aws-sigv4":
-        problems.append(Problem(file, "upstream.credentials.type", f"'aws-sigv4' {later}"))
     if not s.storage.url.startswith("memory://"):
         problems.append(Problem(file, "storage.url", f"Redis storage {later}; use memory://"))
     if s.server.workers != 1:

@@ -5,6 +5,7 @@ Validation here is per key; checks that span keys or files live in ``loader.py``
 
 from __future__ import annotations
 
+import hashlib
 import re
 from datetime import date
 from typing import Annotated, Literal
@@ -213,6 +214,10 @@ class CredentialsConfig(Model):
     token: SecretStr | None = None
     name: str = ""
     value: SecretStr | None = None
+    #: aws-sigv4: the signing region and service (username = access key id, password = secret
+    #: access key, token = session token if the credentials are temporary).
+    region: Annotated[str, Field(pattern=r"^([a-z]{2}(-[a-z]+)+-[0-9]+)?$")] = ""
+    service: Annotated[str, Field(pattern=r"^[a-z0-9-]{1,32}$")] = "sns"
 
     @model_validator(mode="after")
     def _needed_fields(self) -> CredentialsConfig:
@@ -221,6 +226,7 @@ class CredentialsConfig(Model):
             "bearer": ("token",),
             "header": ("name", "value"),
             "query": ("name", "value"),
+            "aws-sigv4": ("username", "password", "region"),
         }.get(self.type, ())
         missing = [key for key in need if not getattr(self, key)]
         if missing:
@@ -500,7 +506,10 @@ EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855
 
 class BasicCredentialConfig(Model):
     username: Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[^:\x00-\x1f\x7f]+$")]
-    password_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    password_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] = ""
+    #: The clear password (an env:/file: reference) instead of its hash: needed where the SDK
+    #: signs with it instead of sending it (boto3's SigV4 for aws-sns).
+    password: SecretStr | None = None
 
     @field_validator("password_sha256")
     @classmethod
@@ -511,6 +520,21 @@ class BasicCredentialConfig(Model):
                 "make a credential with `smsgw keygen basic`"
             )
         return value
+
+    @model_validator(mode="after")
+    def _one_password(self) -> BasicCredentialConfig:
+        if bool(self.password_sha256) == (self.password is not None):
+            raise KeyProblem("password_sha256", "give exactly one of password_sha256 and password")
+        if self.password is not None and not self.password.get_secret_value():
+            raise KeyProblem("password", "is empty: anyone could log in")
+        return self
+
+    @property
+    def digest(self) -> str:
+        """The hex SHA-256 of the password, however it was configured."""
+        if self.password is not None:
+            return hashlib.sha256(self.password.get_secret_value().encode("utf-8")).hexdigest()
+        return self.password_sha256
 
 
 class ClientConfig(Model):
@@ -559,6 +583,24 @@ class RouteConfig(Model):
     rate_limits: Rates = ()
     recipient_limits: Rates = ()
     otp: OTPConfig | None = None
+    #: Recipient number types this route sends to (phonenumbers' names); empty: any type.
+    number_types: tuple[
+        Literal[
+            "fixed_line",
+            "mobile",
+            "fixed_line_or_mobile",
+            "toll_free",
+            "premium_rate",
+            "shared_cost",
+            "voip",
+            "personal_number",
+            "pager",
+            "uan",
+            "voicemail",
+            "unknown",
+        ],
+        ...,
+    ] = ()
     signature: str = ""
     signing_secret: SecretStr | None = None
     forward_to: str = ""

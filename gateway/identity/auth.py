@@ -20,6 +20,7 @@ from gateway.exchange import Exchange
 if TYPE_CHECKING:
     from gateway.config import Config
     from gateway.policy import Client
+    from gateway.providers.base import ProviderAdapter
     from gateway.services import Services
 
 __all__ = ["AuthContext", "Authenticate", "Authenticator", "AuthenticatorBuilder", "CheckScopes", "Principal"]
@@ -60,6 +61,8 @@ class AuthContext:
     config: Config
     clients: Mapping[str, Client]
     services: Services
+    #: The vendor adapter: where its SDK puts credentials (``slots``).
+    adapter: ProviderAdapter | None = None
 
 
 AuthenticatorBuilder = Callable[[AuthContext], Authenticator]

@@ -8,7 +8,18 @@ from __future__ import annotations
 from types import MappingProxyType
 from typing import Final
 
-from gateway.providers import generic, twilio
+from gateway.providers import (
+    aws_sns,
+    generic,
+    infobip,
+    messagebird,
+    messente,
+    plivo,
+    sinch,
+    smsapi,
+    twilio,
+    vonage,
+)
 from gateway.providers.base import Message, MessageReader, Provider, ProviderAdapter, ProviderSettings
 from gateway.providers.generic import GenericAdapter, GenericOptions, validate_spec_path
 from gateway.providers.twilio import TwilioAdapter
@@ -30,11 +41,40 @@ __all__ = [
 ]
 
 #: Providers this version can read, by ``upstream.provider`` name.
-REGISTRY: Final = MappingProxyType({p.name: p for p in (twilio.PROVIDER, generic.PROVIDER)})
+REGISTRY: Final = MappingProxyType(
+    {
+        p.name: p
+        for p in (
+            twilio.PROVIDER,
+            vonage.PROVIDER,
+            vonage.MESSAGES_PROVIDER,
+            messente.PROVIDER,
+            plivo.PROVIDER,
+            sinch.PROVIDER,
+            infobip.PROVIDER,
+            smsapi.PROVIDER,
+            messagebird.PROVIDER,
+            aws_sns.PROVIDER,
+            generic.PROVIDER,
+        )
+    }
+)
 
 #: Names DESIGN.md lists; those not in the registry are refused by check-config, not guessed at.
 KNOWN_PROVIDERS: Final[frozenset[str]] = frozenset(
-    {"twilio", "vonage", "vonage-messages", "messente", "plivo", "sinch", "infobip", "smsapi", "generic"}
+    {
+        "twilio",
+        "vonage",
+        "vonage-messages",
+        "messente",
+        "plivo",
+        "sinch",
+        "infobip",
+        "smsapi",
+        "messagebird",
+        "aws-sns",
+        "generic",
+    }
 )
 
 

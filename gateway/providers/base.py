@@ -10,18 +10,21 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 from pydantic import BaseModel
 
 if TYPE_CHECKING:
     from gateway.config.schema import RouteConfig
+    from gateway.providers.slots import CredentialSlot
     from gateway.routing import PathTemplate
 
 __all__ = [
+    "E164",
     "AccountPath",
     "Message",
     "MessageReader",
+    "NumberRule",
     "Provider",
     "ProviderAdapter",
     "ProviderSettings",
@@ -42,6 +45,10 @@ class Message:
     bodies: tuple[str, ...] = ()
     #: True when some message names no sender (the vendor then uses the account's default).
     default_sender: bool = False
+    #: Texts that carry codes or personal data besides the body (Twilio ``CustomCode``, ``Code``,
+    #: ``ContentVariables``, ``MediaUrl``; Sinch ``parameters``; SMSAPI ``param1``...): logged
+    #: through the redactor exactly like bodies, never in clear.
+    secrets: tuple[str, ...] = ()
 
     @property
     def sender(self) -> str | None:
@@ -52,12 +59,37 @@ class Message:
         return self.bodies[0] if self.bodies else None
 
 
-class MessageReader(Protocol):
-    """Reads one kind of request (Messages, Verify, ...); chosen per route when the config loads."""
+@dataclass(frozen=True, slots=True)
+class NumberRule:
+    """How a vendor reads a recipient number, so the gateway checks the number the vendor dials.
 
-    #: Case-folded names of the fields that carry recipients, senders and texts: the same names in
-    #: the query string are refused, and scrubbed from logged URLs.
+    ``bare_digits``: digits with the country code and no ``+`` (``447700900123``) are read as
+    international, as Vonage, Plivo, Sinch, Infobip, SMSAPI and MessageBird do. ``min_bare_digits``:
+    shorter bare numbers are refused, since the vendor may read them as national (SMSAPI reads nine
+    digits as a Polish number). Anything else (spaces, ``00``, non-ASCII digits) is refused.
+    """
+
+    bare_digits: bool = False
+    min_bare_digits: int = 0
+
+
+#: Only ``+`` and ASCII digits: Twilio, Messente, AWS SNS, generic.
+E164: Final = NumberRule()
+
+
+class MessageReader(Protocol):
+    """Reads one kind of request (Messages, Verify, ...); chosen per route when the config loads.
+
+    A reader may also define ``parse_request(raw_query, body, content_type)`` when its vendor
+    reads message fields from the query string (Messente's legacy ``send_sms``); the stage then
+    calls that instead of refusing message fields in the query.
+    """
+
+    #: Case-folded names of the fields that carry recipients, senders, texts and codes: the same
+    #: names in the query string are refused, and scrubbed from logged URLs.
     fields: frozenset[str]
+    #: How the vendor reads recipient numbers.
+    numbers: NumberRule
 
     def parse(self, body: bytes, content_type: str) -> Message:
         """Extract the message or raise ``GatewayError`` 400 ``bad_request`` (never echoing input)."""
@@ -70,10 +102,15 @@ class UpstreamTarget:
 
     path: str
     answer_rewrites: tuple[tuple[bytes, bytes], ...] = ()
+    #: Query parameter names (username, password) that carry the vendor's credential on this path
+    #: instead of the Authorization header (Messente's legacy API); None: the usual place.
+    query_credentials: tuple[str, str] | None = None
 
 
 class ProviderAdapter(Protocol):
     name: str
+    #: Where the vendor's SDK puts its credential; a gateway-issued one is read from there.
+    slots: tuple[CredentialSlot, ...]
 
     def reader(self, route: RouteConfig) -> MessageReader:
         """The reader for a route's requests (called once per route at load time)."""

@@ -9,8 +9,9 @@ refused, since the vendor would send the others unchecked.
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Literal
 
@@ -18,7 +19,15 @@ from pydantic import field_validator, model_validator
 
 from gateway.config.model import KeyProblem, Model
 from gateway.errors import bad_request
-from gateway.providers.base import AccountPath, Message, Provider, ProviderSettings, UpstreamTarget
+from gateway.providers.base import (
+    E164,
+    AccountPath,
+    Message,
+    NumberRule,
+    Provider,
+    ProviderSettings,
+    UpstreamTarget,
+)
 from gateway.providers.forms import (
     Role,
     body_kind,
@@ -29,12 +38,24 @@ from gateway.providers.forms import (
     read_form,
     read_json,
 )
+from gateway.providers.slots import BASIC
 
 if TYPE_CHECKING:
     from gateway.config.schema import RouteConfig
     from gateway.routing import PathTemplate
 
-__all__ = ["PROVIDER", "GenericAdapter", "GenericOptions", "compile_spec_path", "validate_spec_path"]
+__all__ = [
+    "PROVIDER",
+    "GenericAdapter",
+    "GenericOptions",
+    "JsonFieldsReader",
+    "compile_spec_path",
+    "json_strings",
+    "message_id_at",
+    "resolve",
+    "split_recipients",
+    "validate_spec_path",
+]
 
 
 # --------------------------------------------------------------------------- field paths
@@ -113,7 +134,7 @@ def _form_name(segments: tuple[Segment, ...]) -> str | None:
     return None
 
 
-def _resolve(doc: object, segments: tuple[Segment, ...], strict: bool) -> tuple[list[object], int]:
+def resolve(doc: object, segments: tuple[Segment, ...], strict: bool) -> tuple[list[object], int]:
     """Every value the path reaches, and how many `*` branches missed it.
 
     Strict mode refuses shapes the path does not fit, keys present only in another letter case
@@ -156,7 +177,7 @@ def _resolve(doc: object, segments: tuple[Segment, ...], strict: bool) -> tuple[
     return found, missing
 
 
-def _split(values: Iterable[str], separator: str | None) -> tuple[str, ...]:
+def split_recipients(values: Iterable[str], separator: str | None) -> tuple[str, ...]:
     out: list[str] = []
     for value in values:
         parts = value.split(separator) if separator is not None else [value]
@@ -168,6 +189,143 @@ def _split(values: Iterable[str], separator: str | None) -> tuple[str, ...]:
     if not out:
         raise bad_request("the request has no recipient")
     return tuple(out)
+
+
+def json_recipients(doc: object, segments: tuple[Segment, ...], numbers_as_ints: bool = False) -> list[str]:
+    """Every recipient text a path reaches (a list counts element by element); anything but a
+    string (or, where the vendor takes them, a JSON integer) is refused."""
+    found, missing = resolve(doc, segments, strict=True)
+    if found and missing:
+        raise bad_request("some recipient entries lack the recipient field")
+    texts: list[str] = []
+    for value in found:
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, str):
+                texts.append(check_text(item))
+            elif numbers_as_ints and isinstance(item, int) and not isinstance(item, bool) and item > 0:
+                texts.append(str(item))
+            else:
+                raise bad_request("a recipient is not a JSON string")
+    return texts
+
+
+def json_strings(
+    doc: object, segments: tuple[Segment, ...] | None, role: Role
+) -> tuple[tuple[str, ...], bool]:
+    """Every string the path reaches, and whether some branch has none."""
+    if segments is None:
+        return (), True
+    found, missing = resolve(doc, segments, strict=True)
+    out: list[str] = []
+    for value in found:
+        if not isinstance(value, str):
+            raise bad_request(f"the {role} is not a JSON string")
+        out.append(check_text(value))
+    return tuple(out), bool(missing) or not found
+
+
+def json_texts(doc: object, segments: tuple[Segment, ...]) -> tuple[str, ...]:
+    """Secret-bearing values of any JSON type, as text (objects in canonical JSON), for the redactor."""
+    found, _ = resolve(doc, segments, strict=False)
+    out: list[str] = []
+    for value in found:
+        if isinstance(value, str):
+            out.append(check_text(value))
+        elif value is not None:
+            out.append(json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False))
+    return tuple(out)
+
+
+def message_id_at(segments: tuple[Segment, ...], status: int, body: bytes) -> str | None:
+    """The first string (or number) a path reaches in a 2xx JSON answer; never raises."""
+    doc = load_json_answer(status, body)
+    if doc is None:
+        return None
+    found, _ = resolve(doc, segments, strict=False)  # lenient: never fails
+    for value in found:
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, str):
+                return item
+            if isinstance(item, int | float) and not isinstance(item, bool):
+                return str(item)
+    return None
+
+
+class JsonFieldsReader:
+    """A vendor's JSON send request read at fixed pointers: how the vendor adapters use this module.
+
+    ``refused`` pointers name fields the gateway cannot check (a group or topic id whose members
+    are not in the request): a request holding one is refused with the reason given. ``check``
+    sees the parsed document for vendor rules the pointers cannot say.
+    """
+
+    __slots__ = (
+        "_bodies",
+        "_check",
+        "_ints",
+        "_recipients",
+        "_refused",
+        "_secrets",
+        "_senders",
+        "_separator",
+        "fields",
+        "numbers",
+    )
+
+    def __init__(
+        self,
+        *,
+        recipients: Sequence[str],
+        senders: Sequence[str] = (),
+        bodies: Sequence[str] = (),
+        secrets: Sequence[str] = (),
+        separator: str | None = None,
+        numbers: NumberRule = E164,
+        numbers_as_ints: bool = False,
+        refused: Sequence[tuple[str, str]] = (),
+        check: Callable[[dict[str, object]], None] | None = None,
+    ) -> None:
+        self._recipients = tuple(compile_spec_path(p) for p in recipients)
+        self._senders = tuple(compile_spec_path(p) for p in senders)
+        self._bodies = tuple(compile_spec_path(p) for p in bodies)
+        self._secrets = tuple(compile_spec_path(p) for p in secrets)
+        self._refused = tuple((compile_spec_path(p), why) for p, why in refused)
+        self._separator = separator
+        self._ints = numbers_as_ints
+        self._check = check
+        self.numbers = numbers
+        self.fields = frozenset(
+            seg.folded
+            for spec in (*self._recipients, *self._senders, *self._bodies, *self._secrets)
+            if isinstance(seg := spec[0], _Key)
+        )
+
+    def parse(self, body: bytes, content_type: str) -> Message:
+        body_kind(content_type, "json")
+        doc = read_json(body)
+        if not isinstance(doc, dict):
+            raise bad_request("the JSON body must be an object")
+        for segments, why in self._refused:
+            if resolve(doc, segments, strict=False)[0]:
+                raise bad_request(why)
+        if self._check is not None:
+            self._check(doc)
+        texts = [t for spec in self._recipients for t in json_recipients(doc, spec, self._ints)]
+        senders: list[str] = []
+        default_sender = False
+        for spec in self._senders:
+            found, missing = json_strings(doc, spec, "sender")
+            senders.extend(found)
+            default_sender = default_sender or bool(found and missing)
+        bodies = [t for spec in self._bodies for t in json_strings(doc, spec, "body")[0]]
+        secrets = [t for spec in self._secrets for t in json_texts(doc, spec)]
+        return Message(
+            recipients=split_recipients(texts, self._separator),
+            senders=tuple(senders),
+            bodies=tuple(bodies),
+            default_sender=default_sender or not senders,
+            secrets=tuple(secrets),
+        )
 
 
 # --------------------------------------------------------------------------- options
@@ -218,6 +376,8 @@ class GenericReader:
 
     __slots__ = ("_body", "_format", "_recipient", "_sender", "_separator", "fields")
 
+    numbers: NumberRule = E164
+
     def __init__(self, options: GenericOptions) -> None:
         self._format = options.format
         self._separator = options.recipient_separator
@@ -238,39 +398,15 @@ class GenericReader:
     # JSON -----------------------------------------------------------------
 
     def _parse_json(self, doc: object) -> Message:
-        found, missing = _resolve(doc, self._recipient, strict=True)
-        if found and missing:
-            raise bad_request("some recipient entries lack the recipient field")
-        texts: list[str] = []
-        for value in found:
-            items = value if isinstance(value, list) else [value]
-            for item in items:
-                if not isinstance(item, str):
-                    raise bad_request("a recipient is not a JSON string")
-                texts.append(check_text(item))
-        senders, no_sender = self._json_all(doc, self._sender, "sender")
-        bodies, _ = self._json_all(doc, self._body, "body")
+        texts = json_recipients(doc, self._recipient)
+        senders, no_sender = json_strings(doc, self._sender, "sender")
+        bodies, _ = json_strings(doc, self._body, "body")
         return Message(
-            recipients=_split(texts, self._separator),
+            recipients=split_recipients(texts, self._separator),
             senders=senders,
             bodies=bodies,
             default_sender=no_sender,
         )
-
-    @staticmethod
-    def _json_all(
-        doc: object, segments: tuple[Segment, ...] | None, role: Role
-    ) -> tuple[tuple[str, ...], bool]:
-        """Every string the path reaches, and whether some branch has none."""
-        if segments is None:
-            return (), True
-        found, missing = _resolve(doc, segments, strict=True)
-        out: list[str] = []
-        for value in found:
-            if not isinstance(value, str):
-                raise bad_request(f"the {role} is not a JSON string")
-            out.append(check_text(value))
-        return tuple(out), bool(missing) or not found
 
     # form -----------------------------------------------------------------
 
@@ -286,7 +422,7 @@ class GenericReader:
         fields = form_fields(pairs, wanted)
         senders = tuple(fields[sender]) if sender is not None else ()
         return Message(
-            recipients=_split(fields[recipient], self._separator),
+            recipients=split_recipients(fields[recipient], self._separator),
             senders=senders,
             bodies=tuple(fields[text]) if text is not None else (),
             default_sender=not senders,
@@ -304,6 +440,7 @@ class GenericAdapter:
     __slots__ = ("_accounts", "_message_id", "_reader", "options")
 
     name: str = "generic"
+    slots = (BASIC,)
 
     def __init__(self, options: GenericOptions, account_id: str = "") -> None:
         self.options = options
@@ -323,17 +460,7 @@ class GenericAdapter:
     def vendor_message_id(self, status: int, body: bytes, content_type: str) -> str | None:
         if self._message_id is None:
             return None
-        doc = load_json_answer(status, body)
-        if doc is None:
-            return None
-        found, _ = _resolve(doc, self._message_id, strict=False)  # lenient: never fails
-        for value in found:
-            for item in value if isinstance(value, list) else [value]:
-                if isinstance(item, str):
-                    return item
-                if isinstance(item, int | float) and not isinstance(item, bool):
-                    return str(item)
-        return None
+        return message_id_at(self._message_id, status, body)
 
 
 def _build(settings: ProviderSettings) -> GenericAdapter:

@@ -30,13 +30,19 @@ class ReadMessage:
     async def run(self, ex: Exchange) -> None:
         request = ex.request
         raw_query = request.raw_path.partition("?")[2]
-        if raw_query:
-            fields = self._reader.fields
-            for name in query_names(raw_query):
-                if field_base(check_name(name)) in fields:
-                    raise bad_request("message fields belong in the body, not the query string")
+        reader = self._reader
         assert ex.body is not None
-        message = self._reader.parse(ex.body, request.headers.get("Content-Type", ""))
+        content_type = request.headers.get("Content-Type", "")
+        parse_request = getattr(reader, "parse_request", None)
+        if parse_request is not None:  # the vendor reads message fields from the query too
+            message = parse_request(raw_query, ex.body, content_type)
+        else:
+            if raw_query:
+                fields = reader.fields
+                for name in query_names(raw_query):
+                    if field_base(check_name(name)) in fields:
+                        raise bad_request("message fields belong in the body, not the query string")
+            message = reader.parse(ex.body, content_type)
         ex.message = message
         ex.recipient_count = len(message.recipients)
         redactor = self._redactor
@@ -44,3 +50,5 @@ class ReadMessage:
         ex.log_sender = senders[0] if len(senders) == 1 else (senders or None)
         bodies: list[Any] = [redactor.body(text) for text in message.bodies]
         ex.log_body = bodies[0] if len(bodies) == 1 else (bodies or None)
+        if message.secrets:
+            ex.log_secrets = [redactor.secret(text) for text in message.secrets]
