@@ -38,6 +38,8 @@ REASONS: Final[Mapping[str, int]] = MappingProxyType(
         "body_timeout": 408,
         "audit_unavailable": 503,
         "internal_error": 500,
+        "idempotency_mismatch": 422,
+        "idempotency_in_flight": 409,
     }
 )
 
