@@ -54,12 +54,14 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from gateway.server import serve
+    from gateway.server import run_workers, serve
 
     config = _load(args.config)
     _configure_logging(config.settings.logging.level)
     for warning in config.warnings:
         logging.getLogger("smsgw").warning("%s", warning.as_warning())
+    if config.settings.server.workers > 1:
+        return run_workers(config)
     try:
         asyncio.run(serve(config))
     except OSError as exc:

@@ -444,7 +444,7 @@ class _Gate(asyncio.Protocol):
 class GatedSite(web.BaseSite):
     """A TCP listener for an aiohttp runner whose connections pass :class:`_Gate` first."""
 
-    __slots__ = ("_handler_kwargs", "_host", "_listener", "_policy", "_port")
+    __slots__ = ("_handler_kwargs", "_host", "_listener", "_policy", "_port", "_reuse_port")
 
     def __init__(
         self,
@@ -455,11 +455,13 @@ class GatedSite(web.BaseSite):
         policy: ConnectionPolicy,
         ssl_context: ssl.SSLContext | None = None,
         backlog: int = 1024,
+        reuse_port: bool = False,
         **handler_kwargs: Any,
     ) -> None:
         super().__init__(runner, ssl_context=ssl_context, backlog=backlog)
         self._host = host
         self._port = port
+        self._reuse_port = reuse_port  # server.workers > 1: every worker binds the same port
         self._policy = policy
         self._handler_kwargs = handler_kwargs
         self._listener: _Listener | None = None
@@ -477,7 +479,11 @@ class GatedSite(web.BaseSite):
         self._listener = _Listener(server, self._policy, self._ssl_context, self._handler_kwargs)
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            self._listener.protocol, self._host, self._port, backlog=self._backlog
+            self._listener.protocol,
+            self._host,
+            self._port,
+            backlog=self._backlog,
+            reuse_port=self._reuse_port or None,
         )
 
     async def stop(self) -> None:

@@ -39,6 +39,8 @@ REASONS: Final[Mapping[str, int]] = MappingProxyType(
         "audit_unavailable": 503,
         "internal_error": 500,
         "callback_in_progress": 409,
+        "idempotency_mismatch": 422,
+        "idempotency_in_flight": 409,
     }
 )
 

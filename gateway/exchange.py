@@ -66,9 +66,14 @@ class Exchange:
     vendor_message_id: str | None = None
     vendor_status: str | None = None  # a callback's delivery status (webhook routes)
     audited: bool = False  # a request record (allow or deny) has been written
+    #: Set when the forward stage starts: from then on the vendor may have the request.
+    upstream_attempted: bool = False
 
     #: Headers stages add to the answer (RateLimit-*, ...), whatever the answer is.
     response_headers: dict[str, str] = field(default_factory=dict)
+    #: What a stage took in ``run`` and settles in ``after`` (an idempotency claim, OTP slots),
+    #: by stage name.
+    held: dict[str, Any] = field(default_factory=dict)
 
     @property
     def client_id(self) -> str | None:

@@ -19,6 +19,7 @@ from gateway.audit import AuditDecision
 from gateway.body import CheckExpectation, DeclaredBodySize, ReadBody
 from gateway.config import Config
 from gateway.config.schema import ClientConfig, RouteConfig
+from gateway.idempotency import build_idempotency
 from gateway.identity import AUTHENTICATORS
 from gateway.identity.auth import AuthContext, Authenticate, Authenticator, CheckScopes
 from gateway.identity.ip import (
@@ -28,6 +29,8 @@ from gateway.identity.ip import (
     ResolveClientAddress,
     RouteAllowlist,
 )
+from gateway.limits import build_rate_limits
+from gateway.otp import build_otp_caps
 from gateway.phone import CheckRecipients, DestinationPolicy
 from gateway.pipeline import Chain, Stage
 from gateway.providers import ProviderAdapter, ProviderSettings, build_adapter
@@ -119,8 +122,8 @@ def _audit(route: RouteConfig, b: Build) -> AuditDecision:
     return AuditDecision(b.services.audit)
 
 
-#: Sends (kinds sms, otp, otp-check), in DESIGN.md's order. Limits, OTP caps and idempotency
-#: slot in before ``_audit``.
+#: Sends (kinds sms, otp, otp-check), in DESIGN.md's order. Idempotency comes before the limits
+#: so that a replayed or refused repeat counts against nothing.
 SEND: tuple[StageFactory, ...] = (
     lambda r, b: RouteAllowlist(IpAllowlist(r.ip_allow)) if r.ip_allow else None,
     lambda r, b: _read_body(r, b) if _needs_body_first(r, b) else None,
@@ -131,6 +134,9 @@ SEND: tuple[StageFactory, ...] = (
     lambda r, b: ReadMessage(b.adapter.reader(r), b.redactor),
     lambda r, b: CheckRecipients(b.redactor, b.adapter.reader(r).numbers, r.number_types),
     lambda r, b: CheckHopHeaders(),
+    build_idempotency,
+    build_rate_limits,
+    build_otp_caps,
     _audit,
     _forward,
 )

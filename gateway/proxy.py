@@ -93,6 +93,18 @@ DECODABLE: Final = ("gzip", "deflate", "identity")
 
 MAX_VENDOR_ANSWER = 1024 * 1024
 
+#: ``detail`` of a 502 where the connection to the vendor never opened: nothing was sent.
+NOT_SENT: Final = "not_sent"
+
+
+def may_have_reached_vendor(ex: Exchange) -> bool:
+    """True once forwarding began, unless the connection provably never opened.
+
+    A send that may have reached the vendor may have been delivered: it keeps its OTP slot and
+    its idempotency record (a repeat must not send it again).
+    """
+    return ex.upstream_attempted and not (ex.reason == "upstream_unavailable" and ex.detail == NOT_SENT)
+
 
 @dataclass(frozen=True, slots=True)
 class VendorAnswer:
@@ -296,8 +308,12 @@ class Upstream:
                     b"".join(chunks),
                     round((time.perf_counter() - started) * 1000, 3),
                 )
-        except aiohttp.ConnectionTimeoutError:
-            raise GatewayError(502, "upstream_unavailable", "the vendor could not be reached") from None
+        except (aiohttp.ConnectionTimeoutError, aiohttp.ClientConnectorError):
+            # No connection was made, so no request byte left: safe to retry (detail for
+            # idempotency and OTP caps, see may_have_reached_vendor).
+            raise GatewayError(
+                502, "upstream_unavailable", "the vendor could not be reached", detail=NOT_SENT
+            ) from None
         except (TimeoutError, aiohttp.ServerTimeoutError):
             raise GatewayError(504, "upstream_timeout", "the vendor did not answer in time") from None
         except (aiohttp.ClientError, ssl.SSLError, OSError):
@@ -353,13 +369,14 @@ class Forward:
         url = self._upstream.url(target.path, request.raw_path.partition("?")[2], drop)
         headers = upstream_headers(request.headers, self._credentials)
         started = time.perf_counter()
+        ex.upstream_attempted = True
         try:
             answer = await self._upstream.forward(
                 request.method, url, headers, ex.body or b"", target.query_credentials
             )
             body, answer_headers = self._scrubber.scrub(answer, target.answer_rewrites)
         except GatewayError as exc:
-            ex.status, ex.reason = exc.status, exc.code
+            ex.status, ex.reason, ex.detail = exc.status, exc.code, exc.detail
             ex.upstream_ms = round((time.perf_counter() - started) * 1000, 3)
             self._audit.outcome(ex, ex.upstream_ms)
             raise

@@ -17,7 +17,7 @@ from gateway.identity.jwks import JwksService
 from gateway.jsonlog import JsonLinesSink, worker_log_path
 from gateway.pipeline import StageTimer
 from gateway.proxy import Upstream
-from gateway.storage import MemoryKeyValue, StorageService
+from gateway.storage import StorageService, open_storage
 from gateway.transport import ReloadableServerTLS, upstream_context
 from gateway.webhooks.forward import CallbackForwarder
 
@@ -46,12 +46,8 @@ class Services:
                 config.resolve_path(tls.key_file),
                 config.resolve_path(tls.client_ca_file) if tls.client_ca_file else None,
             )
-        self.storage = StorageService(
-            MemoryKeyValue(),
-            prefix=s.storage.key_prefix,
-            on_error=s.storage.on_error,
-            url_scheme=s.storage.url.partition("://")[0],
-        )
+        hash_key = s.logging.hash_key.get_secret_value().encode("utf-8") if s.logging.hash_key else None
+        self.storage: StorageService = open_storage(s.storage, hash_key)
         #: JWKS key sets of the JWT issuers, fetched at start and refreshed (identity/jwks.py).
         self.jwks = JwksService(config)
         self.timer = StageTimer()
@@ -87,6 +83,8 @@ class Services:
             self.retention.start()
             self._closers.append(self.retention.close)
             self._closers.append(self.storage.close)
+            self.storage.events = self.audit.event
+            await self.storage.check()  # down at start: warned, audited, and probed until it answers
             await self.upstream.start()
             self._closers.append(self.upstream.close)
             self._closers.append(self.jwks.close)

@@ -13,7 +13,9 @@ import hashlib
 import json
 import socket
 import ssl
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+import subprocess
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from secrets import token_hex
@@ -21,6 +23,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import redis
 import tomli_w
 import trustme
 from aiohttp import web
@@ -435,3 +438,92 @@ async def raw_exchange(port: int, request: bytes, ctx: ssl.SSLContext | None = N
         return b""
     finally:
         writer.close()
+
+
+# -- a real redis-server on a free port (never 6379), which a test may stop and start again --
+
+
+@dataclass
+class RedisServer:
+    """``redis-server`` in a temporary folder, no persistence, loopback only."""
+
+    folder: Path
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, *extra: str, config: Path | None = None) -> None:
+        """``config``: a file to start from (a sentinel's, with ``--sentinel`` in ``extra``)."""
+        assert self.port != 6379, "tests never touch a Redis on the default port"
+        self.process = subprocess.Popen(
+            [
+                "redis-server",
+                *([str(config)] if config is not None else []),
+                "--port", str(self.port),
+                "--bind", "127.0.0.1",
+                "--save", "",
+                "--appendonly", "no",
+                "--dir", str(self.folder),
+                "--logfile", str(self.folder / "redis.log"),
+                *extra,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                if self.client().ping():
+                    return
+            except redis.exceptions.ConnectionError:
+                pass
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                raise RuntimeError(f"redis-server did not start on port {self.port}")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        """Killed, as a crash would (SIGKILL): no goodbye to the clients."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+        self.process = None
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5, socket_connect_timeout=5)
+
+    def dump(self) -> dict[bytes, Any]:
+        """Every key and its value(s), whatever the type: for scanning storage for clear text."""
+        r = self.client()
+        out: dict[bytes, Any] = {}
+        for key in r.scan_iter(count=1000):
+            kind = r.type(key)
+            if kind == b"string":
+                out[key] = r.get(key)
+            elif kind == b"zset":
+                out[key] = r.zrange(key, 0, -1, withscores=True)
+            elif kind == b"list":
+                out[key] = r.lrange(key, 0, -1)
+            elif kind == b"hash":
+                out[key] = r.hgetall(key)
+            else:
+                out[key] = kind
+        return out
+
+    def calls(self) -> dict[str, int]:
+        """Commands run since the last reset, by name (``INFO commandstats``)."""
+        stats = self.client().info("commandstats")
+        return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
+
+    def reset_calls(self) -> None:
+        self.client().config_resetstat()
+
+
+@pytest.fixture
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()

@@ -83,7 +83,7 @@ async def test_readyz_is_503_while_draining(gateway: Gateway) -> None:
     gateway.running.draining = True
     response, payload = await admin_get(gateway, "/readyz")
     assert response.status == 503
-    assert json.loads(payload) == {"status": "not ready"}
+    assert json.loads(payload) == {"status": "not ready", "storage": "up"}
     assert_security_headers(response)
     health, _ = await admin_get(gateway, "/healthz")
     assert health.status == 200  # alive, just not taking new work
@@ -115,7 +115,7 @@ async def test_readyz_is_503_once_stop_begins(make_gateway: GatewayFactory, pki:
                     break
                 await asyncio.sleep(0.025)
         assert status == 503
-        assert json.loads(payload) == {"status": "not ready"}
+        assert json.loads(payload) == {"status": "not ready", "storage": "up"}
         recorder.release.set()
         sent = await asyncio.wait_for(in_flight, 10)
         assert sent.status == 201  # the send in flight still completed

@@ -87,12 +87,12 @@ def test_check_config_ok(tmp_path: Path, pki: dict[str, Path], cmd: list[str]) -
 
 
 def test_check_config_bad_lists_file_and_key_per_problem(tmp_path: Path, pki: dict[str, Path]) -> None:
-    bad_route = {"name": "r", "path": "/v1/send", "auth": ["basic"], "kind": "otp"}
+    bad_route = {"name": "r", "path": "/v1/send", "auth": ["basic"], "kind": "otp", "otp": {"detect": "x"}}
     write_config(
         tmp_path,
         pki,
         "https://127.0.0.1:1",
-        {"server": {"workers": 2}, "storage": {"url": "redis://localhost"}},
+        {"server": {"workers": 2}, "storage": {"url": "memory://"}},
         {"otp": {"route": [bad_route]}},
     )
     result = run("check-config", "-c", "config.toml", cwd=tmp_path)
@@ -100,11 +100,13 @@ def test_check_config_bad_lists_file_and_key_per_problem(tmp_path: Path, pki: di
     assert result.stdout == ""
     lines = result.stderr.splitlines()
     assert lines[:-1] == [
-        "config.toml: storage.url: Redis storage is not available in this version of smsgw; use memory://",
-        "config.toml: server.workers: more than one worker is not available in this version of smsgw",
-        "policies/otp.toml: route[0].kind: 'otp' routes is not available in this version of smsgw",
+        "config.toml: server.workers: more than one worker needs Redis storage (storage.url): with "
+        "memory:// each process would keep its own counters, so no limit, OTP cap or idempotency key "
+        "would hold",
+        "policies/otp.toml: route[0].otp.detect: detect applies to kind = 'sms' routes only; "
+        "every 'otp' request is capped",
     ]
-    assert lines[-1] == "3 problem(s); nothing was started."
+    assert lines[-1] == "2 problem(s); nothing was started."
     assert VENDOR_TOKEN not in result.stderr and HASH_KEY not in result.stderr
 
 

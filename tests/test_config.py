@@ -514,13 +514,13 @@ CASES = [
     pol(
         "rate-fortnight",
         policy(clients=[client(rate_limits=["600/fortnight"])]),
-        "client[0].rate_limits",
+        "client[0].rate_limits[0]",
         "'600/fortnight' is not a rate like",
     ),
     pol(
         "rate-recipient-limits",
         policy([route(recipient_limits=["5/hour", "five/day"])]),
-        "route[0].recipient_limits",
+        "route[0].recipient_limits[1]",
         "'five/day' is not a rate",
     ),
     pol(
@@ -606,49 +606,117 @@ CASES = [
     ),
     pol("methods-empty", policy([route(methods=[])]), "route[0].methods", "at least one method"),
     pol("kind-unknown", policy([route(kind="sms2")]), "route[0].kind", "'sms'"),
-    # features this version cannot enforce are refused, naming the key
-    pol(
-        "later-client-rate_limits",
-        policy(clients=[client(rate_limits=["600/minute"])]),
-        "client[0].rate_limits",
-        f"rate limits {NOT_AVAILABLE}",
-    ),
-    pol(
-        "later-route-rate_limits",
-        policy([route(rate_limits=["100/second"])]),
-        "route[0].rate_limits",
-        f"rate limits {NOT_AVAILABLE}",
-    ),
-    pol(
-        "later-route-recipient_limits",
-        policy([route(recipient_limits=["5/hour"])]),
-        "route[0].recipient_limits",
-        f"rate limits {NOT_AVAILABLE}",
-    ),
-    pol(
-        "later-route-otp",
-        policy([route(otp={"window": "15 minutes"})]),
-        "route[0].otp",
-        f"OTP caps {NOT_AVAILABLE}",
-    ),
-    pol("later-kind-otp", policy([route(kind="otp")]), "route[0].kind", f"'otp' routes {NOT_AVAILABLE}"),
-    pol(
-        "later-kind-otp-check",
-        policy([route(kind="otp-check")]),
-        "route[0].kind",
-        f"'otp-check' routes {NOT_AVAILABLE}",
-    ),
+    # limits, OTP caps, storage and workers (gateway/limits.py, otp.py, storage.py)
     main(
-        "later-redis",
-        {"storage": {"url": "redis://localhost:6379/0"}},
-        "storage.url",
-        f"Redis storage {NOT_AVAILABLE}",
-    ),
-    main(
-        "later-workers-2",
+        "workers-memory",
         {"server": {"workers": 2}},
         "server.workers",
-        f"more than one worker {NOT_AVAILABLE}",
+        "more than one worker needs Redis storage",
+    ),
+    main(
+        "redis-url-password",
+        {"storage": {"url": "redis://:pw-in-url-1234@redis.internal:6379/0"}},
+        "storage.url",
+        "must not hold a password; set storage.password",
+    ),
+    main("redis-url-no-host", {"storage": {"url": "redis://"}}, "storage.url", "must name HOST:PORT"),
+    main(
+        "redis-url-two-hosts",
+        {"storage": {"url": "redis://a:6379,b:6379"}},
+        "storage.url",
+        "use redis+sentinel:// or redis+cluster://",
+    ),
+    main(
+        "sentinel-no-service",
+        {"storage": {"url": "redis+sentinel://a:26379,b:26379"}},
+        "storage.url",
+        "names the service",
+    ),
+    main(
+        "redis-url-query",
+        {"storage": {"url": "rediss://redis.internal:6380/0?ssl_cert_reqs=none"}},
+        "storage.url",
+        "only ssl_ca_certs, ssl_certfile, ssl_keyfile",
+    ),
+    main(
+        "redis-url-query-password",
+        {"storage": {"url": "redis://redis.internal:6379/0?password=pw-in-query-9876"}},
+        "storage.url",
+        "must not carry query parameters",
+    ),
+    main("storage-timeout-0", {"storage": {"timeout_s": 0}}, "storage.timeout_s", "greater than 0"),
+    main("storage-prefix-brace", {"storage": {"key_prefix": "{gw}"}}, "storage.key_prefix", "pattern"),
+    main("limits-strategy", {"limits": {"strategy": "token-bucket"}}, "limits.strategy", "'moving-window'"),
+    main("limits-unknown", {"limits": {"strategie": "fixed-window"}}, "limits.strategie", "unknown key"),
+    pol(
+        "client-rate-text",
+        policy(clients=[client(rate_limits=["600/minute", "lots/hour"])]),
+        "client[0].rate_limits[1]",
+        "'lots/hour' is not a rate like '600/minute'",
+    ),
+    pol(
+        "route-rate-zero",
+        policy([route(rate_limits=["0/second"])]),
+        "route[0].rate_limits[0]",
+        "allows nothing",
+    ),
+    pol(
+        "recipient-rate-text",
+        policy([route(recipient_limits=["5 an hour"])]),
+        "route[0].recipient_limits[0]",
+        "is not a rate",
+    ),
+    pol(
+        "country-code",
+        policy([route(country_limits={"EST": ["5/hour"]})]),
+        "route[0].country_limits.EST",
+        "ISO 3166 alpha-2",
+    ),
+    pol(
+        "country-rate",
+        policy([route(country_limits={"NG": ["many"]})]),
+        "route[0].country_limits.NG[0]",
+        "is not a rate",
+    ),
+    pol(
+        "otp-window-zero",
+        policy([route(kind="otp", otp={"window": "0 minutes"})]),
+        "route[0].otp.window",
+        "longer than 0 seconds",
+    ),
+    pol(
+        "otp-window-text",
+        policy([route(kind="otp", otp={"window": "a while"})]),
+        "route[0].otp.window",
+        "is not a duration",
+    ),
+    pol(
+        "otp-min_interval-text",
+        policy([route(kind="otp", otp={"min_interval": "30s"})]),
+        "route[0].otp.min_interval",
+        "is not a duration",
+    ),
+    pol("otp-max_sends-0", policy([route(kind="otp", otp={"max_sends": 0})]), "route[0].otp.max_sends", "1"),
+    pol(
+        "otp-max_checks-0",
+        policy([route(kind="otp-check", otp={"max_checks": 0})]),
+        "route[0].otp.max_checks",
+        "greater than or equal to 1",
+    ),
+    pol(
+        "otp-detect-regex", policy([route(otp={"detect": "(["})]), "route[0].otp.detect", "regular expression"
+    ),
+    pol(
+        "otp-sms-without-detect",
+        policy([route(otp={"max_sends": 2})]),
+        "route[0].otp.detect",
+        "needs detect",
+    ),
+    pol(
+        "otp-detect-on-otp-route",
+        policy([route(kind="otp", otp={"detect": "code"})]),
+        "route[0].otp.detect",
+        "kind = 'sms' routes only",
     ),
     main(
         "rotate-bytes-tiny",
@@ -977,9 +1045,9 @@ def test_several_reference_problems_are_reported_together(folder: Folder) -> Non
 
 
 def test_problems_across_policy_files_and_cross_checks_are_reported_together(folder: Folder) -> None:
-    settings = {"server": {"workers": 2, "tls": {"mode": "offloaded"}}, "storage": {"url": "redis://r"}}
+    settings = {"server": {"workers": 2, "tls": {"mode": "offloaded"}}}
     policies = {
-        "a": policy([route(kind="otp")]),
+        "a": policy([route(kind="otp", otp={"detect": "code"})]),
         "b": {"route": [route(name="twilio-send", path="/v1/x")]},
         "c": {"client": [client(id="c2", countries=["EST"])]},
         "d": {"route": [route(name="d", signing_secret="inline")]},
@@ -988,8 +1056,7 @@ def test_problems_across_policy_files_and_cross_checks_are_reported_together(fol
     assert got == {
         (MAIN, "server.workers"),
         (MAIN, "server.trusted_proxies"),
-        (MAIN, "storage.url"),
-        ("policies/a.toml", "route[0].kind"),
+        ("policies/a.toml", "route[0].otp.detect"),
         ("policies/b.toml", "route[0].name"),
         ("policies/c.toml", "client[0].countries[0]"),
         ("policies/d.toml", "route[0].signing_secret"),
@@ -1041,6 +1108,21 @@ def test_serve_with_a_bad_config_exits_2_and_never_listens(folder: Folder) -> No
 # -- no secret in any error message -----------------------------------------------------------------
 
 LEAK_CASES = [
+    pytest.param(
+        {"storage": {"url": "redis://:redis-url-pw-31c7@redis.internal:6379/0"}},
+        None,
+        "redis-url-pw-31c7",
+        id="storage-url-password",
+    ),
+    pytest.param(
+        {"storage": {"url": "redis://redis.internal:6379/0?password=redis-q-pw-8e2a"}},
+        None,
+        "redis-q-pw-8e2a",
+        id="storage-url-query-password",
+    ),
+    pytest.param(
+        {"storage": {"password": "redis-inline-pw-5b0d"}}, None, "redis-inline-pw-5b0d", id="storage-pw"
+    ),
     pytest.param(
         {"upstream": {"credentials": {"password": "inline-pw-4f1e2d"}}}, None, "inline-pw-4f1e2d", id="inline"
     ),
@@ -1350,16 +1432,7 @@ def documented_keys(*texts: str) -> set[str]:
 UNDOCUMENTED_MAIN = {
     "alerts": "[alerts] is refused by check-config (anomaly alerts not in this version)",
 }
-UNDOCUMENTED_POLICY = {
-    "client.rate_limits": "rate limits refused in this version",
-    "route.rate_limits": "rate limits refused in this version",
-    "route.recipient_limits": "rate limits refused in this version",
-    "route.otp.max_sends": "[route.otp] refused in this version",
-    "route.otp.window": "[route.otp] refused in this version",
-    "route.otp.min_interval": "[route.otp] refused in this version",
-    "route.otp.max_checks": "[route.otp] refused in this version",
-    "route.otp.detect": "[route.otp] refused in this version",
-}
+UNDOCUMENTED_POLICY: dict[str, str] = {}
 
 
 def test_example_config_mentions_every_settings_key() -> None:

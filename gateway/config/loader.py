@@ -216,6 +216,8 @@ def load_config(path: str | Path) -> Config:
     problems.extend(Problem(*found) for found in webhook_problems(config, file))
     problems.extend(_not_yet_available(config, file))
     problems.extend(_identity_checks(config, file))
+    problems.extend(_limit_checks(config, file))
+    warnings.extend(_limit_warnings(config, file))
     warnings.extend(_warnings(config, file))
     warnings.extend(_identity_warnings(config, file, datetime.now(UTC).date()))
     if problems:
@@ -514,23 +516,8 @@ def _not_yet_available(config: Config, file: str) -> list[Problem]:
     later = "is not available in this version of smsgw"
     s = config.settings
     problems: list[Problem] = []
-    if not s.storage.url.startswith("memory://"):
-        problems.append(Problem(file, "storage.url", f"Redis storage {later}; use memory://"))
-    if s.server.workers != 1:
-        problems.append(Problem(file, "server.workers", f"more than one worker {later}"))
     if s.alerts.model_extra:
         problems.append(Problem(file, "alerts", f"anomaly alerts {later}"))
-    for client, where in zip(config.clients, config.client_sources, strict=True):
-        if client.rate_limits:
-            problems.append(Problem(where.file, f"{where.key}.rate_limits", f"rate limits {later}"))
-    for route, where in zip(config.routes, config.route_sources, strict=True):
-        if route.kind not in ("sms", "webhook"):
-            problems.append(Problem(where.file, f"{where.key}.kind", f"{route.kind!r} routes {later}"))
-        for key in ("rate_limits", "recipient_limits"):
-            if getattr(route, key):
-                problems.append(Problem(where.file, f"{where.key}.{key}", f"rate limits {later}"))
-        if route.otp is not None:
-            problems.append(Problem(where.file, f"{where.key}.otp", f"OTP caps {later}"))
     return problems
 
 
@@ -625,6 +612,50 @@ def _identity_checks(config: Config, file: str) -> list[Problem]:
     return problems
 
 
+def _limit_checks(config: Config, file: str) -> list[Problem]:
+    """Limits that could not hold as written (gateway/limits.py, gateway/otp.py)."""
+    s = config.settings
+    problems: list[Problem] = []
+    if s.server.workers > 1 and s.storage.url.startswith("memory://"):
+        problems.append(
+            Problem(
+                file,
+                "server.workers",
+                "more than one worker needs Redis storage (storage.url): with memory:// each process "
+                "would keep its own counters, so no limit, OTP cap or idempotency key would hold",
+            )
+        )
+    no_key = not (s.logging.hash_key and s.logging.hash_key.get_secret_value())
+    why = "needs logging.hash_key: storage keys numbers by an HMAC, never in clear text"
+    for route, where in zip(config.routes, config.route_sources, strict=True):
+        if route.kind == "webhook":
+            continue
+        otp_capped = route.kind in ("otp", "otp-check") or route.otp is not None
+        if no_key and route.recipient_limits:
+            problems.append(Problem(where.file, f"{where.key}.recipient_limits", f"recipient_limits {why}"))
+        if no_key and otp_capped:
+            key = f"{where.key}.otp" if route.otp is not None else f"{where.key}.kind"
+            problems.append(Problem(where.file, key, f"OTP caps {why}"))
+        if route.otp is not None and route.kind == "sms" and not route.otp.detect:
+            problems.append(
+                Problem(
+                    where.file,
+                    f"{where.key}.otp.detect",
+                    "an sms route's [route.otp] needs detect (the regex that marks a message as an OTP); "
+                    "without it the caps would never apply",
+                )
+            )
+        if route.otp is not None and route.kind != "sms" and route.otp.detect:
+            problems.append(
+                Problem(
+                    where.file,
+                    f"{where.key}.otp.detect",
+                    f"detect applies to kind = 'sms' routes only; every {route.kind!r} request is capped",
+                )
+            )
+    return problems
+
+
 def _identity_warnings(config: Config, file: str, today: date) -> list[Problem]:
     """Keys due for rotation, and JWT subjects any configured issuer could claim."""
     warnings: list[Problem] = []
@@ -671,3 +702,18 @@ def _identity_warnings(config: Config, file: str, today: date) -> list[Problem]:
                 )
             )
     return warnings
+
+
+def _limit_warnings(config: Config, file: str) -> list[Problem]:
+    s = config.settings
+    no_key = not (s.logging.hash_key and s.logging.hash_key.get_secret_value())
+    if no_key and any(route.kind != "webhook" for route in config.routes):
+        return [
+            Problem(
+                file,
+                "logging.hash_key",
+                "not set: requests with an Idempotency-Key are refused (400), because stored answers "
+                "are sealed with a key derived from it",
+            )
+        ]
+    return []

@@ -9,7 +9,7 @@ import hashlib
 import re
 from datetime import date
 from typing import Annotated, Literal
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import netaddr
 from limits import parse_many
@@ -80,13 +80,14 @@ def _trusted_proxy(value: str) -> str:
     return str(network)
 
 
-def _rates(value: tuple[str, ...]) -> tuple[str, ...]:
-    for item in value:
-        try:
-            parse_many(item)
-        except ValueError:
-            raise ValueError(f"{item!r} is not a rate like '600/minute' or '5/hour'") from None
-    return value
+def _rate(item: str) -> str:
+    try:
+        parsed = parse_many(item)
+    except ValueError:
+        raise ValueError(f"{item!r} is not a rate like '600/minute' or '5/hour'") from None
+    if any(rate.amount < 1 for rate in parsed):
+        raise ValueError(f"{item!r} allows nothing; a rate needs at least 1 per period")
+    return item
 
 
 _DURATION = re.compile(r"^\s*(\d+)\s+(second|minute|hour|day)s?\s*$")
@@ -116,9 +117,10 @@ Listen = Annotated[str, AfterValidator(_listen)]
 OptionalListen = Annotated[str, AfterValidator(_optional_listen)]
 Cidr = Annotated[str, AfterValidator(_cidr)]
 TrustedProxy = Annotated[str, AfterValidator(_trusted_proxy)]
-Rates = Annotated[tuple[str, ...], AfterValidator(_rates)]
+Rates = tuple[Annotated[str, AfterValidator(_rate)], ...]
 Duration = Annotated[str, AfterValidator(_duration)]
 Country = Annotated[str, AfterValidator(_country)]
+CountryOrAny = Annotated[str, AfterValidator(lambda v: v if v == "*" else _country(v))]
 Timeout = Annotated[float, Field(gt=0, le=600)]
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")]
 
@@ -290,15 +292,48 @@ def is_loopback_host(host: str) -> bool:
 class StorageConfig(Model):
     url: str = "memory://"
     on_error: Literal["closed", "open"] = "closed"
-    key_prefix: str = "smsgw:"
+    key_prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")] = "smsgw:"
+    timeout_s: float = Field(0.5, gt=0, le=30)
+    password: SecretStr | None = None
 
     @field_validator("url")
     @classmethod
     def _scheme(cls, value: str) -> str:
         schemes = ("memory", "redis", "rediss", "redis+sentinel", "redis+cluster")
-        if urlsplit(value).scheme not in schemes:
+        parts = urlsplit(value)
+        if parts.scheme not in schemes:
             raise ValueError(f"must start with one of {', '.join(s + '://' for s in schemes)}")
+        if parts.scheme == "memory":
+            return value
+        if "@" in parts.netloc and ":" in parts.netloc.rpartition("@")[0]:
+            raise ValueError(
+                'must not hold a password; set storage.password ("env:NAME" or "file:PATH") instead'
+            )
+        hosts = parts.netloc.rpartition("@")[2]
+        if not hosts or any(not _REDIS_HOST.match(h) for h in hosts.split(",")):
+            raise ValueError("must name HOST:PORT (several, comma-separated, for sentinel and cluster)")
+        if parts.scheme == "redis+sentinel" and not parts.path.strip("/"):
+            raise ValueError("a sentinel URL names the service: redis+sentinel://HOST:PORT,HOST:PORT/SERVICE")
+        if parts.scheme in ("redis", "rediss") and "," in hosts:
+            raise ValueError("names one server; use redis+sentinel:// or redis+cluster:// for several")
+        # redis-py reads query parameters as client options that override the gateway's (a
+        # password, ssl_cert_reqs=none, timeouts): only TLS file locations may be given there.
+        allowed = _REDISS_QUERY if parts.scheme == "rediss" else frozenset()
+        names = {name for name, _ in parse_qsl(parts.query, keep_blank_values=True)}
+        if parts.fragment or names - allowed or (parts.query and not names):
+            hint = f" (only {', '.join(sorted(allowed))})" if allowed else ""
+            raise ValueError(f"must not carry query parameters or a fragment{hint}")
         return value
+
+
+_REDISS_QUERY = frozenset({"ssl_ca_certs", "ssl_certfile", "ssl_keyfile"})
+
+
+_REDIS_HOST = re.compile(r"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(?::\d{1,5})?$")
+
+
+class LimitsConfig(Model):
+    strategy: Literal["sliding-window-counter", "moving-window", "fixed-window"] = "sliding-window-counter"
 
 
 MIN_KEY_BYTES = 32
@@ -471,6 +506,7 @@ class Settings(Model):
     admin: AdminConfig = AdminConfig()
     upstream: UpstreamConfig = UpstreamConfig()
     storage: StorageConfig = StorageConfig()
+    limits: LimitsConfig = LimitsConfig()
     logging: LoggingConfig = Field(default_factory=dict, validate_default=True)  # type: ignore[arg-type]
     auth: AuthConfig = AuthConfig()
     policies: PoliciesConfig = PoliciesConfig()
@@ -558,6 +594,13 @@ class OTPConfig(Model):
     max_checks: int = Field(5, ge=1)
     detect: str = ""
 
+    @field_validator("window")
+    @classmethod
+    def _window(cls, value: str) -> str:
+        if parse_duration(value) == 0:
+            raise ValueError("must be longer than 0 seconds")
+        return value
+
     @field_validator("detect")
     @classmethod
     def _regex(cls, value: str) -> str:
@@ -582,6 +625,7 @@ class RouteConfig(Model):
     ip_allow: tuple[Cidr, ...] = ()
     rate_limits: Rates = ()
     recipient_limits: Rates = ()
+    country_limits: dict[CountryOrAny, Rates] = Field(default_factory=dict)
     otp: OTPConfig | None = None
     #: Recipient number types this route sends to (phonenumbers' names); empty: any type.
     number_types: tuple[

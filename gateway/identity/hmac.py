@@ -37,11 +37,10 @@ from http_message_signatures import ContentDigest, HTTPMessageVerifier, HTTPSign
 from http_message_signatures.algorithms import HMAC_SHA256
 from http_message_signatures.exceptions import HTTPMessageSignaturesException
 
-from gateway.audit import AuditLog
 from gateway.errors import GatewayError, refuse
 from gateway.exchange import Exchange
 from gateway.identity.auth import AuthContext, Principal
-from gateway.storage import StorageService, StorageUnavailable
+from gateway.storage import StorageService, StorageUnavailable, skipped
 
 __all__ = ["REQUIRED_COMPONENTS", "WINDOW_S", "HmacAuthenticator", "HmacKey", "TargetUri", "build_hmac"]
 
@@ -141,16 +140,9 @@ class HmacAuthenticator:
     challenge = CHALLENGE
     needs_body = True
 
-    __slots__ = ("_audit", "_keys", "_storage", "_target", "_verifier")
+    __slots__ = ("_keys", "_storage", "_target", "_verifier")
 
-    def __init__(
-        self,
-        keys: Iterable[HmacKey],
-        target: TargetUri,
-        storage: StorageService,
-        audit: AuditLog | None = None,
-    ) -> None:
-        self._audit = audit
+    def __init__(self, keys: Iterable[HmacKey], target: TargetUri, storage: StorageService) -> None:
         self._keys = {key.key_id: key for key in keys}
         self._target = target
         self._storage = storage
@@ -231,8 +223,7 @@ class HmacAuthenticator:
             refusal = storage.unavailable("hmac_nonce")
             if refusal is not None:
                 raise refusal from None
-            if self._audit is not None:  # on_error = "open": passed, and recorded
-                self._audit.event("storage_unavailable", request_id=ex.request_id, what="hmac_nonce")
+            ex.detail = skipped(ex.detail, "nonce_skipped")  # on_error = "open": passed, and recorded
             return
         if not stored:
             raise _unauthenticated("replayed")
@@ -245,6 +236,4 @@ def build_hmac(ctx: AuthContext) -> HmacAuthenticator:
         for key in client.hmac_keys
     ]
     services = ctx.services
-    return HmacAuthenticator(
-        keys, TargetUri(ctx.config.settings.server.public_url), services.storage, services.audit
-    )
+    return HmacAuthenticator(keys, TargetUri(ctx.config.settings.server.public_url), services.storage)
