@@ -164,3 +164,13 @@ def test_a_nul_in_a_value_is_a_problem_not_a_crash(
         load_config(path)
     assert [(p.key, p.message) for p in info.value.problems] == [(shown, "must not contain a NUL character")]
     assert info.value.problems[0].file.endswith("config.toml" if where == "config" else "default.toml")
+
+
+def test_an_empty_key_is_named(base: tuple[Path, dict, dict]) -> None:
+    """Found by the properties above: ``[""]`` (an empty TOML key) was reported with no key at all."""
+    path, config, policy = base
+    path.write_text(tomli_w.dumps(config) + '\n[""]\nx = 1\n')
+    (path.parent / "policies" / "default.toml").write_text(tomli_w.dumps(policy))
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert [(p.key, p.message.split(" (")[0]) for p in info.value.problems] == [('""', "unknown key")]

@@ -105,7 +105,8 @@ def _dotted(loc: tuple[int | str, ...]) -> str:
         elif "[" in str(part) or "function-after" in str(part):
             continue  # pydantic's internal validator names
         else:
-            out += f".{part}" if out else str(part)
+            name = str(part) or '""'  # TOML allows an empty key; the message must still show where
+            out += f".{name}" if out else name
     return out
 
 
