@@ -17,8 +17,6 @@ from gateway.exchange import Exchange
 
 __all__ = ["CheckExpectation", "DeclaredBodySize", "ReadBody", "RefuseNul", "too_large"]
 
-_FORM_TYPE = "application/x-www-form-urlencoded"
-
 
 def too_large() -> Exception:
     return refuse("body_too_large", "the request body is larger than allowed")
@@ -62,14 +60,6 @@ def check_body_headers(request: web.Request) -> None:
         raise bad_request("only the chunked transfer coding is accepted")
 
 
-def check_body_shape(content_type: str, body: bytes) -> None:
-    """A form body never starts with ``{`` or ``[`` (form encoders escape them): it is JSON
-    sent under a form type, which a vendor that sniffs bodies would read as JSON."""
-    is_form = content_type.partition(";")[0].strip().lower() == _FORM_TYPE
-    if is_form and body.lstrip(b" \t\r\n")[:1] in (b"{", b"["):
-        raise bad_request("the body is JSON but its Content-Type says form")
-
-
 class ReadBody:
     """Reads the whole body within ``server.max_body_bytes`` and ``server.body_timeout_s``."""
 
@@ -85,11 +75,9 @@ class ReadBody:
         request = ex.request
         check_body_headers(request)
         try:
-            body = await read_body_within(request, self._timeout)
+            ex.body = await read_body_within(request, self._timeout)
         except web.HTTPRequestEntityTooLarge:
             raise too_large() from None
-        check_body_shape(request.headers.get("Content-Type", ""), body)
-        ex.body = body
 
 
 class RefuseNul:
@@ -97,8 +85,9 @@ class RefuseNul:
 
     The gateway checks and logs the whole string, while a vendor stack written in C ends it at the
     NUL, and a GSM-7 encoder may turn it into "@": what is sent would not be what was checked. A
-    NUL reaches a message field as ``%00`` in a form or ``\\u0000`` in JSON, which both parsers
-    accept; it is refused here once for every adapter.
+    NUL reaches a message field as ``%00`` in a form or ``\\u0000`` in JSON; the shared readers
+    refuse it anywhere in a body, and this stage is the backstop for fields an adapter reads from
+    elsewhere (Messente's legacy API reads the query string too).
     """
 
     name = "message_nul"
