@@ -22,10 +22,13 @@ import trustme
 from aiohttp import web
 
 from tests.conftest import (
+    CLIENT_PASSWORD,
+    CLIENT_USER,
     Gateway,
     GatewayFactory,
     Recorder,
     Vendor,
+    basic,
     client_ssl,
     error_of,
     free_port,
@@ -242,9 +245,12 @@ def test_smsgw_reload_signals_through_the_pid_file(
         assert broken.returncode == 2 and "route[0].kind" in broken.stderr
         assert "sent SIGHUP" not in broken.stdout
         write_config(tmp_path, pki, vendor_process_url, settings, policy(client={"countries": ["EE"]}))
+        assert send(port, pki, EE) == 201  # through the gateway to `smsgw sandbox`, as before
         done = reload()
         assert done.returncode == 0, done.stderr
         assert "reloaded: config generation 2" in done.stdout
+        assert send(port, pki, EE) == 201
+        assert send(port, pki, US) == 403  # the new policy
         # a restart-only change passes check-config but the gateway refuses it: exit 1, and why
         restart = {**settings, "server": {**settings["server"], "max_body_bytes": 4096}}
         write_config(tmp_path, pki, vendor_process_url, restart)
@@ -259,6 +265,23 @@ def test_smsgw_reload_signals_through_the_pid_file(
         if process.poll() is None:
             process.kill()
             process.wait(timeout=10)
+
+
+def send(port: int, pki: dict[str, Path], data: dict[str, str]) -> int:
+    """One send from a plain synchronous client (these tests run outside an event loop)."""
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(
+        f"https://127.0.0.1:{port}/2010-04-01/Accounts/{CLIENT_USER}/Messages.json",
+        data=urlencode(data).encode(),
+        headers={"Authorization": basic(CLIENT_USER, CLIENT_PASSWORD)},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10, context=client_ssl(pki)) as response:  # noqa: S310
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
 
 
 def _wait_for(path: Path, text: str, process: subprocess.Popen[bytes], timeout_s: float = 20) -> None:
