@@ -2,8 +2,9 @@
 
 The gateway forwards exactly the bytes it checked. A body whose meaning depends on a header that
 could be read two ways is refused here: aiohttp decodes by the *last* ``Content-Encoding`` while
-a check might look at the first, and two ``Content-Type`` values (or a ``charset`` given twice)
-let the vendor pick another than the gateway did.
+a check might look at the first, two ``Content-Type`` values (or a ``charset`` given twice, or an
+RFC 2231 ``charset*``) let the vendor pick another than the gateway did, and a JSON document sent
+as a form is read as JSON by a vendor that looks at the body rather than at its type.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from gateway.connections import check_expectation, read_body_within
 from gateway.errors import bad_request, refuse
 from gateway.exchange import Exchange
 
-__all__ = ["CheckExpectation", "DeclaredBodySize", "ReadBody", "too_large"]
+__all__ = ["CheckExpectation", "DeclaredBodySize", "ReadBody", "RefuseNul", "too_large"]
+
+_FORM_TYPE = "application/x-www-form-urlencoded"
 
 
 def too_large() -> Exception:
@@ -46,8 +49,25 @@ def check_body_headers(request: web.Request) -> None:
     # compressed body could also hide its real size. Senders' SDKs do not compress.
     if encodings and encodings[0].strip().lower() not in ("", "identity"):
         raise bad_request("compressed request bodies are not accepted")
-    if len(headers.getall("Content-Type", ())) > 1:
+    types = headers.getall("Content-Type", ())
+    if len(types) > 1:
         raise bad_request("Content-Type must be given at most once")
+    # RFC 2231 (charset*=utf-8''latin1) is honoured by some parsers (Werkzeug, Python's email)
+    # and ignored by others: the gateway would read UTF-8 while the vendor decodes another charset.
+    if types and any(p.split("=", 1)[0].strip().lower().startswith("charset*") for p in types[0].split(";")):
+        raise bad_request("the Content-Type charset must be given as a plain parameter")
+    # llhttp frames "gzip, chunked" by its last coding and passes the rest on undecoded.
+    codings = [t.strip().lower() for v in headers.getall("Transfer-Encoding", ()) for t in v.split(",")]
+    if codings and codings != ["chunked"]:
+        raise bad_request("only the chunked transfer coding is accepted")
+
+
+def check_body_shape(content_type: str, body: bytes) -> None:
+    """A form body never starts with ``{`` or ``[`` (form encoders escape them): it is JSON
+    sent under a form type, which a vendor that sniffs bodies would read as JSON."""
+    is_form = content_type.partition(";")[0].strip().lower() == _FORM_TYPE
+    if is_form and body.lstrip(b" \t\r\n")[:1] in (b"{", b"["):
+        raise bad_request("the body is JSON but its Content-Type says form")
 
 
 class ReadBody:
@@ -65,9 +85,31 @@ class ReadBody:
         request = ex.request
         check_body_headers(request)
         try:
-            ex.body = await read_body_within(request, self._timeout)
+            body = await read_body_within(request, self._timeout)
         except web.HTTPRequestEntityTooLarge:
             raise too_large() from None
+        check_body_shape(request.headers.get("Content-Type", ""), body)
+        ex.body = body
+
+
+class RefuseNul:
+    """400 when a recipient, sender or text holds a NUL character.
+
+    The gateway checks and logs the whole string, while a vendor stack written in C ends it at the
+    NUL, and a GSM-7 encoder may turn it into "@": what is sent would not be what was checked. A
+    NUL reaches a message field as ``%00`` in a form or ``\\u0000`` in JSON, which both parsers
+    accept; it is refused here once for every adapter.
+    """
+
+    name = "message_nul"
+    __slots__ = ()
+
+    async def run(self, ex: Exchange) -> None:
+        message = ex.message
+        assert message is not None
+        for value in (*message.recipients, *message.senders, *message.bodies):
+            if "\x00" in value:
+                raise bad_request("a message field holds a NUL character")
 
 
 class CheckExpectation:

@@ -18,6 +18,14 @@ there is wrong under exactly the load it is meant to stop. Here the listening so
 
 Idle connections are closed by aiohttp after ``keepalive_timeout_s``; request bodies get
 ``body_timeout_s`` through :func:`read_body_within`, which the body-reading stage calls.
+
+The handler also bounds what aiohttp's parser (llhttp) does not: a request head may take at most
+:data:`MAX_HEAD_BYTES` in all (llhttp caps each line and the number of lines, which still allows
+about 1 MiB per head), and a body at most ``2 * max_body_bytes +`` :data:`FRAMING_ALLOWANCE` on
+the wire, chunk sizes, extensions and trailers included (llhttp skips chunk extensions of any
+length without counting them, so a client could otherwise stream into one request until the body
+deadline). A body whose framing turns out malformed after its head was handed on fails its reader
+at once (400), instead of leaving it waiting for the body deadline.
 """
 
 from __future__ import annotations
@@ -35,8 +43,9 @@ from typing import Any
 import netaddr
 from aiohttp import hdrs, web
 from aiohttp.http import HttpVersion11
-from aiohttp.http_exceptions import BadHttpMethod
-from aiohttp.web_protocol import RequestHandler
+from aiohttp.http_exceptions import BadHttpMessage, BadHttpMethod, HttpProcessingError
+from aiohttp.streams import EMPTY_PAYLOAD
+from aiohttp.web_protocol import RequestHandler, RequestPayloadError, _ErrInfo
 from aiohttp.web_request import BaseRequest
 from aiohttp.web_server import Server
 
@@ -50,6 +59,30 @@ log = logging.getLogger("smsgw")
 BAD_EXPECT: web.RequestKey[bool] = web.RequestKey("smsgw.bad_expect", bool)
 
 MALFORMED = "the request is malformed"
+#: The protocol handler's own log lines: fixed texts whose one argument is an exception type name.
+LOG_MALFORMED = "refused a malformed request (%s)"
+LOG_FAILED = "request failed outside the gateway (%s)"
+
+#: The most a request head (request line and header lines together) may take on the wire.
+MAX_HEAD_BYTES = 64 * 1024
+#: A body may take ``2 * max_body_bytes + FRAMING_ALLOWANCE`` bytes on the wire, framing included.
+FRAMING_ALLOWANCE = 64 * 1024
+
+
+class HeadTooLarge(BadHttpMessage):
+    """A request head over :data:`MAX_HEAD_BYTES` (its name is all that is logged)."""
+
+    def __init__(self) -> None:
+        super().__init__("the request head is too large")
+
+
+class FramingTooLarge(RequestPayloadError):
+    """A body whose chunk framing (sizes, extensions, trailers) outgrew its allowance."""
+
+
+class MalformedBody(RequestPayloadError):
+    """The parser found a body's framing malformed after its head was handed on."""
+
 
 #: Answers for aiohttp-made refusals that never reached the gateway's middleware.
 _AIOHTTP_REFUSALS = {
@@ -66,17 +99,31 @@ async def read_body_within(request: web.Request, timeout_s: float) -> bytes:
     """The whole body, or 408 ``body_timeout`` if it has not arrived within ``timeout_s`` of this call.
 
     After a timeout the connection takes no further request and is closed once the answer is
-    written: the rest of a slow body is not waited for.
+    written: the rest of a slow body is not waited for. A body with malformed framing, or one the
+    client stopped sending by closing the connection, is 400 ``bad_request`` (``detail``
+    ``malformed_body`` / ``incomplete_body``), never an internal error: both are the client's doing.
     """
     try:
         async with asyncio.timeout(timeout_s):
             return await request.read()
     except TimeoutError:
-        request.protocol.close()  # no further request on this connection
-        request.content.feed_eof()  # and no lingering read of the rest of this body
+        _no_further_request(request)
         raise refuse(
             "body_timeout", "the request body did not arrive in time", {"Connection": "close"}
         ) from None
+    except (RequestPayloadError, HttpProcessingError):
+        _no_further_request(request)
+        raise refuse("bad_request", MALFORMED, {"Connection": "close"}, detail="malformed_body") from None
+    except OSError:  # the connection was lost (reset, closed, a broken TLS record) mid-body
+        _no_further_request(request)
+        raise refuse(
+            "bad_request", "the request body ended early", {"Connection": "close"}, detail="incomplete_body"
+        ) from None
+
+
+def _no_further_request(request: web.Request) -> None:
+    request.protocol.close()  # no further request on this connection
+    request.content.feed_eof()  # and no lingering read of the rest of this body
 
 
 async def expect_handler(request: web.Request) -> None:
@@ -124,7 +171,15 @@ class GuardedRequestHandler(RequestHandler):
     incomplete when it runs out closes the connection (after the answer under way, if any).
     """
 
-    __slots__ = ("_error_headers", "_head_timeout", "_head_timer", "_last_payload")
+    __slots__ = (
+        "_body_limit",
+        "_error_headers",
+        "_head_timeout",
+        "_head_timer",
+        "_in_head",
+        "_last_payload",
+        "_wire",
+    )
 
     def __init__(
         self,
@@ -133,6 +188,7 @@ class GuardedRequestHandler(RequestHandler):
         loop: asyncio.AbstractEventLoop,
         header_timeout_s: float,
         error_headers: Mapping[str, str],
+        max_body_bytes: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(manager, loop=loop, **kwargs)
@@ -140,17 +196,66 @@ class GuardedRequestHandler(RequestHandler):
         self._head_timer: asyncio.TimerHandle | None = None
         self._last_payload: Any = None  # the newest request's body stream; None before the first
         self._error_headers = dict(error_headers)
+        # Wire bytes a body may take, framing included (None: no cap beyond the parser's).
+        self._body_limit = None if max_body_bytes is None else 2 * max_body_bytes + FRAMING_ALLOWANCE
+        self._wire = 0  # bytes received in the current head, or in the current body
+        self._in_head = True
 
     def data_received(self, data: bytes) -> None:
+        if self._force_close or self._close:
+            return  # aiohttp ignores these bytes too
         # These bytes start a head when the newest request's body is complete (or there is none yet).
-        head_expected = self._last_payload is None or self._last_payload.is_eof()
+        payload = self._last_payload
+        head_expected = payload is None or payload.is_eof()
+        if head_expected != self._in_head:
+            self._in_head, self._wire = head_expected, 0
+        self._wire += len(data)
         parsed = self._request_count
         super().data_received(data)
-        if self._request_count != parsed:
+        fresh = self._request_count - parsed
+        if fresh:
             self._stop_head_clock()
-            self._last_payload = self._messages[-1][1] if self._messages else None
+            self._wire = 0
+            self._check_fresh(fresh, payload)
+        elif head_expected and self._wire > MAX_HEAD_BYTES:
+            self._refuse_head()
+        elif not head_expected and self._body_limit is not None and self._wire > self._body_limit:
+            assert payload is not None
+            payload.set_exception(FramingTooLarge())
+            self.close()  # the reader answers 400 (Connection: close); no further bytes are parsed
         elif data and head_expected and self._head_timer is None and not (self._close or self._force_close):
             self._start_head_clock()
+
+    def _check_fresh(self, fresh: int, earlier: Any) -> None:
+        """The requests parsed by the last read: fail the body before them if the parser refused
+        its framing, and turn any head over :data:`MAX_HEAD_BYTES` into a 400."""
+        messages = self._messages
+        first = len(messages) - fresh
+        for index in range(max(first, 0), len(messages)):
+            message, _ = messages[index]
+            if isinstance(message, _ErrInfo):
+                if index == first and earlier is not None and not earlier.is_eof():
+                    # llhttp found the framing of the body under way malformed; the request that
+                    # owns it would otherwise wait for the body deadline.
+                    earlier.set_exception(MalformedBody())
+            elif _head_size(message) > MAX_HEAD_BYTES:
+                # Still queued (the handler runs later): answered as malformed, then closed.
+                exc = HeadTooLarge()
+                messages[index] = (_ErrInfo(status=400, exc=exc, message=exc.message), EMPTY_PAYLOAD)
+                self._close = True
+        self._last_payload = messages[-1][1] if messages else None
+
+    def _refuse_head(self) -> None:
+        """Answer an over-large head as aiohttp answers a malformed one: a queued 400, then close."""
+        self._stop_head_clock()
+        exc = HeadTooLarge()
+        self._request_count += 1
+        self._messages.append((_ErrInfo(status=400, exc=exc, message=exc.message), EMPTY_PAYLOAD))
+        self._last_payload = EMPTY_PAYLOAD
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        self._close = True  # parse nothing more; the 400 closes the connection
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._stop_head_clock()
@@ -190,9 +295,9 @@ class GuardedRequestHandler(RequestHandler):
             # Not HTTP at all as a connection's first bytes (scanners, TLS on a plain port): routine.
             routine = self._request_count == 1 and isinstance(exc, BadHttpMethod)
             level = logging.DEBUG if routine else logging.WARNING
-            self.logger.log(level, "refused a malformed request (%s)", type(exc).__name__)
+            self.logger.log(level, LOG_MALFORMED, type(exc).__name__)
         else:
-            self.logger.error("request failed outside the gateway (%s)", type(exc).__name__)
+            self.logger.error(LOG_FAILED, type(exc).__name__)
         if request.writer.output_size > 0:
             raise ConnectionError("an answer was already started")
         code, text = _AIOHTTP_REFUSALS.get(status, ("internal_error", "the gateway failed"))
@@ -213,6 +318,11 @@ class GuardedRequestHandler(RequestHandler):
             resp = error_answer(resp.status, code, text, self._error_headers)
             resp.force_close()
         return await super().finish_response(request, resp, start_time)
+
+
+def _head_size(message: Any) -> int:
+    """About what a parsed head took on the wire: its target and header lines."""
+    return len(message.path) + sum(len(name) + len(value) + 4 for name, value in message.raw_headers)
 
 
 # --- admission --------------------------------------------------------------------------------
@@ -286,6 +396,8 @@ class ConnectionPolicy:
     header_timeout_s: float
     keepalive_timeout_s: float
     error_headers: Mapping[str, str] = field(default_factory=dict)
+    #: ``server.max_body_bytes``: bounds a body's framing on the wire (None: no such bound).
+    max_body_bytes: int | None = None
 
     @classmethod
     def from_config(
@@ -297,6 +409,7 @@ class ConnectionPolicy:
             server.header_timeout_s,
             server.keepalive_timeout_s,
             dict(error_headers),
+            server.max_body_bytes,
         )
 
 
@@ -327,6 +440,7 @@ class _Listener:
             loop=self.loop,
             header_timeout_s=self.policy.header_timeout_s,
             error_headers=self.policy.error_headers,
+            max_body_bytes=self.policy.max_body_bytes,
             keepalive_timeout=self.policy.keepalive_timeout_s,
             **self.handler_kwargs,
         )

@@ -17,7 +17,7 @@ from types import MappingProxyType
 
 from gateway.alerts import build_anomalies, build_auth_watch
 from gateway.audit import AuditDecision
-from gateway.body import CheckExpectation, DeclaredBodySize, ReadBody
+from gateway.body import CheckExpectation, DeclaredBodySize, ReadBody, RefuseNul
 from gateway.config import Config
 from gateway.config.schema import ClientConfig, RouteConfig
 from gateway.idempotency import build_idempotency
@@ -135,6 +135,7 @@ SEND: tuple[StageFactory, ...] = (
     lambda r, b: CheckScopes(frozenset(r.scopes)) if r.scopes else None,
     lambda r, b: None if _needs_body_first(r, b) else _read_body(r, b),
     lambda r, b: ReadMessage(b.adapter.reader(r), b.redactor),
+    lambda r, b: RefuseNul(),
     lambda r, b: CheckRecipients(b.redactor, b.adapter.reader(r).numbers, r.number_types),
     lambda r, b: CheckHopHeaders(),
     build_idempotency,

@@ -253,6 +253,13 @@ class Upstream:
             cookie_jar=aiohttp.DummyCookieJar(),
             raise_for_status=False,
         )
+        # aiohttp silently sends a PUT, DELETE or GET a second time when the vendor closes the
+        # connection without an answer (RFC 9112 §9.3.1 allows it for idempotent methods). A send
+        # is never idempotent: the vendor may have delivered the first one. aiohttp has no public
+        # switch (3.14); fail at start rather than retry if the attribute ever goes away.
+        if not hasattr(self._session, "_retry_connection"):
+            raise RuntimeError("this aiohttp cannot be told not to retry requests")
+        self._session._retry_connection = False
 
     async def close(self) -> None:
         if self._session is not None:

@@ -25,6 +25,8 @@ from gateway.app import Gateway, build_public_app
 from gateway.audit import config_sha256, record_start
 from gateway.config import Config, ConfigError, Problem, load_config, parse_listen
 from gateway.connections import (
+    LOG_FAILED,
+    LOG_MALFORMED,
     ConnectionLimits,
     ConnectionPolicy,
     GatedSite,
@@ -50,8 +52,10 @@ class _ProtocolErrorFilter(logging.Filter):
     or a credential; keep only the fact and the exception type."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg in (LOG_MALFORMED, LOG_FAILED) and not record.exc_info:
+            return True  # the gateway's own handler: a fixed text and a type name
         exc = record.exc_info[1] if record.exc_info else None
-        record.msg = "refused a malformed request (%s)"
+        record.msg = LOG_MALFORMED
         record.args = (type(exc).__name__ if exc is not None else "unknown",)
         record.exc_info = None
         record.exc_text = None

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import datetime
 import gzip
 import hashlib
 import json
@@ -394,7 +395,7 @@ async def test_vendor_closing_mid_answer_is_502_and_not_retried(
     assert outcome(gw)["status"] == 502
 
 
-@pytest.mark.parametrize("trust", ["system-cas", "other-ca", "wrong-name"])
+@pytest.mark.parametrize("trust", ["system-cas", "other-ca", "wrong-name", "expired", "not-yet-valid"])
 async def test_untrusted_vendor_certificate_is_502_and_nothing_sent(
     make_gateway: GatewayFactory,
     vendors,
@@ -406,13 +407,28 @@ async def test_untrusted_vendor_certificate_is_502_and_nothing_sent(
     recorder = Recorder()
     vendor_pki = pki
     settings: dict[str, Any] = {}
+    now = datetime.datetime.now(datetime.UTC)
     if trust == "system-cas":
         settings = {"upstream": {"ca_file": ""}}  # the test CA is not a system CA
     else:
-        issuer = trustme.CA() if trust == "other-ca" else ca
-        other = issuer.issue_cert("vendor.example")  # wrong-name: trusted CA, but not for 127.0.0.1
-        if trust == "other-ca":
-            other = issuer.issue_cert("localhost", "127.0.0.1")
+        if trust == "other-ca":  # right name, but from a CA the gateway does not trust
+            other = trustme.CA().issue_cert("localhost", "127.0.0.1")
+        elif trust == "wrong-name":  # trusted CA, but not for 127.0.0.1
+            other = ca.issue_cert("vendor.example")
+        elif trust == "expired":  # trusted CA, right name, ran out yesterday
+            other = ca.issue_cert(
+                "localhost",
+                "127.0.0.1",
+                not_before=now - datetime.timedelta(days=30),
+                not_after=now - datetime.timedelta(days=1),
+            )
+        else:  # valid only from tomorrow
+            other = ca.issue_cert(
+                "localhost",
+                "127.0.0.1",
+                not_before=now + datetime.timedelta(days=1),
+                not_after=now + datetime.timedelta(days=30),
+            )
         vendor_pki = dict(pki, vendor_cert=tmp_path / "other.pem", vendor_key=tmp_path / "other.key")
         other.cert_chain_pems[0].write_to_path(str(vendor_pki["vendor_cert"]))
         other.private_key_pem.write_to_path(str(vendor_pki["vendor_key"]))
@@ -421,7 +437,12 @@ async def test_untrusted_vendor_certificate_is_502_and_nothing_sent(
     response = await gw.send()
     assert response.status == 502
     assert error_of(await response.read())["code"] == "upstream_unavailable"
+    assert_gateway_headers(response)
     assert recorder.seen == []
+    record = outcome(gw)
+    assert (record["status"], record["reason"]) == (502, "upstream_unavailable")
+    (access,) = gw.access()
+    assert (access["status"], access["reason"]) == (502, "upstream_unavailable")
 
 
 async def test_vendor_redirect_is_passed_back_not_followed(make_gateway: GatewayFactory, vendors) -> None:

@@ -223,3 +223,149 @@ async def test_body_headers_given_twice_are_refused(
     assert response.status == 400, payload
     assert error_of(payload)["code"] == "bad_request"
     assert recorder.seen == []
+
+
+# --------------------------------------------------------------------------- wrong type, charset, NUL, UTF-8
+
+# A document that is valid JSON and a valid form at once: read as a form it sends to Estonia (which
+# the client may), read as JSON (a vendor that looks at the body, not at its type) to the US.
+JSON_AND_FORM = b'{"a":"=1&To=%2B37255512367&From=MyBank&Body=x&b=","To":"+12015550123"}'
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        (JSON_AND_FORM, FORM),
+        (b'  [{"To": "+12015550123"}, "=&To=%2B37255512367"]', FORM),
+        (b'{"To": "+37255512367", "From": "MyBank", "Body": "x"}', FORM),
+        (b"To=%2B37255512367&From=MyBank&Body=x", JSON),
+        # charsets other than UTF-8, however they are written
+        (b"To=%2B37255512367&From=MyBank&Body=x", f"{FORM}; charset=utf-7"),
+        (b"To=%2B37255512367&From=MyBank&Body=x", f'{FORM}; Charset="UTF-16"'),
+        (b"To=%2B37255512367&From=MyBank&Body=x", f"{FORM}; charset*=utf-8''latin1"),
+        ("To=%2B37255512367&From=MyBank&Body=x".encode("utf-16"), f"{FORM}; charset=utf-16"),
+        # NUL: a C string ends there, so the vendor would send another text, sender or number
+        (b"To=%2B37255512367&From=MyBank&Body=checked%00unchecked", FORM),
+        (b"To=%2B37255512367&From=MyBank&Body=checked\x00unchecked", FORM),
+        (b"To=%2B37255512367&From=MyBank%00Evil&Body=x", FORM),
+        (b"To=%2B37255512367%00&From=MyBank&Body=x", FORM),
+        # not UTF-8: a raw byte, an escape, an overlong form of "/", a surrogate
+        (b"To=%2B37255512367&From=MyBank&Body=caf\xe9", FORM),
+        (b"To=%2B37255512367&From=MyBank&Body=%FF", FORM),
+        (b"To=%2B37255512367&From=MyBank&Body=%C0%AF", FORM),
+        (b"To=%2B37255512367&From=MyBank&Body=%ED%A0%80", FORM),
+    ],
+    ids=[
+        "json-and-form-under-form-type",
+        "json-array-under-form-type",
+        "json-under-form-type",
+        "form-under-json-type",
+        "charset-utf-7",
+        "charset-utf-16-quoted",
+        "charset-rfc2231",
+        "utf-16-body",
+        "nul-escaped-in-body",
+        "nul-raw-in-body",
+        "nul-in-sender",
+        "nul-in-recipient",
+        "latin-1-byte",
+        "escaped-invalid-byte",
+        "overlong-utf-8",
+        "utf-8-surrogate",
+    ],
+)
+async def test_twilio_body_read_two_ways_is_400(
+    make_gateway: GatewayFactory, vendors, body: bytes, content_type: str
+) -> None:
+    gw, recorder = await _twilio(make_gateway, vendors, countries=["EE"], senders=["MyBank"])
+    response, payload = await post(gw, body, content_type=content_type)
+    assert response.status == 400, payload
+    assert error_of(payload)["code"] == "bad_request"
+    assert recorder.seen == []
+    (record,) = gw.audit()
+    assert (record["decision"], record["reason"]) == ("deny", "bad_request")
+    assert "unchecked" not in gw.logs()
+
+
+GENERIC_ROUTE = {**INFOBIP_ROUTE, "name": "generic-send", "path": "/sms/send"}
+
+
+async def _generic(make_gateway: GatewayFactory, vendors, tmp_path):
+    recorder = Recorder()
+    vendor = await vendors(recorder)
+    token = tmp_path / "bearer.secret"
+    token.write_text(BEARER_TOKEN)
+    token.chmod(0o600)
+    policy = copy.deepcopy(DEFAULT_POLICY)
+    policy["client"][0].update(senders=["MyBank"], countries=["EE"])
+    policy["route"] = [GENERIC_ROUTE]
+    gw = await make_gateway(
+        vendor.base_url,
+        settings={
+            "upstream": {
+                "provider": "generic",
+                "generic": {"format": "auto", "recipient": "to", "sender": "from", "body": "text"},
+                "credentials": {"type": "bearer", "token": f"file:{token}", "username": "", "password": ""},
+            }
+        },
+        policies={"default": policy},
+    )
+    return gw, recorder
+
+
+def _nested(depth: int) -> bytes:
+    """A send whose extra field nests ``depth`` levels in all (the top object is level 1)."""
+    inner = "[" * (depth - 1) + "]" * (depth - 1)
+    return f'{{"to": "{EE}", "from": "MyBank", "text": "x", "meta": {inner}}}'.encode()
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        (_nested(33), JSON),
+        (b'{"to": "+37255512367", "from": "MyBank", "text": "checked\\u0000unchecked"}', JSON),
+        (b'{"to": "+37255512367", "from": "MyBank\\u0000Evil", "text": "x"}', JSON),
+        (b'{"to": "+37255512367\\u0000", "from": "MyBank", "text": "x"}', JSON),
+        (b'{"to": "+37255512367", "from": "MyBank", "text": "caf\xe9"}', JSON),
+        ('{"to": "+37255512367", "from": "MyBank", "text": "x"}'.encode("utf-16-le"), JSON),
+        (b'{"to": "+37255512367", "from": "MyBank", "text": "x"}', f"{JSON}; charset=utf-16"),
+        (b"to=%2B37255512367&from=MyBank&text=x", JSON),
+        (b'{"to": "+37255512367", "from": "MyBank", "text": "x"}', FORM),
+        (b"to=%2B37255512367&from=MyBank&text=checked%00unchecked", FORM),
+    ],
+    ids=[
+        "nested-33",
+        "nul-in-text",
+        "nul-in-sender",
+        "nul-in-recipient",
+        "latin-1-byte",
+        "utf-16-body",
+        "charset-utf-16",
+        "form-under-json-type",
+        "json-under-form-type",
+        "nul-in-form-text",
+    ],
+)
+async def test_generic_body_read_two_ways_is_400(
+    make_gateway: GatewayFactory, vendors, tmp_path, body: bytes, content_type: str
+) -> None:
+    gw, recorder = await _generic(make_gateway, vendors, tmp_path)
+    response, payload = await post(gw, body, content_type=content_type, path="/sms/send")
+    assert response.status == 400, payload
+    assert error_of(payload)["code"] == "bad_request"
+    assert recorder.seen == []
+    assert "unchecked" not in gw.logs()
+
+
+async def test_generic_json_nested_32_deep_and_forms_are_sent(
+    make_gateway: GatewayFactory, vendors, tmp_path
+) -> None:
+    """The controls: nesting up to the limit, and a plain form under the form type, go through."""
+    gw, recorder = await _generic(make_gateway, vendors, tmp_path)
+    for body, content_type in [(_nested(32), JSON), (b"to=%2B37255512367&from=MyBank&text=x%7B%5B", FORM)]:
+        response, payload = await post(gw, body, content_type=content_type, path="/sms/send")
+        assert response.status == 201, payload
+    assert [seen.body for seen in recorder.seen] == [
+        _nested(32),
+        b"to=%2B37255512367&from=MyBank&text=x%7B%5B",
+    ]
