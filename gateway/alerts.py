@@ -125,7 +125,7 @@ class AlertService:
         self.worker: int | None = None
         #: Client address -> when its block ends (time.monotonic()).
         self.blocked: dict[str, float] = {}
-        self._rules: tuple[AlertsConfig, AnomalyRules] | None = None
+        self._rules: tuple[tuple[object, ...], AnomalyRules] | None = None
         self._target: WebhookTarget | None = None
         self._queue: asyncio.Queue[bytes] | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -133,10 +133,11 @@ class AlertService:
         self._dropped = 0
 
     def rules(self, cfg: AlertsConfig) -> AnomalyRules:
-        """The compiled rules of ``cfg``; the same object (and what it learnt) while ``cfg`` is
-        unchanged, so a reload that leaves ``[alerts]`` alone keeps the rules' caches."""
-        if self._rules is None or self._rules[0] != cfg:
-            self._rules = (cfg, AnomalyRules(cfg, self))
+        """The compiled rules of ``cfg``; the same object (and what it learnt) while the rules are
+        unchanged, so a reload that leaves them alone keeps their caches."""
+        rules = (cfg.auth_failures, cfg.client_volume, cfg.number_prefix, cfg.new_country)
+        if self._rules is None or self._rules[0] != rules:
+            self._rules = (rules, AnomalyRules(cfg, self))
         return self._rules[1]
 
     def configure(self, hook: AlertWebhookConfig | None, base_dir: Path) -> None:

@@ -202,6 +202,7 @@ class JwksService:
             if self._running:  # a reload added it: fetch in the background
                 if self._session is None:
                     self._session = aiohttp.ClientSession(trust_env=False)
+                cache._session = self._session  # a token that comes first may fetch on demand
                 task = asyncio.get_running_loop().create_task(cache.start(self._session))
                 self._starting.add(task)
                 task.add_done_callback(self._starting.discard)
