@@ -155,8 +155,12 @@ class AlertService:
         if self._queue is None or self._queue.maxsize != hook.queue:
             old = self._queue
             self._queue = asyncio.Queue(maxsize=hook.queue)
-            while old is not None and not old.empty() and not self._queue.full():
-                self._queue.put_nowait(old.get_nowait())
+            while old is not None and not old.empty():
+                body = old.get_nowait()
+                if self._queue.full():
+                    self.metrics.alert_webhook("dropped")
+                else:
+                    self._queue.put_nowait(body)
 
     async def start(self) -> None:
         self._session = aiohttp.ClientSession(
@@ -216,7 +220,10 @@ class AlertService:
             if queue is None:
                 await asyncio.sleep(0.5)  # no webhook yet; a reload may add one
                 continue
-            body = await queue.get()
+            try:  # a reload may replace the queue: look again every second
+                body = await asyncio.wait_for(queue.get(), 1.0)
+            except TimeoutError:
+                continue
             try:
                 await self._deliver(body)
             except Exception as exc:  # a bug here must not stop later alerts

@@ -53,6 +53,9 @@ class Gateway:
     def __init__(self, policy: Policy, services: Services) -> None:
         self.policy = policy
         self.services = services
+        #: Set when a shutdown begins: answers then say ``Connection: close``, so no client sends
+        #: another request on a connection the gateway is about to close.
+        self.draining = False
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         policy = self.policy  # one policy for the whole request, even if a reload swaps it
@@ -99,6 +102,8 @@ class Gateway:
         if ex.response_headers:
             headers.update(ex.response_headers)
         headers["X-Request-ID"] = ex.request_id
+        if self.draining:
+            response.force_close()
         if ex.status is None:
             ex.status = response.status
         elapsed = time.perf_counter() - ex.started

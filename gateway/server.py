@@ -190,6 +190,7 @@ class Running:
     async def stop(self) -> None:
         """Stop accepting, let requests in flight finish (``server.shutdown_timeout_s``), close."""
         self.draining = True
+        self.gateway.draining = True
         for task in list(self._tasks):
             task.cancel()
         # Every public listener stops accepting at once and drains; the admin listener goes last,

@@ -34,13 +34,10 @@ def example_env() -> dict[str, str]:
     return values
 
 
-@pytest.fixture
-def deployed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """deploy/ copied, with the certificates the compose file's ``certs`` service would make."""
-    folder = tmp_path / "deploy"
-    shutil.copytree(DEPLOY, folder)
-    certs = folder / "certs"
-    certs.mkdir()
+@pytest.fixture(scope="module")
+def certificates(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The certificates the compose file's ``certs`` service makes, made the same way."""
+    certs = tmp_path_factory.mktemp("certs")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     for name, hosts in (("gateway", ["localhost", "gateway1", "gateway2"]), ("sandbox", ["sandbox"])):
         made = subprocess.run(
@@ -49,6 +46,15 @@ def deployed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
             capture_output=True, text=True, timeout=60, env=env, check=False,
         )  # fmt: skip
         assert made.returncode == 0, made.stderr
+    return certs
+
+
+@pytest.fixture
+def deployed(tmp_path: Path, certificates: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """deploy/ copied, with its certificates, and the environment of secrets.env.example."""
+    folder = tmp_path / "deploy"
+    shutil.copytree(DEPLOY, folder)
+    shutil.copytree(certificates, folder / "certs")
     for name, value in example_env().items():
         monkeypatch.setenv(name, value)
     return folder

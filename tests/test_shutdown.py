@@ -100,15 +100,11 @@ async def test_sigterm_under_load_answers_every_request_and_exits_0(
         recorder.release.set()
         results = await asyncio.wait_for(asyncio.gather(*in_flight, return_exceptions=True), 30)
     statuses = Counter(r if isinstance(r, int) else type(r).__name__ for r in results)
-    # the 20 that reached the gateway were answered; the 12 the client still held for its busy
-    # keep-alive connections found the gateway closed and were never sent (a client may retry those)
-    assert statuses[201] == 20, statuses
-    assert sum(statuses.values()) == 32 and set(statuses) <= {
-        201,
-        "ClientConnectorError",
-        "ClientOSError",
-        "ServerDisconnectedError",
-    }
+    # The 20 that reached the gateway were answered. The 12 the client still held for its busy
+    # keep-alive connections were never sent: answers during the drain say Connection: close, so
+    # none was written onto a connection the gateway then closed unread (ServerDisconnectedError);
+    # each found the listener closed (a client may retry those safely).
+    assert statuses == {201: 20, "ClientConnectorError": 12}, statuses
     assert await asyncio.to_thread(served.process.wait, 30) == 0
     access = served.records("access.jsonl")
     assert Counter(r["status"] for r in access) == {201: 20}  # nothing else reached the gateway
