@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import math
 import re
-from typing import TYPE_CHECKING
+import unicodedata
+from typing import TYPE_CHECKING, Final
 
 from aiohttp import web
 
@@ -67,7 +68,11 @@ class OtpCaps:
         if self._detect is None:
             return True
         message = ex.message
-        return message is not None and any(self._detect.search(text) for text in message.bodies)
+        detect = self._detect
+        return message is not None and any(
+            detect.search(text) or (not text.isascii() and detect.search(shown_as_ascii(text)))
+            for text in message.bodies
+        )
 
     async def run(self, ex: Exchange) -> None:
         if not self.applies(ex):
@@ -116,6 +121,29 @@ class OtpCaps:
             await gather(self._storage.kv.free_slot(slot, ex.request_id) for slot in slots)
         except StorageUnavailable:
             pass  # the slot stays counted until it leaves the window: errs towards refusing
+
+
+class _AsciiDigits(dict[int, str | None]):
+    """``str.translate`` table: every Unicode decimal digit to its ASCII digit, format characters
+    (zero-width space, joiners, marks) dropped; remembered as characters are met."""
+
+    def __missing__(self, char: int) -> str | None:
+        ch = chr(char)
+        digit = unicodedata.decimal(ch, None)
+        value = str(digit) if digit is not None else (None if unicodedata.category(ch) == "Cf" else ch)
+        if len(self) < 4096:  # bounded: a text of rare characters cannot grow it without end
+            self[char] = value
+        return value
+
+
+_ASCII_DIGITS: Final = _AsciiDigits()
+
+
+def shown_as_ascii(text: str) -> str:
+    """The text as a reader of the handset sees it, for ``detect``: a message written in full-width
+    letters (U+FF43 ``c`` and its kin), mathematical or Arabic-Indic digits, or with zero-width characters in
+    a word shows the same code as its ASCII spelling, so it must not slip past the cap."""
+    return unicodedata.normalize("NFKC", text).translate(_ASCII_DIGITS)
 
 
 def build_otp_caps(route: RouteConfig, b: Build) -> OtpCaps | None:

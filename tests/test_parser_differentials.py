@@ -11,9 +11,13 @@ from __future__ import annotations
 import copy
 import json
 from typing import Any
+from urllib.parse import parse_qsl, urlencode
 
 import pytest
 
+from gateway.errors import GatewayError
+from gateway.phone import parse_recipient
+from gateway.providers.forms import MAX_JSON_DEPTH
 from tests.conftest import (
     BEARER_TOKEN,
     DEFAULT_POLICY,
@@ -22,6 +26,15 @@ from tests.conftest import (
     error_of,
     post,
 )
+from tests.readers import (
+    CASES,
+    FORM_CASES,
+    JSON_CASES,
+    ReaderCase,
+    json_with_extra,
+    object_of,
+)
+from tests.test_vendors import SHAPES, concrete, open_shape, vendor_env  # noqa: F401 - a fixture
 
 EE = "+37255512367"
 EE2 = "+37255512368"
@@ -225,6 +238,276 @@ async def test_body_headers_given_twice_are_refused(
     assert recorder.seen == []
 
 
+# =========================================================================== every adapter's reader
+#
+# The matrix below runs each ambiguity over every reader (tests/readers.py): what one vendor's
+# reader refuses, all must. Unit level (the reader the message stage calls), then end to end.
+
+CASE_IDS = [c.name for c in CASES]
+
+
+def refusal(case: ReaderCase, body: bytes, content_type: str | None = None) -> str:
+    """The reader's 400 message for ``body`` (the test fails if it is read instead)."""
+    try:
+        message = case.parse(body, content_type)
+    except GatewayError as exc:
+        assert (exc.status, exc.code) == (400, "bad_request"), exc
+        return exc.message
+    raise AssertionError(f"{case.name} read {body!r} as {message}")
+
+
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def test_every_message_field_given_twice_is_refused(case: ReaderCase) -> None:
+    """The vendor takes the first or the last of two values; the gateway cannot know which."""
+    for where in case.singles:
+        if case.kind == "form":
+            name = str(where[0])
+            body = case.encode() + b"&" + urlencode({name: "+12015550123"}).encode()
+            assert "more than once" in refusal(case, body)
+            # the same name in another spelling, which case-insensitive binders fold together
+            for other in (name.upper(), name.lower(), name.swapcase(), f"{name}[]", f" {name}"):
+                if other != name:
+                    refusal(case, case.encode() + b"&" + urlencode({other: "+12015550123"}).encode())
+        else:
+            at, key = object_of(where)
+            for dup in (key, key.upper(), f"{key} ", f"{key}\u0000"[: len(key) + 1]):
+                refusal(case, json_with_extra(case.fields, at, dup, "+12015550123"))
+
+
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def test_json_under_a_form_type_and_the_reverse_are_refused(case: ReaderCase) -> None:
+    form = urlencode([(k, v) for k, v in case.fields.items() if isinstance(v, str)]).encode()
+    as_json = json.dumps(case.fields).encode()
+    # a body that is both: JSON to a vendor that looks at the body, fields to a form parser
+    polyglot = json.dumps({"x": "=&" + form.decode() + "&y="}).encode()
+    for body, content_type in [
+        (as_json, FORM),
+        (polyglot, FORM),
+        (b" \r\n" + as_json, FORM),
+        (b"[" + as_json + b"]", FORM),
+        (form, JSON),
+        (form, "application/vnd.api+json"),
+        (case.encode(), "multipart/form-data; boundary=x"),
+        (case.encode(), "text/plain"),
+        (case.encode(), ""),
+    ]:
+        refusal(case, body, content_type)
+
+
+CHARSET_TRICKS = [
+    "; charset=latin1",
+    "; charset=utf-16",
+    '; charset="utf-7"',
+    "; charset=utf-8; charset=latin1",  # which one wins is the vendor's parser's choice
+    "; charset*=utf-8''latin1",  # RFC 2231: werkzeug and Python's email package read "latin1"
+    "; charset=utf-8; charset*=utf-8''latin1",
+    "; charset=utf-8, text/plain",
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def test_charset_tricks_are_refused(case: ReaderCase) -> None:
+    body = case.encode()
+    for trick in CHARSET_TRICKS:
+        refusal(case, body, case.content_type + trick)
+    # the body in another encoding: UTF-16 (with or without a declared charset), a UTF-8 BOM
+    text = body.decode()
+    for other in (text.encode("utf-16"), text.encode("utf-16-le"), text.encode("utf-32")):
+        refusal(case, other)
+        refusal(case, other, case.content_type + "; charset=utf-16")
+    refusal(case, b"\xef\xbb\xbf" + body)
+    # what stays accepted: UTF-8 by its usual names
+    for fine in ("; charset=utf-8", '; charset="UTF-8"', ";charset=utf8"):
+        assert case.parse(body, case.content_type + fine).recipients
+
+
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def test_nul_bytes_and_invalid_utf8_are_refused(case: ReaderCase) -> None:
+    for where in case.singles:
+        value = case.value_at(where)
+        refusal(case, case.encode(case.with_value(where, value[:2] + "\x00" + value[2:])))
+        refusal(case, case.encode(case.with_value(where, value + "\x00")))
+    body = case.encode()
+    marker = b"hello" if b"hello" in body else b"493817"
+    assert marker in body
+    invalid = [b"\xff", b"\xc0\xaf", b"\xed\xa0\x80", b"\xe2\x82", b"\x80"]  # overlong, surrogate, cut
+    if case.kind == "form":
+        invalid += [b"%FF", b"%C0%AF", b"%ED%A0%80", b"%E2%82", b"hel%00lo", b"hel\x00lo"]
+    else:
+        invalid += [b"\\ud800", b"hel\\u0000lo", b"hel\x00lo"]
+    for bad in invalid:
+        refusal(case, body.replace(marker, bad, 1))
+
+
+DIGIT_SCRIPTS = {
+    "full-width": 0xFF10,
+    "arabic-indic": 0x0660,
+    "extended arabic-indic": 0x06F0,
+    "devanagari": 0x0966,
+    "bengali": 0x09E6,
+    "thai": 0x0E50,
+    "mathematical bold": 0x1D7CE,
+}
+
+
+def in_script(number: str, zero: int) -> str:
+    return "".join(chr(zero + int(ch)) if ch.isdigit() else ch for ch in number)
+
+
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def test_non_ascii_digits_never_reach_a_check_as_a_number(case: ReaderCase) -> None:
+    """No vendor documents how it reads them; phonenumbers would fold them to ASCII, so a limit
+    keyed on the folded number would count one phone under two spellings. Refused (422) for every
+    reader, whatever the script, also with a full-width plus sign or mixed with ASCII digits."""
+    reader = case.reader()
+    raw = case.value_at(case.recipient) if case.name != "generic-form" else case.fields["to"]
+    variants = [in_script(raw, zero) for zero in DIGIT_SCRIPTS.values()]
+    variants += [raw.replace("+", "\uff0b") if raw.startswith("+") else "\uff0b" + raw]
+    variants += [raw[:-1] + in_script(raw[-1], 0xFF10), raw[:4] + "\u00b2" + raw[5:], raw + "\u200b"]
+    for number in variants:
+        where = case.recipient if case.name != "generic-form" else ("to",)
+        body = case.encode(case.with_value(where, number))
+        try:
+            message = reader.parse(body, case.content_type)
+        except GatewayError as exc:
+            assert exc.status == 400  # refused already as a body
+            continue
+        for recipient in message.recipients:
+            with pytest.raises(GatewayError) as info:
+                parse_recipient(recipient, reader.numbers)
+            assert (info.value.status, info.value.code) == (422, "invalid_recipient")
+
+
+def nested(depth: int) -> Any:
+    """A JSON value whose nesting, counted from its outermost bracket, is ``depth``."""
+    value: Any = "x"
+    for i in range(depth):
+        value = [value] if i % 2 else {"k": value}
+    return value
+
+
+@pytest.mark.parametrize("case", JSON_CASES, ids=[c.name for c in JSON_CASES])
+def test_json_nested_deeper_than_32_is_refused(case: ReaderCase) -> None:
+    """Depth counts from the document's own braces; 32 is read, 33 is refused wherever it is."""
+    fine = json.dumps({**case.fields, "zz": nested(MAX_JSON_DEPTH - 1)}).encode()
+    assert case.parse(fine).recipients
+    deep = json.dumps({**case.fields, "zz": nested(MAX_JSON_DEPTH)}).encode()
+    assert "nested deeper" in refusal(case, deep)
+    for where in case.singles:  # inside a message field, too
+        assert "nested deeper" in refusal(case, case.encode(case.with_value(where, nested(MAX_JSON_DEPTH))))
+    # brackets inside strings are text, not depth
+    assert case.parse(json.dumps({**case.fields, "zz": "[" * 40 + "{" * 40}).encode()).recipients
+
+
+@pytest.mark.parametrize("case", FORM_CASES, ids=[c.name for c in FORM_CASES])
+def test_a_form_starting_with_a_byte_order_mark_is_refused(case: ReaderCase) -> None:
+    """A decoder that drops the BOM reads the first field under its real name; the gateway would
+    have taken it for another field and checked a second copy instead."""
+    first = str(case.recipient[0]) if case.name != "generic-form" else "from"
+    body = "\ufeff" + urlencode({first: "+12015550123"}) + "&" + case.encode().decode()
+    assert "byte-order mark" in refusal(case, body.encode())
+
+
+# --------------------------------------------------------------------------- end to end, every vendor
+
+
+def _ambiguous_bodies(content_type: str, body: bytes) -> list[tuple[str, bytes, str]]:
+    """(what, body, content type) variants of one valid send that every vendor route must refuse."""
+    text = body.decode()
+    cases = [
+        ("utf-8 bom", b"\xef\xbb\xbf" + body, content_type),
+        ("latin1 charset", body, content_type + "; charset=latin1"),
+        ("rfc 2231 charset", body, content_type + "; charset*=utf-8''latin1"),
+        ("utf-16", text.encode("utf-16"), content_type),
+    ]
+    if content_type == FORM:
+        pairs = parse_qsl(text, keep_blank_values=True)
+        first = pairs[0][0]
+        cases += [
+            ("field twice", body + f"&{first}=%2B12015550123".encode(), content_type),
+            ("json under form", json.dumps(dict(pairs)).encode(), content_type),
+            ("form under json", body, JSON),
+            ("nul", body.replace(b"hello", b"hel%00lo"), content_type),
+            ("invalid utf-8", body.replace(b"hello", b"hel%FFlo"), content_type),
+        ]
+    else:
+        doc = json.loads(body)
+        first = next(iter(doc))
+        cases += [
+            ("key twice", json_with_extra(doc, (), first, "12015550123"), content_type),
+            ("key twice, other case", json_with_extra(doc, (), first.upper(), "12015550123"), content_type),
+            ("json under form", body, FORM),
+            ("form under json", urlencode({k: str(v) for k, v in doc.items()}).encode(), content_type),
+            ("nul", body.replace(b"hello", b"hel\\u0000lo"), content_type),
+            ("invalid utf-8", body.replace(b"hello", b"hel\xfflo"), content_type),
+            ("nested 33 deep", json.dumps({**doc, "zz": nested(MAX_JSON_DEPTH)}).encode(), content_type),
+        ]
+    return cases
+
+
+@pytest.mark.usefixtures("vendor_env")
+@pytest.mark.parametrize("name", sorted(SHAPES))
+async def test_every_vendor_refuses_ambiguous_bodies_end_to_end(
+    make_gateway: GatewayFactory, vendor, name: str
+) -> None:
+    """Through a real gateway for every vendor's send route: each ambiguous variant of a valid send
+    is a 400 bad_request with a deny record, nothing reaches the vendor, and the send itself works."""
+    shape = SHAPES[name]
+    gw = await open_shape(make_gateway, vendor, shape)
+    content_type, body = shape.build([EE], "MyBank", "hello", "493817")
+    query = shape.url_query()
+    path = concrete(shape.path)
+    url = gw.base + path + (f"?{query}" if query else "")
+
+    async def send(data: bytes, ctype: str) -> tuple[int, bytes]:
+        headers = {**shape.headers(), "Content-Type": ctype}
+        async with gw.session.post(url, data=data, headers=headers) as response:
+            return response.status, await response.read()
+
+    variants = _ambiguous_bodies(content_type, body)
+    for what, variant, ctype in variants:
+        status, payload = await send(variant, ctype)
+        assert status == 400, (what, payload)
+        assert error_of(payload)["code"] == "bad_request", what
+    assert vendor.received == []
+    denials = [r for r in gw.audit() if r["event"] == "request"]
+    assert [(r["decision"], r["reason"]) for r in denials] == [("deny", "bad_request")] * len(variants)
+    status, payload = await send(body, content_type)
+    assert status in (200, 201, 202), payload
+    assert len(vendor.received) == 1
+
+
+# ------------------------------------------------------------------ OTP detect, as a handset shows it
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "Your " + "".join(chr(ord(c) - ord("a") + 0xFF41) for c in "code") + ": 123456",  # full-width
+        "Your code: " + in_script("123456", 0xFF10),  # full-width digits
+        "Your code: " + in_script("123456", 0x0660),  # Arabic-Indic digits
+        "Your co\u200bde: 123456",  # a zero-width space inside the word
+        "Your code: " + in_script("123456", 0x1D7CE),  # mathematical bold digits
+    ],
+)
+async def test_otp_detect_sees_the_text_as_the_handset_shows_it(
+    make_gateway: GatewayFactory, vendors, body: str
+) -> None:
+    """The hole: a detect pattern written for ASCII (``[0-9]``, ``code``) missed a code spelt in
+    look-alike characters, so such a message was never capped although the recipient reads a code."""
+    recorder = Recorder()
+    vendor = await vendors(recorder)
+    doc = copy.deepcopy(DEFAULT_POLICY)
+    doc["route"][0]["otp"] = {"detect": r"(?i)\bcode\b\D{0,10}[0-9]{6}", "max_sends": 1, "window": "1 hour"}
+    gw = await make_gateway(vendor.base_url, policies={"default": doc})
+    first = await gw.send({"To": EE, "From": "MyBank", "Body": "Your code: 123456"})
+    assert first.status == 201
+    response, payload = await post(gw, urlencode({"To": EE, "From": "MyBank", "Body": body}).encode())
+    assert response.status == 429, payload
+    assert error_of(payload)["code"] == "otp_retry_cap"
+    assert len(recorder.seen) == 1
+
+
 # --------------------------------------------------------------------------- wrong type, charset, NUL, UTF-8
 
 # A document that is valid JSON and a valid form at once: read as a form it sends to Estonia (which
@@ -369,3 +652,33 @@ async def test_generic_json_nested_32_deep_and_forms_are_sent(
         _nested(32),
         b"to=%2B37255512367&from=MyBank&text=x%7B%5B",
     ]
+
+
+@pytest.mark.usefixtures("vendor_env")
+@pytest.mark.parametrize(
+    ("name", "fields"),
+    [
+        ("twilio-verify", {"To": EE, "Channel": "sms", "CustomCode": "49\x003817"}),
+        ("smsapi", {"to": EE[1:], "from": "MyBank", "message": "[%1%]", "param1": "49\x003817"}),
+        (
+            "twilio",
+            {"To": EE, "From": "MyBank", "ContentSid": "HX1", "ContentVariables": '{"1":"49\x003817"}'},
+        ),
+        ("twilio", {"To": EE, "From": "MyBank", "Body": "hi", "StatusCallback": "https://x.example/\x00"}),
+    ],
+)
+async def test_a_nul_in_a_code_or_any_other_field_is_refused(
+    make_gateway: GatewayFactory, vendor, name: str, fields: dict[str, str]
+) -> None:
+    """The message_nul stage looks at recipients, senders and texts; a NUL in a code (logged like
+    a text: Twilio CustomCode and ContentVariables, SMSAPI param1) or any other field went through.
+    The readers refuse a NUL anywhere in the body."""
+    shape = SHAPES[name]
+    gw = await open_shape(make_gateway, vendor, shape)
+    url = gw.base + concrete(shape.path)
+    headers = {**shape.headers(), "Content-Type": FORM}
+    async with gw.session.post(url, data=urlencode(fields).encode(), headers=headers) as response:
+        payload = await response.read()
+    assert response.status == 400, payload
+    assert error_of(payload)["code"] == "bad_request"
+    assert vendor.received == []

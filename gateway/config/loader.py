@@ -106,7 +106,8 @@ def _dotted(loc: tuple[int | str, ...]) -> str:
         elif "[" in str(part) or "function-after" in str(part):
             continue  # pydantic's internal validator names
         else:
-            out += f".{part}" if out else str(part)
+            name = str(part) or '""'  # TOML allows an empty key; the message must still show where
+            out += f".{name}" if out else name
     return out
 
 
@@ -134,13 +135,34 @@ def _problems_from(file: str, exc: ValidationError, prefix: str = "") -> list[Pr
 def _read_toml(path: Path, file: str) -> dict[str, Any]:
     try:
         with path.open("rb") as fh:
-            return tomllib.load(fh)
+            doc = tomllib.load(fh)
     except FileNotFoundError:
         raise ConfigError([Problem(file, "", "file does not exist")]) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([Problem(file, "", f"not valid TOML: {exc}")]) from None
     except OSError as exc:
         raise ConfigError([Problem(file, "", f"cannot be read ({exc.strerror})")]) from None
+    # A NUL (TOML's "\u0000") is in no valid value, and as a path it made the file checks raise
+    # ValueError instead of reporting a problem.
+    nul = [Problem(file, key, "must not contain a NUL character") for key in _nul_keys(doc, "")]
+    if nul:
+        raise ConfigError(nul)
+    return doc
+
+
+def _nul_keys(node: Any, key: str) -> list[str]:
+    """Dotted keys of the strings (and key names) that hold a NUL character."""
+    if isinstance(node, str):
+        return [key] if "\x00" in node else []
+    if isinstance(node, list):
+        return [k for i, item in enumerate(node) for k in _nul_keys(item, f"{key}[{i}]")]
+    if isinstance(node, dict):
+        out: list[str] = []
+        for name, value in node.items():
+            dotted = f"{key}.{name}" if key else name
+            out += [dotted.replace("\x00", "\\0")] if "\x00" in name else _nul_keys(value, dotted)
+        return out
+    return []
 
 
 def _validate(model: type[BaseModel], data: Any, file: str, problems: list[Problem]) -> Any:

@@ -22,6 +22,7 @@ only while the issuer's key set is unchanged) so a client reusing a token costs 
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -43,6 +44,9 @@ __all__ = ["CHALLENGE", "JwtAuthenticator", "JwtIssuer", "build_jwt"]
 CHALLENGE = 'Bearer realm="smsgw"'
 #: Verified tokens remembered at once; the oldest is forgotten first.
 CACHE_SIZE = 10_000
+#: A JWS in compact serialization: three unpadded base64url parts (an empty signature is left for
+#: the algorithm check to refuse, so an ``alg: none`` token is audited as the attack it is).
+_COMPACT = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*", re.ASCII)
 #: The first claim present names the client.
 SUBJECT_CLAIMS = ("sub", "client_id", "azp")
 
@@ -149,9 +153,14 @@ class JwtAuthenticator:
         return header[:7].lower() == "bearer "
 
     async def authenticate(self, ex: Exchange) -> Principal:
-        token = ex.request.headers.get("Authorization", "")[7:].strip()
+        token = ex.request.headers.get("Authorization", "")[7:].strip(" \t")  # HTTP whitespace only
         if len(token.encode("utf-8", "surrogateescape")) > self._max_bytes:
             raise _unauthenticated("oversized")
+        if not _COMPACT.fullmatch(token):
+            # RFC 7515 compact form only: unpadded base64url. pyjwt also took padding and other
+            # spellings of one token, and raised (a 500) on the surrogates that stand for header
+            # bytes that are not UTF-8.
+            raise _unauthenticated("malformed")
         digest = hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
         known = self._cache.get(digest)
         if known is not None:

@@ -45,6 +45,8 @@ _MEDIA_TYPE: Final = re.compile(rf"{_TCHARS}/{_TCHARS}")
 _CONTROLS: Final = re.compile(r"[\x00-\x1f\x7f]")
 _NAME_CUT: Final = re.compile(r"[\[\].]")
 _QUERY_SPLIT: Final = re.compile(r"[&;]")
+#: ``\u0000`` in a JSON text, not preceded by an escaped backslash (raw NULs are invalid JSON).
+_JSON_NUL: Final = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 
 Role = Literal["recipient", "sender", "body", "code"]
 
@@ -94,7 +96,10 @@ def media_type(content_type: str) -> tuple[str, dict[str, str]]:
     params: dict[str, str] = {}
     for part in rest.split(";"):
         name, eq, value = part.partition("=")
-        name = name.strip().lower()
+        # RFC 2231 forms (``charset*=utf-8''latin1``, ``charset*0=``) are the same parameter to
+        # parsers that read them (werkzeug, Python's email package): folded, so a second
+        # spelling counts as given twice and an encoded value is never taken for plain UTF-8.
+        name = name.partition("*")[0].strip().lower()
         if not eq or not name:
             continue
         value = value.strip()
@@ -143,6 +148,12 @@ def read_form(body: bytes, content_type: str) -> list[tuple[str, str]]:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         raise bad_request("the body is not valid UTF-8") from None
+    if text.startswith("\ufeff"):
+        # A decoder that drops the byte-order mark reads the first field name without it.
+        raise bad_request("the form body starts with a byte-order mark")
+    if text.lstrip()[:1] in ("{", "["):
+        # A JSON document under a form type: a vendor that goes by the body reads other fields.
+        raise bad_request("the body is JSON, but its Content-Type says form")
     if _BAD_PERCENT.search(text):
         raise bad_request("the form body has a malformed percent-escape")
     if ";" in text:
@@ -150,9 +161,15 @@ def read_form(body: bytes, content_type: str) -> list[tuple[str, str]]:
         raise bad_request("the form body holds a ';' (write it as %3B)")
     try:
         # parse_qsl's own messages quote the body: never let them out.
-        return parse_qsl(text, keep_blank_values=True, strict_parsing=True, encoding="utf-8", errors="strict")
+        pairs = parse_qsl(
+            text, keep_blank_values=True, strict_parsing=True, encoding="utf-8", errors="strict"
+        )
     except ValueError:
         raise bad_request("the form body is malformed or not valid UTF-8") from None
+    if any("\x00" in name or "\x00" in value for name, value in pairs):
+        # C-based stacks end a string at a NUL: the vendor would send less than was checked and logged.
+        raise bad_request("the form body holds a NUL character")
+    return pairs
 
 
 def form_fields(
@@ -237,6 +254,9 @@ def read_json(body: bytes) -> object:
         raise bad_request("the JSON body starts with a byte-order mark")
     if _too_deep(text):
         raise bad_request(f"the JSON body is nested deeper than {MAX_JSON_DEPTH} levels")
+    if "\\u0000" in text and _JSON_NUL.search(text):
+        # C-based stacks end a string at a NUL: the vendor would send less than was checked and logged.
+        raise bad_request("the JSON body holds a NUL character")
     try:
         return json.loads(text, object_pairs_hook=_unique_pairs, parse_constant=_no_constant)
     except _Ambiguous:
