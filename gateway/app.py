@@ -53,6 +53,9 @@ class Gateway:
     def __init__(self, policy: Policy, services: Services) -> None:
         self.policy = policy
         self.services = services
+        #: Set when a shutdown begins: answers then say ``Connection: close``, so no client sends
+        #: another request on a connection the gateway is about to close.
+        self.draining = False
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         policy = self.policy  # one policy for the whole request, even if a reload swaps it
@@ -93,20 +96,24 @@ class Gateway:
         return error_response(exc, ex.request_id)
 
     def finish(self, ex: Exchange, response: web.StreamResponse) -> None:
-        """Security headers on every answer, then the access record."""
+        """Security headers on every answer, then the metrics and the access record."""
         headers = response.headers
         headers.update(ex.policy.security_headers)
         if ex.response_headers:
             headers.update(ex.response_headers)
         headers["X-Request-ID"] = ex.request_id
+        if self.draining:
+            response.force_close()
         if ex.status is None:
             ex.status = response.status
+        elapsed = time.perf_counter() - ex.started
+        self.services.metrics.request(ex, response.status, elapsed)
         access = self.services.access_log
         if access is not None:
-            access.write(self.access_record(ex, response))
+            access.write(self.access_record(ex, response, elapsed))
 
     @staticmethod
-    def access_record(ex: Exchange, response: web.StreamResponse) -> dict[str, Any]:
+    def access_record(ex: Exchange, response: web.StreamResponse, elapsed: float) -> dict[str, Any]:
         request = ex.request
         transport = request.transport
         ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
@@ -121,7 +128,7 @@ class Gateway:
             "client": ex.client_id,
             "status": response.status,
             "reason": ex.reason,
-            "duration_ms": round((time.perf_counter() - ex.started) * 1000, 3),
+            "duration_ms": round(elapsed * 1000, 3),
             "upstream_ms": ex.upstream_ms,
             "bytes_in": request.content_length,
             "bytes_out": len(body) if isinstance(body, bytes) else None,

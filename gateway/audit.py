@@ -47,6 +47,7 @@ LIFECYCLE_EVENTS = frozenset(
         "audit_rotated",
         "audit_purged",
         "certificate_reloaded",
+        "config_rejected",
         "gateway_stopped",
     }
 )
@@ -299,6 +300,7 @@ class AuditLog:
         record = self._record(ex, "request")
         record.update(decision=decision, status=ex.status, reason=ex.reason, detail=ex.detail)
         ex.audited = True
+        ex.decision = decision
         if not self._write(record):
             raise AuditUnavailable
 
@@ -396,18 +398,28 @@ def _version() -> str:
         return "unknown"
 
 
-def record_start(audit: AuditLog, config: Config, worker: int | None = None) -> None:
+def record_start(
+    audit: AuditLog,
+    config: Config,
+    worker: int | None = None,
+    *,
+    trigger: str = "start",
+    generation: int = 1,
+    sha256: str | None = None,
+) -> None:
     """``config_loaded`` (what runs, by hash) and one ``config_warning`` per warning, so a reviewer
-    sees from the log alone which policy was in force and what the operator was told to fix."""
+    sees from the log alone which policy was in force and what the operator was told to fix.
+    ``trigger``: ``start``, or ``reload`` with the new ``generation``."""
     s = config.settings.logging
     hash_key_id = s.hash_key_id or (
         key_id_for(s.hash_key.get_secret_value().encode("utf-8")) if s.hash_key else None
     )
     audit.event(
         "config_loaded",
-        trigger="start",
+        trigger=trigger,
+        generation=generation,
         config_file=str(config.path),
-        config_sha256=config_sha256(config),
+        config_sha256=sha256 or config_sha256(config),
         version=_version(),
         worker=worker,
         clients=len(config.clients),

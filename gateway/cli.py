@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
+import signal
 import sys
+import time
+import urllib.error
+import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 
 from pydantic import ValidationError
 
-from gateway.config import Config, ConfigError, load_config
+from gateway.config import Config, ConfigError, load_config, parse_listen
 from gateway.config.schema import HMACKeyConfig
 from gateway.keygen import basic_credential, hmac_key_lines, random_token, sdk_username
 from gateway.review import add_audit_parser
@@ -62,10 +67,103 @@ def cmd_serve(args: argparse.Namespace) -> int:
         logging.getLogger("smsgw").warning("%s", warning.as_warning())
     if config.settings.server.workers > 1:
         return run_workers(config)
+    # Until the loop handles it (a reload), SIGHUP's default action would end a starting gateway.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
         asyncio.run(serve(config))
     except OSError as exc:
         print(f"smsgw: cannot listen: {exc.strerror}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    """Check the config, then SIGHUP the running gateway named by its pid file; with ``--wait``,
+    watch its /readyz until it serves the new config (exit 1 if it does not: see its log)."""
+    from gateway.audit import config_sha256
+    from gateway.server import pid_path
+
+    config = _load(args.config)  # a config with problems is not sent: the gateway would refuse it
+    for warning in config.warnings:
+        print(warning.as_warning(), file=sys.stderr)
+    path = Path(args.pid_file) if args.pid_file else pid_path(config)
+    if path is None:
+        print(
+            "smsgw reload: server.pid_file is empty; give --pid-file or send SIGHUP yourself", file=sys.stderr
+        )
+        return 2
+    try:
+        pid = int(path.read_text().strip())
+    except (OSError, ValueError):
+        print(f"smsgw reload: no gateway pid in {path} (is `smsgw serve` running?)", file=sys.stderr)
+        return 2
+    if not _is_gateway(pid):
+        print(f"smsgw reload: process {pid} from {path} is not a running smsgw serve", file=sys.stderr)
+        return 2
+    os.kill(pid, signal.SIGHUP)
+    print(f"sent SIGHUP to smsgw (pid {pid})")
+    if args.wait <= 0:
+        return 0
+    wanted = config_sha256(config)
+    host, port = parse_listen(config.settings.admin.listen)
+    host = "127.0.0.1" if host in ("0.0.0.0", "") else ("::1" if host == "::" else host)
+    url = f"http://{'[' + host + ']' if ':' in host else host}:{port}/readyz"
+    deadline = time.monotonic() + args.wait
+    seen: dict[str, object] = {}
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as answer:
+                seen = json.loads(answer.read())
+        except urllib.error.HTTPError as exc:
+            seen = json.loads(exc.read() or b"{}")
+        except (OSError, ValueError):
+            seen = {}
+        if seen.get("config_sha256") == wanted:
+            print(f"reloaded: config generation {seen.get('config_generation')}, sha256 {wanted[:16]}")
+            return 0
+        time.sleep(0.2)
+    print(
+        f"smsgw reload: the gateway still serves config sha256 {str(seen.get('config_sha256', '?'))[:16]} "
+        f"(generation {seen.get('config_generation', '?')}): the reload was refused; its log says why",
+        file=sys.stderr,
+    )
+    return 1
+
+
+def _is_gateway(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's: the signal will say
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True  # no /proc: trust the pid file
+    return b"serve" in cmdline
+
+
+def cmd_sandbox(args: argparse.Namespace) -> int:
+    """The built-in fake vendor on its own (compose files, manual tests)."""
+    from gateway.sandbox import run_sandbox
+
+    _configure_logging("info")
+    account = os.environ.get(args.account_env, "")
+    token = os.environ.get(args.token_env, "")
+    if not account or not token:
+        print(
+            f"smsgw sandbox: set {args.account_env} and {args.token_env} (the vendor credential)",
+            file=sys.stderr,
+        )
+        return 2
+    if bool(args.cert) != bool(args.key):
+        print("smsgw sandbox: give both --cert and --key, or neither", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(run_sandbox(args.listen, account, token, args.cert, args.key))
+    except OSError as exc:
+        print(f"smsgw sandbox: cannot listen: {exc.strerror}", file=sys.stderr)
         return 1
     return 0
 
@@ -86,6 +184,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
+    if args.kind == "cert":
+        from gateway.demo import make_self_signed
+
+        cert, key = Path(args.cert), Path(args.key)
+        if cert.exists() or key.exists():
+            print(f"smsgw keygen cert: {cert} or {key} exists; not overwritten", file=sys.stderr)
+            return 2
+        make_self_signed(cert, key, tuple(args.host) or ("localhost",), args.days or 365)
+        names = ", ".join(args.host) or "localhost"
+        print(f"wrote {cert} (a self-signed certificate for {names}) and {key} (mode 0600)")
+        return 0
     if args.kind == "seal":
         from gateway.seal import SealError, write_key_pair
 
@@ -104,7 +213,7 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     elif args.kind == "hmac":
         today = datetime.now(UTC).date()
         key_id = args.key_id or f"{args.client}-{today:%Y-%m}"
-        secret, lines = hmac_key_lines(args.client, key_id, today, args.days)
+        secret, lines = hmac_key_lines(args.client, key_id, today, args.days or 90)
         try:
             HMACKeyConfig(id=key_id, secret=secret)  # what [[client.hmac_keys]] will accept
         except ValidationError:
@@ -187,16 +296,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--admin-port", type=int, default=9000)
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("keygen", help="make a secret: hmac | hash-key | basic (with the config lines) | seal")
-    p.add_argument("kind", choices=["hmac", "hash-key", "basic", "seal"])
+    p = sub.add_parser(
+        "keygen", help="make a secret: hmac | hash-key | basic (with the config lines) | seal | cert"
+    )
+    p.add_argument("kind", choices=["hmac", "hash-key", "basic", "seal", "cert"])
     p.add_argument("--type", choices=["x25519", "rsa"], default="x25519", help="seal: the key type")
     p.add_argument("--private", default="seal-private.pem", help="seal: where the private key goes")
     p.add_argument("--public", default="seal-public.pem", help="seal: where the public key goes")
     p.add_argument("--client", default="client", help="hmac: the client id the key is for")
     p.add_argument("--key-id", help="hmac: the key id (default CLIENT-YYYY-MM)")
-    p.add_argument("--days", type=int, default=90, help="hmac: days until it expires (default 90)")
+    p.add_argument(
+        "--days", type=int, help="hmac: days until it expires (default 90); cert: days it is valid (365)"
+    )
     p.add_argument("--username", help="basic: the username (default: AC + 32 random hex digits)")
+    p.add_argument("--cert", default="cert.pem", help="cert: where the certificate goes")
+    p.add_argument("--key", default="key.pem", help="cert: where its private key goes (mode 0600)")
+    p.add_argument("--host", action="append", default=[], help="cert: a DNS name it is for (repeatable)")
     p.set_defaults(func=cmd_keygen)
+
+    p = sub.add_parser("reload", help="check the config, then make the running gateway reload it (SIGHUP)")
+    p.add_argument("-c", "--config", required=True)
+    p.add_argument("--pid-file", help="default: server.pid_file of the config")
+    p.add_argument(
+        "--wait", type=float, default=10, help="seconds to watch /readyz for the new config (0: don't)"
+    )
+    p.set_defaults(func=cmd_reload)
+
+    p = sub.add_parser("sandbox", help="run the built-in fake vendor (every vendor's send API) on its own")
+    p.add_argument("--listen", default="127.0.0.1:8089", help="HOST:PORT")
+    p.add_argument("--cert", help="serve HTTPS with this certificate (PEM)")
+    p.add_argument("--key", help="and this private key")
+    p.add_argument("--account-env", default="SMSGW_SANDBOX_ACCOUNT", help="variable holding the account id")
+    p.add_argument("--token-env", default="SMSGW_SANDBOX_TOKEN", help="variable holding the auth token")
+    p.set_defaults(func=cmd_sandbox)
 
     p = sub.add_parser("sign", help="RFC 9421 HMAC headers for a request to the gateway (--send runs it)")
     p.add_argument("--key-id", required=True)

@@ -347,6 +347,10 @@ class ConnectionLimits:
         self._unreported = 0
         self._reported_at = float("-inf")
 
+    def trust(self, trusted_proxies: Iterable[str]) -> None:
+        """A reload changed ``server.trusted_proxies``: they are held to the global cap only."""
+        self._trusted = ClientAddressResolver(trusted_proxies)
+
     def admit(self, peername: Any) -> str | None:
         """The peer's key, now counted, or None when the connection must be closed."""
         try:

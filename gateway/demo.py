@@ -32,7 +32,11 @@ DEMO_CLIENT_USER = "AC00000000000000000000000000demo"
 DEMO_RECIPIENT = "+37255512367"
 
 
-def make_self_signed(cert_path: Path, key_path: Path, hosts: tuple[str, ...] = ("localhost",)) -> None:
+def make_self_signed(
+    cert_path: Path, key_path: Path, hosts: tuple[str, ...] = ("localhost",), days: int = 365
+) -> None:
+    """A self-signed certificate (its own CA: trust the certificate file itself) for ``hosts``,
+    127.0.0.1 and ::1; the key is written with mode 0600. For demos and examples only."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "smsgw demo")])
     now = dt.datetime.now(dt.UTC)
@@ -47,7 +51,7 @@ def make_self_signed(cert_path: Path, key_path: Path, hosts: tuple[str, ...] = (
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=365))
+        .not_valid_after(now + dt.timedelta(days=days))
         .add_extension(x509.SubjectAlternativeName(san), critical=False)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(key, hashes.SHA256())

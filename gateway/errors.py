@@ -41,6 +41,7 @@ REASONS: Final[Mapping[str, int]] = MappingProxyType(
         "callback_in_progress": 409,
         "idempotency_mismatch": 422,
         "idempotency_in_flight": 409,
+        "anomaly_blocked": 429,
     }
 )
 

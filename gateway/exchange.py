@@ -66,6 +66,7 @@ class Exchange:
     vendor_message_id: str | None = None
     vendor_status: str | None = None  # a callback's delivery status (webhook routes)
     audited: bool = False  # a request record (allow or deny) has been written
+    decision: str | None = None  # that record's decision: "allow" or "deny"
     #: Set when the forward stage starts: from then on the vendor may have the request.
     upstream_attempted: bool = False
 

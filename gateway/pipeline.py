@@ -44,7 +44,8 @@ class ResponsePhase(Protocol):
 
 
 class StageTimer:
-    """Per-stage call counts and total seconds; metrics read it, profiles print it."""
+    """Per-stage call counts and total seconds since the last :meth:`drain`: the metrics service
+    drains it (gateway/metrics.py), profiles print a snapshot. Two dict updates per stage."""
 
     __slots__ = ("calls", "seconds")
 
@@ -60,6 +61,12 @@ class StageTimer:
         return {
             name: {"calls": self.calls[name], "seconds": round(self.seconds[name], 6)} for name in self.calls
         }
+
+    def drain(self) -> tuple[dict[str, int], dict[str, float]]:
+        """What was observed since the last drain, and start again from zero."""
+        calls, seconds = self.calls, self.seconds
+        self.calls, self.seconds = {}, {}
+        return calls, seconds
 
 
 class Chain:

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
+from gateway.alerts import build_anomalies, build_auth_watch
 from gateway.audit import AuditDecision
 from gateway.body import CheckExpectation, DeclaredBodySize, ReadBody, RefuseNul
 from gateway.config import Config
@@ -123,9 +124,11 @@ def _audit(route: RouteConfig, b: Build) -> AuditDecision:
 
 
 #: Sends (kinds sms, otp, otp-check), in DESIGN.md's order. Idempotency comes before the limits
-#: so that a replayed or refused repeat counts against nothing.
+#: so that a replayed or refused repeat counts against nothing; the anomaly counters come after
+#: them, so a send a limit refused is not counted as volume.
 SEND: tuple[StageFactory, ...] = (
     lambda r, b: RouteAllowlist(IpAllowlist(r.ip_allow)) if r.ip_allow else None,
+    build_auth_watch,
     lambda r, b: _read_body(r, b) if _needs_body_first(r, b) else None,
     _authenticate,
     lambda r, b: ClientAllowlist(),
@@ -138,6 +141,7 @@ SEND: tuple[StageFactory, ...] = (
     build_idempotency,
     build_rate_limits,
     build_otp_caps,
+    build_anomalies,
     _audit,
     _forward,
 )

@@ -12,10 +12,14 @@ query, SigV4 access key and secret) or ``auth_token`` as its token (Bearer, App,
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hmac
 import json
+import logging
 import secrets
+import signal
+import ssl
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -424,3 +428,41 @@ def build_sandbox_app(state: SandboxState) -> web.Application:
     app.router.add_post("/messages", messagebird_messages)
     app.router.add_post("/", sns_publish)
     return app
+
+
+async def run_sandbox(
+    listen: str,
+    account_sid: str,
+    auth_token: str,
+    cert_file: str | None = None,
+    key_file: str | None = None,
+    ready: asyncio.Event | None = None,
+) -> None:
+    """``smsgw sandbox``: serve until SIGTERM or SIGINT, over HTTPS when given a certificate
+    (a gateway reaches a vendor that is not on loopback over https only). The auth token is
+    also the bearer token."""
+    from gateway.config import parse_listen
+
+    state = SandboxState(account_sid, auth_token, auth_token)
+    runner = web.AppRunner(build_sandbox_app(state), access_log=None, handle_signals=False)
+    await runner.setup()
+    context = None
+    if cert_file and key_file:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(cert_file, key_file)
+    host, port = parse_listen(listen)
+    try:
+        await web.TCPSite(runner, host, port, ssl_context=context).start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        bound = runner.addresses[0][1]
+        logging.getLogger("smsgw").info(
+            "sandbox vendor listening on %s://%s:%d", "https" if context else "http", host, bound
+        )
+        if ready is not None:
+            ready.set()
+        await stop.wait()
+    finally:
+        await runner.cleanup()

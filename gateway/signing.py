@@ -40,18 +40,21 @@ def content_digest(body: bytes) -> str:
     return "sha-256=:" + base64.b64encode(hashlib.sha256(body).digest()).decode("ascii") + ":"
 
 
-def target_uri(url: str) -> str:
+def target_uri(url: str, allow_http: bool = False) -> str:
     """``@target-uri`` as the gateway rebuilds it: scheme and host lower-cased, the default port
-    dropped, path and query exactly as written (sign the URL your client sends)."""
+    dropped, path and query exactly as written (sign the URL your client sends).
+
+    ``allow_http``: the gateway's own alert POSTs may go to a plain-http internal service."""
     parts = urlsplit(url)
-    if parts.scheme.lower() != "https" or not parts.hostname:
+    scheme = parts.scheme.lower()
+    if scheme not in (("https", "http") if allow_http else ("https",)) or not parts.hostname:
         raise ValueError("the URL must be absolute, https://HOST/PATH (the gateway speaks TLS only)")
     if "@" in parts.netloc:
         raise ValueError("the URL must not carry credentials")
-    authority = parts.netloc.lower().removesuffix(":443")
+    authority = parts.netloc.lower().removesuffix(":443" if scheme == "https" else ":80")
     path = parts.path or "/"
     query = f"?{parts.query}" if parts.query else ""
-    return f"https://{authority}{path}{query}"
+    return f"{scheme}://{authority}{path}{query}"
 
 
 def _sf_string(value: str, what: str) -> str:
@@ -85,6 +88,7 @@ def sign(
     secret: str,
     created: int | None = None,
     nonce: str | None = None,
+    allow_http: bool = False,
 ) -> dict[str, str]:
     """The three headers to send with this request: ``Content-Digest``, ``Signature-Input``,
     ``Signature``. The key is the UTF-8 bytes of ``secret`` (as ``smsgw keygen hmac`` prints it)."""
@@ -95,7 +99,7 @@ def sign(
         key_id,
         secrets.token_urlsafe(24) if nonce is None else nonce,
     )
-    base = signature_base(method, target_uri(url), digest, params)
+    base = signature_base(method, target_uri(url, allow_http), digest, params)
     mac = hmac.new(secret.encode("utf-8"), base, hashlib.sha256).digest()
     return {
         "Content-Digest": digest,

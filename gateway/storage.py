@@ -27,7 +27,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final, Protocol
 from urllib.parse import urlsplit
 
@@ -86,6 +86,24 @@ class KeyValue(Protocol):
         """Take back a slot that did not lead to a send."""
         ...
 
+    async def add(self, key: str, amount: int, ttl_s: float, limit: int = -1) -> tuple[int, bool]:
+        """Add ``amount`` to the counter at ``key`` unless the sum would pass ``limit`` (-1: no
+        limit); a new counter lives ``ttl_s``. Returns ``(count, added)`` (anomaly counters)."""
+        ...
+
+    async def counts(self, keys: Sequence[str]) -> list[int]:
+        """The counters at ``keys``, 0 for a missing one, in one call (the keys share a hash tag)."""
+        ...
+
+    async def add_member(
+        self, key: str, member: str, window_s: float, limit: int = -1, cap: int = 0
+    ) -> tuple[int, int]:
+        """Record ``member`` in the set at ``key``, which forgets members not seen for ``window_s``.
+        Unless ``member`` is there already, it is refused when ``limit`` members are (-1: no limit);
+        ``cap`` (0: none) bounds the set, oldest out first. Returns ``(members, outcome)``:
+        1 added, 0 already there (its time renewed), -1 refused."""
+        ...
+
     async def ping(self) -> bool:
         """True when the backend answers now (readiness)."""
         ...
@@ -96,12 +114,14 @@ class KeyValue(Protocol):
 class MemoryKeyValue:
     """One process's memory: exact, and lost on restart (``storage.url = "memory://"``)."""
 
-    __slots__ = ("_data", "_max_keys", "_slots", "_writes")
+    __slots__ = ("_data", "_max_keys", "_sets", "_slots", "_writes")
 
     def __init__(self, max_keys: int = 1_000_000) -> None:
         self._data: dict[str, tuple[bytes, float]] = {}
         #: OTP logs: key -> (entries oldest first as (time.time(), member), when the log expires)
         self._slots: dict[str, tuple[list[tuple[float, str]], float]] = {}
+        #: Member sets: key -> {member: last seen (monotonic)}, oldest first
+        self._sets: dict[str, dict[str, float]] = {}
         self._max_keys = max_keys
         self._writes = 0
 
@@ -117,13 +137,15 @@ class MemoryKeyValue:
     def _sweep(self, now: float) -> None:
         """Expired keys go every so often, so memory is bounded by what is live."""
         self._writes += 1
-        if self._writes % 1024 == 0 or len(self._data) + len(self._slots) >= self._max_keys:
+        if self._writes % 1024 == 0 or len(self._data) + len(self._slots) + len(self._sets) >= self._max_keys:
             for key in [k for k, (_, expires) in self._data.items() if expires <= now]:
                 del self._data[key]
             wall = time.time()
             for key in [k for k, (_, expires) in self._slots.items() if expires <= wall]:
                 del self._slots[key]
-            if len(self._data) + len(self._slots) >= self._max_keys:
+            for key in [k for k, members in self._sets.items() if not members]:
+                del self._sets[key]
+            if len(self._data) + len(self._slots) + len(self._sets) >= self._max_keys:
                 raise StorageUnavailable("memory storage is full")
 
     async def set_if_absent(self, key: str, value: bytes, ttl_s: float) -> bool:
@@ -164,12 +186,52 @@ class MemoryKeyValue:
         if held:
             self._slots[key] = ([e for e in held[0] if e[1] != member], held[1])
 
+    async def add(self, key: str, amount: int, ttl_s: float, limit: int = -1) -> tuple[int, bool]:
+        now = time.monotonic()
+        current = self._live(key, now)
+        count = int(current) if current is not None else 0
+        if 0 <= limit < count + amount:
+            return count, False
+        if current is None:
+            self._sweep(now)
+            expires = now + ttl_s
+        else:
+            expires = self._data[key][1]
+        self._data[key] = (str(count + amount).encode("ascii"), expires)
+        return count + amount, True
+
+    async def counts(self, keys: Sequence[str]) -> list[int]:
+        now = time.monotonic()
+        return [int(value) if (value := self._live(key, now)) is not None else 0 for key in keys]
+
+    async def add_member(
+        self, key: str, member: str, window_s: float, limit: int = -1, cap: int = 0
+    ) -> tuple[int, int]:
+        now = time.monotonic()
+        members = self._sets.get(key)
+        if members is None:
+            self._sweep(now)
+            members = self._sets[key] = {}
+        for old in [m for m, seen in members.items() if seen <= now - window_s]:
+            del members[old]
+        if member in members:
+            del members[member]  # re-inserted last: the dict stays oldest first
+            members[member] = now
+            return len(members), 0
+        if 0 <= limit <= len(members):
+            return len(members), -1
+        members[member] = now
+        while cap and len(members) > cap:
+            del members[next(iter(members))]
+        return len(members), 1
+
     async def ping(self) -> bool:
         return True
 
     async def close(self) -> None:
         self._data.clear()
         self._slots.clear()
+        self._sets.clear()
 
 
 def slot_wait(now: float, times: list[float], limit: int, window_s: float, gap_s: float) -> float:
@@ -217,6 +279,48 @@ return 0
 """
 
 
+#: ``add``: one counter, created with a TTL, never taken over ``limit`` (-1: no limit).
+_ADD = """
+local amount = tonumber(ARGV[1])
+local limit = tonumber(ARGV[3])
+local count = tonumber(redis.call('GET', KEYS[1]) or '0')
+if limit >= 0 and count + amount > limit then
+  return {count, 0}
+end
+count = redis.call('INCRBY', KEYS[1], amount)
+if redis.call('PTTL', KEYS[1]) < 0 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return {count, 1}
+"""
+
+#: ``add_member``: a sorted set of members scored by Redis's clock (milliseconds).
+_ADD_MEMBER = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local window = tonumber(ARGV[2])
+local limit = tonumber(ARGV[3])
+local cap = tonumber(ARGV[4])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+local count = redis.call('ZCARD', KEYS[1])
+local outcome = 1
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) then
+  outcome = 0
+elseif limit >= 0 and count >= limit then
+  return {count, -1}
+else
+  count = count + 1
+end
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+if cap > 0 and count > cap then
+  redis.call('ZREMRANGEBYRANK', KEYS[1], 0, count - cap - 1)
+  count = cap
+end
+redis.call('PEXPIRE', KEYS[1], window)
+return {count, outcome}
+"""
+
+
 class RedisKeyValue:
     """The contract over a redis-py asyncio client (plain, sentinel master or cluster).
 
@@ -224,12 +328,14 @@ class RedisKeyValue:
     redis-py's messages can name hosts, and nothing here may echo a key.
     """
 
-    __slots__ = ("_client", "_closers", "_take")
+    __slots__ = ("_add", "_add_member", "_client", "_closers", "_take")
 
     def __init__(self, client: Any, closers: tuple[Any, ...] = ()) -> None:
         self._client = client
         self._closers = closers or (client,)
         self._take = client.register_script(_TAKE_SLOT)
+        self._add = client.register_script(_ADD)
+        self._add_member = client.register_script(_ADD_MEMBER)
 
     async def set_if_absent(self, key: str, value: bytes, ttl_s: float) -> bool:
         try:
@@ -269,6 +375,31 @@ class RedisKeyValue:
             await self._client.zrem(key, member)
         except STORAGE_ERRORS as exc:
             raise StorageUnavailable(type(exc).__name__) from None
+
+    async def add(self, key: str, amount: int, ttl_s: float, limit: int = -1) -> tuple[int, bool]:
+        try:
+            count, added = await self._add(keys=[key], args=[amount, _ms(ttl_s), limit])
+        except STORAGE_ERRORS as exc:
+            raise StorageUnavailable(type(exc).__name__) from None
+        return int(count), bool(added)
+
+    async def counts(self, keys: Sequence[str]) -> list[int]:
+        if not keys:
+            return []
+        try:
+            values = await self._client.mget(list(keys))
+        except STORAGE_ERRORS as exc:
+            raise StorageUnavailable(type(exc).__name__) from None
+        return [int(value) if value is not None else 0 for value in values]
+
+    async def add_member(
+        self, key: str, member: str, window_s: float, limit: int = -1, cap: int = 0
+    ) -> tuple[int, int]:
+        try:
+            count, outcome = await self._add_member(keys=[key], args=[member, _ms(window_s), limit, cap])
+        except STORAGE_ERRORS as exc:
+            raise StorageUnavailable(type(exc).__name__) from None
+        return int(count), int(outcome)
 
     async def ping(self) -> bool:
         try:
@@ -398,6 +529,32 @@ class _GuardedKeyValue:
             self._service.failed("free_slot")
             raise
 
+    async def add(self, key: str, amount: int, ttl_s: float, limit: int = -1) -> tuple[int, bool]:
+        self._service.check_up()
+        try:
+            return await self._backend.add(key, amount, ttl_s, limit)
+        except StorageUnavailable:
+            self._service.failed("add")
+            raise
+
+    async def counts(self, keys: Sequence[str]) -> list[int]:
+        self._service.check_up()
+        try:
+            return await self._backend.counts(keys)
+        except StorageUnavailable:
+            self._service.failed("counts")
+            raise
+
+    async def add_member(
+        self, key: str, member: str, window_s: float, limit: int = -1, cap: int = 0
+    ) -> tuple[int, int]:
+        self._service.check_up()
+        try:
+            return await self._backend.add_member(key, member, window_s, limit, cap)
+        except StorageUnavailable:
+            self._service.failed("add_member")
+            raise
+
     async def ping(self) -> bool:
         return await self._backend.ping()
 
@@ -438,6 +595,8 @@ class StorageService:
             limiter = MemoryStorage()
         self.limiter: LimiterStorage = limiter
         self.errors = 0  # storage failures seen by requests (a metric reads it)
+        #: The same, by what was being done (``rate_limits``, ``otp``, ``alerts``, ...).
+        self.error_counts: dict[str, int] = {}
         self.up = True
         self.down_since: float | None = None
         #: ``event(name, **fields)`` of the audit log, set once the log is open.
@@ -502,8 +661,7 @@ class StorageService:
     def unavailable(self, what: str) -> GatewayError | None:
         """The answer to a storage failure: a refusal (``closed``), or None to let the request
         pass (``open``; the caller records that it did)."""
-        self.errors += 1
-        self.failed(what)
+        self.note_failure(what)
         if self.errors % 1000 == 0:  # the first one is reported by failed(), as the outage
             log.warning(
                 "limiter storage unavailable during %s (%d so far); on_error = %s",
@@ -514,6 +672,13 @@ class StorageService:
         if self.on_error == "open":
             return None
         return refuse("limiter_unavailable", "the limiter storage is unavailable", detail=what)
+
+    def note_failure(self, what: str) -> None:
+        """Count a failure seen by a request (the metric reads the counts); the first one of an
+        outage marks the storage down. For callers that refuse nothing, such as alert rules."""
+        self.errors += 1
+        self.error_counts[what] = self.error_counts.get(what, 0) + 1
+        self.failed(what)
 
     async def check(self) -> bool:
         """Ping now (readiness): a failure marks the storage down, an answer revives it."""

@@ -12,6 +12,7 @@ import hashlib
 import re
 import ssl
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import netaddr
@@ -67,9 +68,30 @@ class ReloadableServerTLS:
 
     def reload(self) -> None:
         """Raise (and keep serving the current pair) if the files do not load as a pair."""
-        current = server_context(*self._args)
-        names = certificate_names(self._args[1])
-        self._current, self.names = current, names
+        self.use(self.prepare(*self._args))
+
+    def prepare(
+        self, tls: TLSConfig, cert_file: Path, key_file: Path, client_ca_file: Path | None
+    ) -> PreparedTLS:
+        """A context from these files (a config reload may name other files), not in use yet;
+        raises when they do not load."""
+        return PreparedTLS(
+            (tls, cert_file, key_file, client_ca_file),
+            server_context(tls, cert_file, key_file, client_ca_file),
+            certificate_names(cert_file),
+        )
+
+    def use(self, prepared: PreparedTLS) -> None:
+        """New handshakes get the prepared context from now on."""
+        self._args = prepared.args
+        self._current, self.names = prepared.context, prepared.names
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedTLS:
+    args: tuple[TLSConfig, Path, Path, Path | None]
+    context: ssl.SSLContext
+    names: frozenset[str]
 
 
 def spki_sha256(der_certificate: bytes) -> str:

@@ -83,7 +83,14 @@ async def test_readyz_is_503_while_draining(gateway: Gateway) -> None:
     gateway.running.draining = True
     response, payload = await admin_get(gateway, "/readyz")
     assert response.status == 503
-    assert json.loads(payload) == {"status": "not ready", "storage": "up"}
+    answer = json.loads(payload)
+    assert answer == {
+        "status": "not ready",
+        "storage": "up",
+        "config_generation": 1,
+        "config_sha256": gateway.running.config_sha256,
+    }
+    assert len(answer["config_sha256"]) == 64
     assert_security_headers(response)
     health, _ = await admin_get(gateway, "/healthz")
     assert health.status == 200  # alive, just not taking new work
@@ -115,7 +122,12 @@ async def test_readyz_is_503_once_stop_begins(make_gateway: GatewayFactory, pki:
                     break
                 await asyncio.sleep(0.025)
         assert status == 503
-        assert json.loads(payload) == {"status": "not ready", "storage": "up"}
+        assert json.loads(payload) == {
+            "status": "not ready",
+            "storage": "up",
+            "config_generation": 1,
+            "config_sha256": gw.running.config_sha256,
+        }
         recorder.release.set()
         sent = await asyncio.wait_for(in_flight, 10)
         assert sent.status == 201  # the send in flight still completed

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ValidationError
 
@@ -237,6 +238,7 @@ def load_config(path: str | Path) -> Config:
     problems.extend(_route_overlaps(config))
     problems.extend(Problem(*found) for found in webhook_problems(config, file))
     problems.extend(_not_yet_available(config, file))
+    problems.extend(_alert_checks(config, file))
     problems.extend(_identity_checks(config, file))
     problems.extend(_limit_checks(config, file))
     warnings.extend(_limit_warnings(config, file))
@@ -535,11 +537,34 @@ def _not_yet_available(config: Config, file: str) -> list[Problem]:
     Refusing them is deliberate: a security gateway that silently ignores a configured limit or
     authentication method would look protected while it is not.
     """
-    later = "is not available in this version of smsgw"
-    s = config.settings
+    return []
+
+
+def _alert_checks(config: Config, file: str) -> list[Problem]:
+    """``[alerts]``: where alerts go, and rules that could not count as written (gateway/alerts.py)."""
+    from gateway.webhooks.config import forward_to_problem
+
+    alerts = config.settings.alerts
     problems: list[Problem] = []
-    if s.alerts.model_extra:
-        problems.append(Problem(file, "alerts", f"anomaly alerts {later}"))
+    hook = alerts.webhook
+    if hook is not None:
+        problem = forward_to_problem(hook.url)
+        if problem:
+            problems.append(Problem(file, "alerts.webhook.url", problem.split(": callbacks carry")[0]))
+        if hook.ca_file:
+            if urlsplit(hook.url).scheme != "https":
+                problems.append(Problem(file, "alerts.webhook.ca_file", "applies only to an https:// url"))
+            elif not config.resolve_path(hook.ca_file).is_file():
+                problems.append(Problem(file, "alerts.webhook.ca_file", f"{hook.ca_file} does not exist"))
+    no_key = not (config.settings.logging.hash_key and config.settings.logging.hash_key.get_secret_value())
+    if alerts.number_prefix is not None and no_key:
+        problems.append(
+            Problem(
+                file,
+                "alerts.number_prefix",
+                "needs logging.hash_key: storage keys numbers and prefixes by an HMAC, never in clear text",
+            )
+        )
     return problems
 
 

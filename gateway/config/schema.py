@@ -15,7 +15,6 @@ import netaddr
 from limits import parse_many
 from pydantic import (
     AfterValidator,
-    ConfigDict,
     Field,
     SecretStr,
     ValidationInfo,
@@ -161,6 +160,8 @@ class ServerConfig(Model):
     keepalive_timeout_s: float = Field(15, gt=0, le=3600)
     max_connections: int = Field(4096, ge=1, le=1_000_000)
     max_connections_per_ip: int = Field(256, ge=1, le=1_000_000)
+    #: Where ``smsgw serve`` writes its process id (``smsgw reload`` signals it); "" writes none.
+    pid_file: str = "smsgw.pid"
     tls: TLSConfig = TLSConfig()
     http: PlainHTTPConfig = PlainHTTPConfig()
 
@@ -494,8 +495,100 @@ class PoliciesConfig(Model):
     dir: str = "policies"
 
 
+def _positive_duration(value: str) -> str:
+    if parse_duration(value) == 0:
+        raise ValueError("must be longer than 0 seconds")
+    return value
+
+
+PositiveDuration = Annotated[str, AfterValidator(_positive_duration)]
+AlertAction = Literal["alert", "block"]
+
+
+class AlertWebhookConfig(Model):
+    """Each alert is also POSTed here, signed (gateway/alerts.py)."""
+
+    url: str
+    secret: SecretStr
+    key_id: Name = "smsgw-alerts"
+    timeout_s: float = Field(5, gt=0, le=60)
+    retries: int = Field(5, ge=0, le=20)
+    queue: int = Field(1000, ge=1, le=100_000)
+    ca_file: str = ""
+
+    @field_validator("secret")
+    @classmethod
+    def _strong_secret(cls, value: SecretStr) -> SecretStr:
+        weakness = key_weakness(value.get_secret_value())
+        if weakness:
+            raise ValueError(f"secret {weakness} (make one with `smsgw keygen hmac`)")
+        return value
+
+
+class AuthFailuresRule(Model):
+    """More than ``threshold`` authentication failures from one client address within ``window``."""
+
+    action: AlertAction = "alert"
+    threshold: int = Field(20, ge=1, le=1_000_000)
+    window: PositiveDuration = "1 minute"
+
+
+class ClientVolumeRule(Model):
+    """A client's messages in one ``window`` over ``multiple`` times its average window of the
+    ``baseline`` before, and over ``min_messages``."""
+
+    action: AlertAction = "alert"
+    multiple: float = Field(5.0, gt=1, le=1000)
+    window: PositiveDuration = "1 minute"
+    baseline: PositiveDuration = "1 hour"
+    min_messages: int = Field(100, ge=1, le=100_000_000)
+
+    @model_validator(mode="after")
+    def _windows(self) -> ClientVolumeRule:
+        window, baseline = parse_duration(self.window), parse_duration(self.baseline)
+        if baseline % window or baseline < window:
+            raise KeyProblem("baseline", "must be a whole number of windows")
+        if baseline // window > MAX_BASELINE_WINDOWS:
+            raise KeyProblem("baseline", f"may span at most {MAX_BASELINE_WINDOWS} windows")
+        return self
+
+
+#: A client's baseline is read as this many counters at most (one call per client and window).
+MAX_BASELINE_WINDOWS = 1440
+
+
+class NumberPrefixRule(Model):
+    """More than ``threshold`` distinct numbers within ``window`` in one number prefix (the number
+    without its last 4 digits): SMS pumping runs through consecutive numbers of one range."""
+
+    action: AlertAction = "alert"
+    threshold: int = Field(20, ge=1, le=10_000)
+    window: PositiveDuration = "1 hour"
+
+
+class NewCountryRule(Model):
+    """A send to a country outside the client's usual ones: those it sent to while it was
+    ``learn`` old, and since (alert mode), and not forgotten (``remember``)."""
+
+    action: AlertAction = "alert"
+    learn: PositiveDuration = "7 days"
+    remember: PositiveDuration = "90 days"
+
+    @model_validator(mode="after")
+    def _learn_within_memory(self) -> NewCountryRule:
+        if parse_duration(self.remember) < parse_duration(self.learn):
+            raise KeyProblem("remember", "must not be shorter than learn")
+        return self
+
+
 class AlertsConfig(Model):
-    model_config = ConfigDict(frozen=True, extra="allow")
+    """Anomaly rules (a rule is on when its table is present) and where alerts go."""
+
+    webhook: AlertWebhookConfig | None = None
+    auth_failures: AuthFailuresRule | None = None
+    client_volume: ClientVolumeRule | None = None
+    number_prefix: NumberPrefixRule | None = None
+    new_country: NewCountryRule | None = None
 
 
 class Settings(Model):

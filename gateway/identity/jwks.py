@@ -182,6 +182,7 @@ class JwksService:
         self._base_dir = config.base_dir
         self._caches: dict[tuple[str, str], JwksCache] = {}
         self._session: aiohttp.ClientSession | None = None
+        self._running = False
         self._starting: set[asyncio.Task[None]] = set()
         for issuer in config.settings.auth.jwt.issuers:
             if issuer.jwks_url:
@@ -198,19 +199,32 @@ class JwksService:
             context = ssl.create_default_context(cafile=ca_file or None)
             cache = JwksCache(issuer.jwks_url, context, issuer.jwks_timeout_s, issuer.jwks_refresh_s)
             self._caches[key] = cache
-            if self._session is not None:  # already running: fetch in the background
+            if self._running:  # a reload added it: fetch in the background
+                if self._session is None:
+                    self._session = aiohttp.ClientSession(trust_env=False)
+                cache._session = self._session  # a token that comes first may fetch on demand
                 task = asyncio.get_running_loop().create_task(cache.start(self._session))
                 self._starting.add(task)
                 task.add_done_callback(self._starting.discard)
         return cache
 
+    def counts(self) -> list[tuple[str, int, int]]:
+        """``(url, fetches, failures)`` of every key set, for the metrics."""
+        return [(cache.url, cache.fetches, cache.failures) for cache in self._caches.values()]
+
     async def start(self) -> None:
+        self._running = True
         if not self._caches:
             return
         self._session = aiohttp.ClientSession(trust_env=False)
         await asyncio.gather(*(cache.start(self._session) for cache in self._caches.values()))
 
     async def close(self) -> None:
+        self._running = False
+        starting = list(self._starting)
+        for task in starting:
+            task.cancel()
+        await asyncio.gather(*starting, return_exceptions=True)
         for cache in self._caches.values():
             await cache.close()
         if self._session is not None:
