@@ -8,10 +8,13 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
+# Optional extras, e.g. --build-arg EXTRAS="[aws]" for provider = "aws-sns" (SigV4 via botocore).
+ARG EXTRAS=""
+
 WORKDIR /opt/smsgw
 COPY pyproject.toml README.md ./
 COPY gateway ./gateway
-RUN pip install . \
+RUN pip install ".${EXTRAS}" \
  && useradd --system --uid 10001 --home-dir /var/lib/smsgw --create-home --shell /usr/sbin/nologin smsgw \
  && mkdir -p /etc/smsgw /var/log/smsgw \
  && chown smsgw:smsgw /var/log/smsgw

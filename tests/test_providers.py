@@ -609,3 +609,25 @@ def test_provider_sets() -> None:
             "generic",
         }
     )
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        "gateway.providers",
+        "gateway.providers.twilio",
+        "gateway.config.model",
+        "gateway.webhooks",
+        "gateway.policy",
+    ],
+)
+def test_every_entry_module_imports_first(module: str) -> None:
+    """A new adapter imports gateway.config; the config loader imports the provider registry: a
+    module imported first in a fresh interpreter must not meet a half-initialised one."""
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-c", f"import {module}"], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr[-600:]

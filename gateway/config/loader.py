@@ -31,7 +31,6 @@ from gateway.config.schema import (
     is_loopback_host,
     parse_listen,
 )
-from gateway.providers import KNOWN_PROVIDERS, REGISTRY, ProviderSettings
 from gateway.routing import overlap_example, route_shape
 from gateway.seal import seal_key_problem
 from gateway.webhooks.config import check_routes as webhook_problems
@@ -272,6 +271,8 @@ def _without_doubles(problems: list[Problem]) -> list[Problem]:
 def _pop_provider_tables(raw: dict[str, Any]) -> dict[str, Any]:
     """``[upstream.<provider>]`` tables, taken out before the schema sees them: their models belong
     to the providers (the schema knows none)."""
+    from gateway.providers import KNOWN_PROVIDERS  # here: provider modules import gateway.config
+
     upstream = raw.get("upstream")
     if not isinstance(upstream, dict):
         return {}
@@ -281,6 +282,8 @@ def _pop_provider_tables(raw: dict[str, Any]) -> dict[str, Any]:
 def _provider_options(
     provider: str, tables: dict[str, Any], file: str, problems: list[Problem]
 ) -> BaseModel | None:
+    from gateway.providers import KNOWN_PROVIDERS, REGISTRY
+
     entry = REGISTRY.get(provider)
     if entry is None:
         if provider in KNOWN_PROVIDERS:
@@ -418,6 +421,8 @@ def _cross_checks(config: Config, file: str) -> list[Problem]:
 
 def _provider_checks(config: Config, file: str) -> list[Problem]:
     """Routes the provider cannot read, and credentials the provider cannot use."""
+    from gateway.providers import REGISTRY, ProviderSettings
+
     s = config.settings
     entry = REGISTRY.get(s.upstream.provider)
     if entry is None or (
