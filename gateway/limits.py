@@ -12,26 +12,23 @@ hold across replicas. What is counted:
 - ``route.country_limits``: messages on one route to one destination country (``"*"``: each
   country not listed, counted separately).
 
-A request to N numbers counts N messages. All checks of a request go to storage at once
-(``asyncio.gather``), so the added latency is one round trip, not one per limit. A request
+A request to N numbers counts N messages. All checks of a request go to storage at once: on Redis
+(not Cluster) one script call counts every limit and reads its figures (``gateway.counters``), so
+an allowed or refused request costs one round trip whatever the number of limits. A request
 refused by one limit still counts against the others it passed (``limits`` has no "take back");
 this errs towards refusing.
 
 Answers: 429 ``rate_limited`` with ``Retry-After`` (whole seconds, at least 1) and the
 ``RateLimit-Limit``/``-Remaining``/``-Reset`` of the limit that refused (the one with the longest
 wait when several did); an allowed request carries the ``RateLimit-*`` of the *tightest* limit
-that applied (fewest messages per period; on a tie, the longest period), read with one more call
-for that limit only.
+that applied (fewest messages per period; on a tie, the longest period).
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
-import time
 from collections import Counter
 from collections.abc import Awaitable, Iterable, Mapping
-from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Final, TypeVar
 
@@ -43,15 +40,16 @@ from limits.aio.strategies import (
     SlidingWindowCounterRateLimiter,
 )
 
+from gateway.counters import Counters, Hit, LibraryCounters, ScriptCounters, Tally
 from gateway.errors import refuse
 from gateway.exchange import Exchange
-from gateway.storage import STORAGE_ERRORS, StorageService, StorageUnavailable, skipped
+from gateway.storage import STORAGE_ERRORS, RedisKeyValue, StorageService, StorageUnavailable, skipped
 
 if TYPE_CHECKING:
     from gateway.config.schema import RouteConfig
     from gateway.policy import Build
 
-__all__ = ["STRATEGIES", "RateLimits", "build_rate_limits", "compile_rates", "limit_headers"]
+__all__ = ["STRATEGIES", "RateLimits", "build_rate_limits", "compile_rates", "limit_headers", "make_counters"]
 
 STRATEGIES: Final[Mapping[str, type[RateLimiter]]] = MappingProxyType(
     {
@@ -71,17 +69,6 @@ def compile_rates(texts: Iterable[str], scope: str) -> tuple[RateLimitItem, ...]
     """Parsed once at policy build; ``scope`` is the namespace, the first part of every key."""
     items = [item for text in texts for item in parse_many(text)]
     return tuple(type(item)(item.amount, item.multiples, namespace=scope) for item in items)
-
-
-@dataclass(frozen=True, slots=True)
-class Hit:
-    item: RateLimitItem
-    identifiers: tuple[str, ...]
-    cost: int
-
-    @property
-    def tightness(self) -> tuple[int, int]:
-        return (self.item.amount, -self.item.get_expiry())
 
 
 def limit_headers(limit: int, remaining: int, reset_s: int) -> dict[str, str]:
@@ -104,11 +91,19 @@ async def gather(calls: Iterable[Awaitable[T]]) -> list[T]:
     return results  # type: ignore[return-value]
 
 
+def make_counters(storage: StorageService, strategy: str) -> Counters:
+    """One script per request on Redis and Sentinel; the library's calls on memory and Cluster."""
+    backend = storage.backend
+    if isinstance(backend, RedisKeyValue) and storage.scheme != "redis+cluster":
+        return ScriptCounters(backend, storage.limiter_prefix, strategy)
+    return LibraryCounters(STRATEGIES[strategy](storage.limiter), gather)
+
+
 class RateLimits:
     """Stage: every limit that applies to this request, checked at once."""
 
     name = "rate_limits"
-    __slots__ = ("_clients", "_countries", "_limiter", "_numbers", "_route", "_route_name", "_storage")
+    __slots__ = ("_clients", "_counters", "_countries", "_numbers", "_route", "_route_name", "_storage")
 
     def __init__(
         self,
@@ -121,7 +116,7 @@ class RateLimits:
         countries: Mapping[str, tuple[RateLimitItem, ...]],
     ) -> None:
         self._storage = storage
-        self._limiter = STRATEGIES[strategy](storage.limiter)
+        self._counters = make_counters(storage, strategy)
         self._route_name = route_name
         self._clients = clients
         self._route = route
@@ -155,42 +150,45 @@ class RateLimits:
         if not hits:
             return
         storage = self._storage
-        limiter = self._limiter
         try:
             storage.check_up()
-            allowed = await gather(limiter.hit(h.item, *h.identifiers, cost=h.cost) for h in hits)
+            tallies = await self._counters.count(hits)
         except StorageUnavailable:
             error = storage.unavailable("rate_limits")
             if error is not None:
                 raise error from None
             ex.detail = skipped(ex.detail, "limits_skipped")
             return
-        refused = [hit for hit, ok in zip(hits, allowed, strict=True) if not ok]
+        refused = [(hit, t) for hit, t in zip(hits, tallies, strict=True) if not t.allowed]
         if refused:
             await self._refuse(ex, refused)
-        tightest = min(hits, key=lambda h: h.tightness)
-        stats = await self._stats([tightest])
-        if stats:
-            remaining, reset_s = stats[0]
-            ex.response_headers.update(limit_headers(tightest.item.amount, remaining, reset_s))
+        tightest = min(range(len(hits)), key=lambda i: hits[i].tightness)
+        figures = tallies[tightest].figures
+        if figures is None:
+            read = await self._figures([hits[tightest]])
+            if not read:
+                return
+            figures = read[0]
+        ex.response_headers.update(limit_headers(hits[tightest].item.amount, *figures))
 
-    async def _stats(self, hits: list[Hit]) -> list[tuple[int, int]]:
-        """(remaining, seconds to reset) per hit; empty when storage failed (the answer stands)."""
+    async def _figures(self, hits: list[Hit]) -> list[tuple[int, int]]:
+        """Figures the count did not bring; empty when storage failed (the answer stands)."""
         try:
-            windows = await gather(self._limiter.get_window_stats(h.item, *h.identifiers) for h in hits)
+            return await self._counters.figures(hits)
         except StorageUnavailable:
             self._storage.failed("rate_limits")
             return []
-        now = time.time()
-        return [(int(w.remaining), math.ceil(max(0.0, w.reset_time - now))) for w in windows]
 
-    async def _refuse(self, ex: Exchange, refused: list[Hit]) -> None:
-        stats = await self._stats(refused)
-        if not stats:  # no figures: the whole period is a safe wait
-            stats = [(0, hit.item.get_expiry()) for hit in refused]
+    async def _refuse(self, ex: Exchange, refused: list[tuple[Hit, Tally]]) -> None:
+        figures = [t.figures for _, t in refused]
+        if any(f is None for f in figures):
+            read = await self._figures([hit for hit, _ in refused])
+            # no figures: the whole period is a safe wait
+            figures = read or [(0, hit.item.get_expiry()) for hit, _ in refused]
+        stats = [f for f in figures if f is not None]
         waits = [max(1, reset_s) for _, reset_s in stats]
         worst = max(range(len(refused)), key=lambda i: waits[i])
-        hit = refused[worst]
+        hit = refused[worst][0]
         headers = limit_headers(hit.item.amount, stats[worst][0], waits[worst])
         headers["Retry-After"] = str(waits[worst])
         raise refuse(

@@ -131,6 +131,11 @@ class Metrics:
             ["during"],
             registry=r,
         )
+        self._storage_trips = Counter(
+            "smsgw_storage_round_trips",
+            "Calls sent to the limiter storage (Redis): a command, a script or a pipeline each",
+            registry=r,
+        )
         self._storage_up = Gauge(
             "smsgw_storage_up",
             "1 while the limiter storage answers (with several workers: the lowest of them)",
@@ -292,6 +297,9 @@ class Metrics:
             if grown:
                 self._storage_errors.labels(during).inc(grown)
         self._storage_up.set(1 if storage.up else 0)
+        grown = self._grown(("storage-trips",), storage.round_trips)
+        if grown:
+            self._storage_trips.inc(grown)
         for url, fetches, failures in s.jwks.counts():
             for result, total in (("ok", fetches - failures), ("failed", failures)):
                 grown = self._grown(("jwks", url, result), total)

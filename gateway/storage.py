@@ -328,22 +328,26 @@ class RedisKeyValue:
     redis-py's messages can name hosts, and nothing here may echo a key.
     """
 
-    __slots__ = ("_add", "_add_member", "_client", "_closers", "_take")
+    __slots__ = ("_add", "_add_member", "_client", "_closers", "_take", "round_trips")
 
     def __init__(self, client: Any, closers: tuple[Any, ...] = ()) -> None:
         self._client = client
         self._closers = closers or (client,)
+        #: Calls sent to Redis (a command, a script or a pipeline each; the metric reads it).
+        self.round_trips = 0
         self._take = client.register_script(_TAKE_SLOT)
         self._add = client.register_script(_ADD)
         self._add_member = client.register_script(_ADD_MEMBER)
 
     async def set_if_absent(self, key: str, value: bytes, ttl_s: float) -> bool:
+        self.round_trips += 1
         try:
             return bool(await self._client.set(key, value, px=_ms(ttl_s), nx=True))
         except STORAGE_ERRORS as exc:
             raise StorageUnavailable(type(exc).__name__) from None
 
     async def get(self, key: str) -> bytes | None:
+        self.round_trips += 1
         try:
             value = await self._client.get(key)
         except STORAGE_ERRORS as exc:
@@ -351,18 +355,21 @@ class RedisKeyValue:
         return bytes(value) if value is not None else None
 
     async def set(self, key: str, value: bytes, ttl_s: float) -> None:
+        self.round_trips += 1
         try:
             await self._client.set(key, value, px=_ms(ttl_s))
         except STORAGE_ERRORS as exc:
             raise StorageUnavailable(type(exc).__name__) from None
 
     async def delete(self, key: str) -> None:
+        self.round_trips += 1
         try:
             await self._client.delete(key)
         except STORAGE_ERRORS as exc:
             raise StorageUnavailable(type(exc).__name__) from None
 
     async def take_slot(self, key: str, member: str, limit: int, window_s: float, gap_s: float) -> float:
+        self.round_trips += 1
         try:
             args = [member, limit, _ms(window_s), math.ceil(gap_s * 1000)]  # a gap of 0 stays 0
             wait_ms = await self._take(keys=[key], args=args)
@@ -371,12 +378,14 @@ class RedisKeyValue:
         return int(wait_ms) / 1000
 
     async def free_slot(self, key: str, member: str) -> None:
+        self.round_trips += 1
         try:
             await self._client.zrem(key, member)
         except STORAGE_ERRORS as exc:
             raise StorageUnavailable(type(exc).__name__) from None
 
     async def add(self, key: str, amount: int, ttl_s: float, limit: int = -1) -> tuple[int, bool]:
+        self.round_trips += 1
         try:
             count, added = await self._add(keys=[key], args=[amount, _ms(ttl_s), limit])
         except STORAGE_ERRORS as exc:
@@ -386,6 +395,7 @@ class RedisKeyValue:
     async def counts(self, keys: Sequence[str]) -> list[int]:
         if not keys:
             return []
+        self.round_trips += 1
         try:
             values = await self._client.mget(list(keys))
         except STORAGE_ERRORS as exc:
@@ -395,6 +405,7 @@ class RedisKeyValue:
     async def add_member(
         self, key: str, member: str, window_s: float, limit: int = -1, cap: int = 0
     ) -> tuple[int, int]:
+        self.round_trips += 1
         try:
             count, outcome = await self._add_member(keys=[key], args=[member, _ms(window_s), limit, cap])
         except STORAGE_ERRORS as exc:
@@ -406,6 +417,17 @@ class RedisKeyValue:
             return bool(await self._client.ping())
         except STORAGE_ERRORS:
             return False
+
+    def script(self, text: str) -> Any:
+        """A Lua script registered once (EVALSHA, EVAL when Redis has not seen it)."""
+        return self._client.register_script(text)
+
+    async def run_script(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+        self.round_trips += 1
+        try:
+            return await script(keys=keys, args=args)
+        except STORAGE_ERRORS as exc:
+            raise StorageUnavailable(type(exc).__name__) from None
 
     async def close(self) -> None:
         for client in self._closers:
@@ -594,6 +616,8 @@ class StorageService:
 
             limiter = MemoryStorage()
         self.limiter: LimiterStorage = limiter
+        #: The prefix the ``limits`` storage puts before its keys (``<key_prefix>rl``).
+        self.limiter_prefix = prefix + "rl"
         self.errors = 0  # storage failures seen by requests (a metric reads it)
         #: The same, by what was being done (``rate_limits``, ``otp``, ``alerts``, ...).
         self.error_counts: dict[str, int] = {}
@@ -606,6 +630,11 @@ class StorageService:
 
     def key(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
+
+    @property
+    def round_trips(self) -> int:
+        """Calls sent to a networked backend so far (0 for memory)."""
+        return int(getattr(self.backend, "round_trips", 0))
 
     # -- outages -----------------------------------------------------------------------------
 

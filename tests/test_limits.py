@@ -26,6 +26,7 @@ from tests.conftest import (
     post,
     sha,
 )
+from tests.test_metrics import parse, scrape, value
 
 OPS_USER = "AC00000000000000000000000000000ops"
 OPS_PASSWORD = "ops-password-5d2c9b1a0f8e7d6c"
@@ -207,7 +208,13 @@ async def test_a_request_to_several_numbers_counts_each_message(
     assert third.status != 429 and third.headers["RateLimit-Remaining"] == "0"
 
 
-# -- cost: concurrent checks, one script call per limit, one more for the headers -----------------
+# -- cost: every limit of a request in one script call, figures included -------------------------
+
+
+async def round_trips(gw: Gateway) -> float:
+    """``smsgw_storage_round_trips_total`` from the admin listener's /metrics."""
+    _, text = await scrape(gw.admin)
+    return value(parse(text), "smsgw_storage_round_trips_total")
 
 
 async def test_redis_commands_per_request(
@@ -221,19 +228,35 @@ async def test_redis_commands_per_request(
             client={"rate_limits": ["100/minute"]},
         ),
     )
-    assert (await send(gw, EE2))[0].status == 201  # loads the scripts (NOSCRIPT, SCRIPT LOAD) once
-    gateway_connections = [c for c in redis_server.client().client_list() if c["cmd"] != "client|list"]
-    # Three limits went out at once, each on its own connection (not one after the other on one).
-    assert len(gateway_connections) >= 3
+    assert (await send(gw, EE2))[0].status == 201  # loads the script (NOSCRIPT, EVAL) once
     redis_server.reset_calls()
+    trips = await round_trips(gw)
     for number in (EE1, EE3, US1, US2, LV1):
-        assert (await send(gw, number))[0].status == 201
+        response, _ = await send(gw, number)
+        assert response.status == 201
+        assert response.headers["RateLimit-Limit"] == "5"  # the tightest limit's figures came along
+    # Per request: one round trip, one EVALSHA counting all three limits and reading their
+    # figures; everything else counted ran inside that script.
+    assert await round_trips(gw) - trips == 5
     calls = redis_server.calls()
-    # Per request: three hits (one EVALSHA each) and one read of the tightest limit's window for
-    # the headers. Everything else counted ran inside those scripts.
-    assert calls.pop("evalsha") == 5 * 4
-    inside_scripts = {"get", "pttl", "exists", "incrby", "set", "rename"}
-    assert set(calls) <= inside_scripts | {"hello", "info", "config|resetstat"}  # hello: this test's client
+    assert calls.pop("evalsha") == 5
+    inside_script = {"get", "pttl", "exists", "incrby", "set", "rename"}
+    assert set(calls) <= inside_script | {"hello", "info", "config|resetstat"}  # hello: this test's client
+
+
+async def test_a_refusal_costs_one_round_trip_too(
+    make_gateway: GatewayFactory, vendor: Vendor, redis_server: RedisServer
+) -> None:
+    gw = await make_gateway(
+        vendor.base_url,
+        {"storage": {"url": redis_server.url}},
+        limited(route={"rate_limits": ["1000/minute"], "recipient_limits": ["1/hour"]}),
+    )
+    assert (await send(gw, EE2))[0].status == 201
+    trips = await round_trips(gw)
+    response, payload = await send(gw, EE2)
+    assert_limited(response, payload, 1, 3600, remaining=0)
+    assert await round_trips(gw) - trips == 1
 
 
 async def test_redis_keys_hold_no_number(
