@@ -63,11 +63,13 @@ class AuditUnavailable(Exception):
     """A record that must exist before the request goes on could not be written."""
 
 
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode
+
+
 def canonical(record: dict[str, Any]) -> bytes:
     """Sorted keys, no spaces, UTF-8, without ``chain``: what the chain hashes, and what is written."""
-    body = {k: v for k, v in record.items() if k != "chain"}
-    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-    return text.encode("utf-8", "backslashreplace")
+    body = {k: v for k, v in record.items() if k != "chain"} if "chain" in record else record
+    return _CANONICAL(body).encode("utf-8", "backslashreplace")
 
 
 def chain_value(previous: str, record: dict[str, Any], key: bytes | None) -> str:
@@ -101,8 +103,17 @@ def last_chain(path: Path) -> str:
     return GENESIS
 
 
+_second: list[Any] = [-1, ""]  # the last whole second formatted, and its text
+
+
 def utc_now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """ISO 8601 UTC to the millisecond (``2026-11-23T10:00:00.123Z``); the seconds part is
+    formatted once per second, not per record."""
+    now = time.time()
+    second = int(now)
+    if second != _second[0]:
+        _second[0], _second[1] = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+    return f"{_second[1]}.{int((now - second) * 1000):03d}Z"
 
 
 def rotated_path(path: Path, when: float) -> Path:

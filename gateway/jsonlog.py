@@ -21,9 +21,12 @@ from typing import Any
 log = logging.getLogger("smsgw")
 
 
+#: Built once: ``json.dumps`` with options builds an encoder per call.
+_ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
+
+
 def encode_line(record: dict[str, Any]) -> bytes:
-    line = json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=str) + "\n"
-    return line.encode("utf-8", "backslashreplace")
+    return (_ENCODE(record) + "\n").encode("utf-8", "backslashreplace")
 
 
 def worker_log_path(target: str, worker: int | None) -> str:

@@ -91,12 +91,28 @@ async def gather(calls: Iterable[Awaitable[T]]) -> list[T]:
     return results  # type: ignore[return-value]
 
 
+async def in_turn(calls: Iterable[Awaitable[T]]) -> list[T]:
+    """Each call after the other: for memory storage, where nothing waits and a task per call
+    (``gather``) would only cost."""
+    results: list[T] = []
+    for call in calls:
+        try:
+            results.append(await call)
+        except STORAGE_ERRORS as exc:
+            raise StorageUnavailable(type(exc).__name__) from None
+    return results
+
+
 def make_counters(storage: StorageService, strategy: str) -> Counters:
-    """One script per request on Redis and Sentinel; the library's calls on memory and Cluster."""
+    """One script per request on Redis and Sentinel; the library's calls on memory (in turn) and
+    on Cluster (at once)."""
     backend = storage.backend
-    if isinstance(backend, RedisKeyValue) and storage.scheme != "redis+cluster":
-        return ScriptCounters(backend, storage.limiter_prefix, strategy)
-    return LibraryCounters(STRATEGIES[strategy](storage.limiter), gather)
+    limiter = STRATEGIES[strategy](storage.limiter)
+    if isinstance(backend, RedisKeyValue):
+        if storage.scheme != "redis+cluster":
+            return ScriptCounters(backend, storage.limiter_prefix, strategy)
+        return LibraryCounters(limiter, gather)
+    return LibraryCounters(limiter, in_turn)
 
 
 class RateLimits:

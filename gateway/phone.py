@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import phonenumbers
+from phonenumbers import PhoneMetadata, phonenumberutil
 
 from gateway.errors import GatewayError, invalid_recipient, refuse
 from gateway.exchange import Exchange
@@ -81,15 +82,43 @@ def parse_recipient(raw: str, rule: NumberRule = E164) -> Destination:
         number = phonenumbers.parse(text, None)
     except phonenumbers.NumberParseException:
         raise invalid_recipient() from None
-    if not phonenumbers.is_valid_number(number):
+    region, number_type = classify(number)
+    if number_type == _UNKNOWN:  # what phonenumbers.is_valid_number answers False for
         raise invalid_recipient()
     e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
-    region = phonenumbers.region_code_for_number(number)
     # Non-geographic numbers ("001") and unknown ones ("ZZ") have no country to allow or deny.
     if region is None or region == "ZZ" or not _REGION.fullmatch(region):
         region = None
-    kind = _TYPE_NAMES.get(phonenumbers.number_type(number), "unknown")
-    return Destination(raw=raw, e164=e164, region=region, type=kind)
+    return Destination(raw=raw, e164=e164, region=region, type=_TYPE_NAMES.get(number_type, "unknown"))
+
+
+_UNKNOWN = phonenumbers.PhoneNumberType.UNKNOWN
+_type_for = getattr(phonenumberutil, "_number_type_helper", None)
+
+
+def classify(number: phonenumbers.PhoneNumber) -> tuple[str | None, int]:
+    """(region, number type) in one pass; the type is UNKNOWN for an invalid number.
+
+    ``is_valid_number``, ``region_code_for_number`` and ``number_type`` each find the region
+    again, and for a calling code shared by several regions (+1, +7, +44) that tries every
+    region's patterns: this finds it once, then takes the type as ``is_valid_number_for_region``
+    does. Without phonenumbers' helper (a later release), the three public calls.
+    """
+    region = phonenumbers.region_code_for_number(number)
+    if _type_for is None:
+        if not phonenumbers.is_valid_number(number):
+            return region, _UNKNOWN
+        return region, phonenumbers.number_type(number)
+    if region is None:
+        return None, _UNKNOWN
+    code = number.country_code
+    metadata = PhoneMetadata.metadata_for_region_or_calling_code(code, region.upper())
+    if metadata is None or (
+        region != phonenumberutil.REGION_CODE_FOR_NON_GEO_ENTITY
+        and code != phonenumbers.country_code_for_valid_region(region)
+    ):
+        return region, _UNKNOWN
+    return region, _type_for(phonenumbers.national_significant_number(number), metadata)
 
 
 class DestinationPolicy:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import netaddr
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.errors import GatewayError
-from gateway.identity.ip import ClientAddressResolver, IpAllowlist, parse_ip
+from gateway.identity.ip import ClientAddressResolver, IpAllowlist, Ranges, parse_ip
 
 
 @pytest.mark.parametrize(
@@ -138,3 +140,39 @@ def test_malformed_hop_from_trusted_peer_is_400(xff: list[str]) -> None:
     with pytest.raises(GatewayError) as err:
         resolver.resolve(parse_ip("10.0.0.1"), xff)
     assert (err.value.status, err.value.code) == (400, "bad_request")
+
+
+# -- the bisect over merged ranges answers as netaddr's IPSet does ---------------------------------
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    blocks=st.lists(
+        st.one_of(
+            st.tuples(st.integers(0, 2**32 - 1), st.integers(8, 32)).map(
+                lambda b: f"{netaddr.IPAddress(b[0], 4)}/{b[1]}"
+            ),
+            st.tuples(st.integers(0, 2**128 - 1), st.integers(16, 128)).map(
+                lambda b: f"{netaddr.IPAddress(b[0], 6)}/{b[1]}"
+            ),
+        ),
+        min_size=1,
+        max_size=8,
+    ),
+    probes=st.lists(
+        st.one_of(
+            st.integers(0, 2**32 - 1).map(lambda v: netaddr.IPAddress(v, 4)),
+            st.integers(0, 2**128 - 1).map(lambda v: netaddr.IPAddress(v, 6)),
+        ),
+        max_size=20,
+    ),
+)
+def test_ranges_agree_with_ipset(blocks: list[str], probes: list[netaddr.IPAddress]) -> None:
+    ranges, reference = Ranges(blocks), netaddr.IPSet(blocks)
+    for block in blocks:  # the edges of every block, and just outside them
+        network = netaddr.IPNetwork(block)
+        for value in (network.first, network.last, network.first - 1, network.last + 1):
+            if 0 <= value < 2 ** (32 if network.version == 4 else 128):
+                probes.append(netaddr.IPAddress(value, network.version))
+    for address in probes:
+        assert (address in ranges) == (address in reference), (blocks, address)

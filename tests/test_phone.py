@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import phonenumbers
 import pytest
 
 from gateway.errors import GatewayError, invalid_recipient
-from gateway.phone import DestinationPolicy, parse_recipient
+from gateway.phone import NUMBER_TYPES, DestinationPolicy, classify, parse_recipient
 
 # Checked with phonenumbers.is_valid_number before being written here.
 VALID = {
@@ -152,3 +153,31 @@ def test_country_checked_before_sender() -> None:
 def test_bad_country_code_rejected(code: str) -> None:
     with pytest.raises(ValueError):
         DestinationPolicy(countries=[code])
+
+
+# -- one pass over phonenumbers' metadata answers as its public calls do ------------------------------
+
+
+def test_classify_agrees_with_the_public_calls() -> None:
+    numbers = []
+    for region in sorted(phonenumbers.SUPPORTED_REGIONS):
+        for kind in NUMBER_TYPES.values():
+            example = phonenumbers.example_number_for_type(region, kind)
+            if example is not None:
+                numbers.append(example)
+                # one digit more and one less: mostly invalid, sometimes another type
+                nsn = phonenumbers.national_significant_number(example)
+                for other in (nsn + "1", nsn[:-1]):
+                    numbers.append(phonenumbers.parse(f"+{example.country_code}{other}", None))
+    for code in sorted(phonenumbers.COUNTRY_CODES_FOR_NON_GEO_REGIONS):
+        example = phonenumbers.example_number_for_non_geo_entity(code)
+        if example is not None:
+            numbers.append(example)
+    assert len(numbers) > 3000
+    for number in numbers:
+        region, kind = classify(number)
+        valid = phonenumbers.is_valid_number(number)
+        assert (kind != phonenumbers.PhoneNumberType.UNKNOWN) == valid, number
+        assert region == phonenumbers.region_code_for_number(number), number
+        if valid:
+            assert kind == phonenumbers.number_type(number), number

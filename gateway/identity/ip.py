@@ -7,7 +7,9 @@ proxy is the client. Anything left of it was written by the client and may be fo
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Iterable, Sequence
+from functools import lru_cache
 
 import netaddr
 
@@ -16,7 +18,15 @@ from gateway.exchange import Exchange
 
 
 def parse_ip(text: str) -> netaddr.IPAddress:
-    """Parse one address strictly; IPv4-mapped IPv6 becomes IPv4 so one allowlist entry covers both."""
+    """Parse one address strictly; IPv4-mapped IPv6 becomes IPv4 so one allowlist entry covers both.
+
+    Remembered (bounded): a connection's requests, and a client's connections, come from one address.
+    """
+    return _parse_ip(text)
+
+
+@lru_cache(maxsize=4096)
+def _parse_ip(text: str) -> netaddr.IPAddress:
     text = text.strip()
     if text.startswith("[") and text.endswith("]"):
         text = text[1:-1]
@@ -28,6 +38,28 @@ def parse_ip(text: str) -> netaddr.IPAddress:
     return address
 
 
+class Ranges:
+    """CIDRs (merged by netaddr's IPSet) as sorted integer ranges per IP version: a membership
+    test is one bisect, not a walk over netaddr objects."""
+
+    __slots__ = ("_ends", "_starts")
+
+    def __init__(self, cidrs: Iterable[str]) -> None:
+        starts: dict[int, list[int]] = {4: [], 6: []}
+        ends: dict[int, list[int]] = {4: [], 6: []}
+        for block in netaddr.IPSet(cidrs).iter_ipranges():  # sorted, disjoint
+            starts[block.version].append(block.first)
+            ends[block.version].append(block.last)
+        self._starts = starts
+        self._ends = ends
+
+    def __contains__(self, address: netaddr.IPAddress) -> bool:
+        value = address.value
+        version = address.version
+        i = bisect_right(self._starts[version], value) - 1
+        return i >= 0 and value <= self._ends[version][i]
+
+
 class IpAllowlist:
     """An empty allowlist allows every address (the key was not set); otherwise CIDR membership."""
 
@@ -35,7 +67,7 @@ class IpAllowlist:
 
     def __init__(self, cidrs: Iterable[str]) -> None:
         cidrs = tuple(cidrs)
-        self._set = netaddr.IPSet(cidrs) if cidrs else None
+        self._set = Ranges(cidrs) if cidrs else None
 
     def __bool__(self) -> bool:
         return self._set is not None
@@ -49,7 +81,7 @@ class ClientAddressResolver:
 
     def __init__(self, trusted_proxies: Iterable[str]) -> None:
         cidrs = tuple(trusted_proxies)
-        self._trusted = netaddr.IPSet(cidrs) if cidrs else None
+        self._trusted = Ranges(cidrs) if cidrs else None
 
     def is_trusted(self, address: netaddr.IPAddress) -> bool:
         return self._trusted is not None and address in self._trusted
