@@ -3,8 +3,11 @@
 ``limits`` owns the strategies (fixed window, moving window, sliding window counter) and the keys
 they count under; this module only decides how many trips to storage a request costs:
 
-- :class:`LibraryCounters` calls the ``limits`` strategy per limit (memory storage, where a call
-  costs no trip, and Redis Cluster, where a request's keys live in different hash slots);
+- :class:`MemoryCounters` runs the same steps over dicts in this process (memory storage): the
+  ``limits`` memory storage schedules a task that walks every key it holds on each hit, so its
+  cost grows with the number of numbers and clients counted;
+- :class:`LibraryCounters` calls the ``limits`` strategy per limit (Redis Cluster, where a
+  request's keys live in different hash slots);
 - :class:`ScriptCounters` (Redis, single node or Sentinel) runs every limit's step in one Lua
   script, on the same keys and by the same rules as the ``limits`` scripts, and reads each limit's
   figures (remaining, reset) in the same call: an allowed request costs one round trip whatever
@@ -16,7 +19,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from bisect import bisect_left
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
@@ -27,7 +31,15 @@ if TYPE_CHECKING:
 
     from gateway.storage import RedisKeyValue
 
-__all__ = ["Counters", "Hit", "LibraryCounters", "ScriptCounters", "Tally", "sliding_figures"]
+__all__ = [
+    "Counters",
+    "Hit",
+    "LibraryCounters",
+    "MemoryCounters",
+    "ScriptCounters",
+    "Tally",
+    "sliding_figures",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,3 +261,116 @@ class ScriptCounters:
 
     async def figures(self, hits: Sequence[Hit]) -> list[tuple[int, int]]:
         raise AssertionError("every tally of the script carries its figures")
+
+
+class MemoryCounters:
+    """The script's steps (``_COUNT``) over dicts in this process, figures included.
+
+    Expired entries go when they are met, and in a sweep of all of them whenever the table has
+    doubled since the last one or a minute has passed: amortised constant work per hit, and
+    memory bounded by the keys live within their periods.
+    """
+
+    __slots__ = ("_clock", "_code", "_expires", "_lists", "_next_sweep", "_sweep_at", "_values")
+
+    def __init__(self, strategy: str, clock: Callable[[], float] = time.time) -> None:
+        self._code = _STRATEGY_CODES[strategy]
+        self._clock = clock
+        self._values: dict[str, int] = {}
+        self._lists: dict[str, list[float]] = {}  # moving window: timestamps, oldest first
+        self._expires: dict[str, float] = {}
+        self._next_sweep = 1024
+        self._sweep_at = clock() + 60
+
+    # -- a key with a deadline, as Redis keeps it ----------------------------------------------
+
+    def _live(self, key: str, now: float) -> bool:
+        expires = self._expires.get(key)
+        if expires is None:
+            return key in self._values or key in self._lists
+        if expires > now:
+            return True
+        self._drop(key)
+        return False
+
+    def _drop(self, key: str) -> None:
+        self._expires.pop(key, None)
+        self._values.pop(key, None)
+        self._lists.pop(key, None)
+
+    def _ttl(self, key: str, now: float) -> float:
+        """Seconds left; 0 for a key that is gone."""
+        return self._expires[key] - now if self._live(key, now) else 0.0
+
+    def _sweep(self, now: float) -> None:
+        if len(self._expires) < self._next_sweep and now < self._sweep_at:
+            return
+        for key in [k for k, expires in self._expires.items() if expires <= now]:
+            self._drop(key)
+        self._next_sweep = max(1024, 2 * len(self._expires))
+        self._sweep_at = now + 60
+
+    # -- the strategies ----------------------------------------------------------------------
+
+    async def count(self, hits: Sequence[Hit]) -> list[Tally]:
+        now = self._clock()
+        self._sweep(now)
+        step = {"f": self._fixed, "m": self._moving, "s": self._sliding}[self._code]
+        return [step(hit.item.key_for(*hit.identifiers), hit, now) for hit in hits]
+
+    async def figures(self, hits: Sequence[Hit]) -> list[tuple[int, int]]:
+        raise AssertionError("every tally carries its figures")
+
+    def _fixed(self, key: str, hit: Hit, now: float) -> Tally:
+        limit, expiry = hit.item.amount, hit.item.get_expiry()
+        count = (self._values[key] if self._live(key, now) else 0) + hit.cost
+        self._values[key] = count
+        if count == hit.cost:
+            self._expires[key] = now + expiry
+        return Tally(count <= limit, (max(0, limit - count), math.ceil(self._ttl(key, now))))
+
+    def _moving(self, key: str, hit: Hit, now: float) -> Tally:
+        limit, expiry, amount = hit.item.amount, hit.item.get_expiry(), hit.cost
+        entries = self._lists.get(key, []) if self._live(key, now) else []
+        allowed = False
+        if amount <= limit:
+            # the entry ``limit - amount`` places from the newest, as LINDEX counts from the head
+            position = len(entries) - 1 - (limit - amount)
+            if not (position >= 0 and entries[position] >= now - expiry):
+                allowed = True
+                entries.extend([now] * amount)
+                del entries[: max(0, len(entries) - limit)]
+                self._lists[key] = entries
+                self._expires[key] = now + expiry
+        first = bisect_left(entries, now - expiry)
+        in_window = len(entries) - first
+        oldest = entries[first] if in_window else now
+        return Tally(allowed, (limit - in_window, _reset_in(oldest + expiry, now)))
+
+    def _sliding(self, key: str, hit: Hit, now: float) -> Tally:
+        limit, expiry, amount = hit.item.amount, hit.item.get_expiry(), hit.cost
+        previous_key, current_key = f"{{{key}}}/-1", f"{{{key}}}"
+        allowed = False
+        if amount <= limit:
+            current_ttl = self._ttl(current_key, now)
+            if 0 < current_ttl < expiry:  # the current window is over: it becomes the previous one
+                self._values[previous_key] = self._values.pop(current_key)
+                self._expires[previous_key] = self._expires.pop(current_key)
+                self._values[current_key] = 0
+                self._expires[current_key] = now + current_ttl + expiry
+            previous = self._values.get(previous_key, 0) if self._live(previous_key, now) else 0
+            current = self._values.get(current_key, 0) if self._live(current_key, now) else 0
+            weighted = math.floor(previous * self._ttl(previous_key, now) / expiry) + current
+            if weighted + amount <= limit:
+                allowed = True
+                if current_key in self._values:
+                    self._values[current_key] = current + amount
+                else:
+                    self._values[current_key] = amount
+                    self._expires[current_key] = now + 2 * expiry
+        previous = self._values.get(previous_key, 0) if self._live(previous_key, now) else 0
+        current = self._values.get(current_key, 0) if self._live(current_key, now) else 0
+        figures = sliding_figures(
+            limit, expiry, previous, self._ttl(previous_key, now), current, self._ttl(current_key, now)
+        )
+        return Tally(allowed, figures)

@@ -1,9 +1,9 @@
 """Rate limits: per client, per route, per destination number and per destination country.
 
-Limits are written in ``limits`` notation (``"600/minute"``, ``"5/hour"``) and counted by the
-``limits`` library's asyncio strategies (``[limits] strategy``) over the storage service's
-``limiter`` (memory, or Redis through the same redis-py client as everything else), so they
-hold across replicas. What is counted:
+Limits are written in ``limits`` notation (``"600/minute"``, ``"5/hour"``) and counted with the
+``limits`` library's strategies (``[limits] strategy``) and keys by ``gateway.counters`` (memory,
+or Redis through the same redis-py client as everything else, so they hold across replicas).
+What is counted:
 
 - ``client.rate_limits``: messages of one client, on every route together;
 - ``route.rate_limits``: messages on one route, every client together;
@@ -91,28 +91,15 @@ async def gather(calls: Iterable[Awaitable[T]]) -> list[T]:
     return results  # type: ignore[return-value]
 
 
-async def in_turn(calls: Iterable[Awaitable[T]]) -> list[T]:
-    """Each call after the other: for memory storage, where nothing waits and a task per call
-    (``gather``) would only cost."""
-    results: list[T] = []
-    for call in calls:
-        try:
-            results.append(await call)
-        except STORAGE_ERRORS as exc:
-            raise StorageUnavailable(type(exc).__name__) from None
-    return results
-
-
 def make_counters(storage: StorageService, strategy: str) -> Counters:
-    """One script per request on Redis and Sentinel; the library's calls on memory (in turn) and
-    on Cluster (at once)."""
+    """One script per request on Redis and Sentinel, the library's calls (at once) on Cluster,
+    the same steps in this process for memory storage (shared by every route's stage)."""
     backend = storage.backend
-    limiter = STRATEGIES[strategy](storage.limiter)
     if isinstance(backend, RedisKeyValue):
         if storage.scheme != "redis+cluster":
             return ScriptCounters(backend, storage.limiter_prefix, strategy)
-        return LibraryCounters(limiter, gather)
-    return LibraryCounters(limiter, in_turn)
+        return LibraryCounters(STRATEGIES[strategy](storage.limiter), gather)
+    return storage.memory_counters(strategy)
 
 
 class RateLimits:

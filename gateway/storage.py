@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from limits.aio.storage import Storage as LimiterStorage
 
     from gateway.config.schema import StorageConfig
+    from gateway.counters import MemoryCounters
 
 log = logging.getLogger("smsgw")
 
@@ -618,6 +619,7 @@ class StorageService:
         self.limiter: LimiterStorage = limiter
         #: The prefix the ``limits`` storage puts before its keys (``<key_prefix>rl``).
         self.limiter_prefix = prefix + "rl"
+        self._memory_counters: dict[str, Any] = {}
         self.errors = 0  # storage failures seen by requests (a metric reads it)
         #: The same, by what was being done (``rate_limits``, ``otp``, ``alerts``, ...).
         self.error_counts: dict[str, int] = {}
@@ -630,6 +632,16 @@ class StorageService:
 
     def key(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
+
+    def memory_counters(self, strategy: str) -> MemoryCounters:
+        """This process's counters for memory storage, one table per strategy, kept across
+        reloads as the storage is."""
+        from gateway.counters import MemoryCounters
+
+        counters = self._memory_counters.get(strategy)
+        if counters is None:
+            counters = self._memory_counters[strategy] = MemoryCounters(strategy)
+        return counters
 
     @property
     def round_trips(self) -> int:

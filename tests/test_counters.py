@@ -3,14 +3,17 @@ does, on the library's own keys, for every strategy."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections.abc import AsyncIterator
+from unittest.mock import patch
 
 import pytest
 from limits import parse
+from limits.aio.storage import MemoryStorage
 
 from gateway.config.schema import StorageConfig
-from gateway.counters import Hit, LibraryCounters, ScriptCounters, sliding_figures
+from gateway.counters import Hit, LibraryCounters, MemoryCounters, ScriptCounters, sliding_figures
 from gateway.limits import STRATEGIES, gather, make_counters
 from gateway.storage import StorageService, open_storage
 from tests.conftest import RedisServer
@@ -63,9 +66,72 @@ async def test_a_request_costs_one_round_trip(storage: StorageService) -> None:
     assert storage.round_trips - before == 1
 
 
-def test_memory_storage_counts_with_the_library() -> None:
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.mark.parametrize("strategy", ["fixed-window", "moving-window"])
+async def test_memory_counters_answer_as_the_library_does(strategy: str) -> None:
+    """The same hits, at the same instants, through limits' own memory storage and through ours.
+    (limits' memory sliding window aligns its windows to the epoch, unlike its Redis one, which
+    starts a window at its first hit; ours follows Redis: see the next test.)"""
+    clock = Clock()
+    ours = MemoryCounters(strategy, clock)
+    theirs = LibraryCounters(STRATEGIES[strategy](MemoryStorage()), gather)
+    steps = [(1, 1, 1), (2, 2, 1), (1, 1, 1), (2, 1, 4), (1, 1, 1), (1, 3, 1), (3, 1, 1), (1, 1, 1)]
+    # no instant falls exactly on a period's edge, where limits' own backends disagree (>= or >)
+    waits = [0.0, 0.41, 0.73, 1.37, 12.11, 0.23, 30.57, 61.03, 0.17, 59.93, 0.31, 3601.07]
+    with patch("time.time", clock):
+        for wait, costs in zip(waits, itertools.cycle(steps)):
+            clock.now += wait
+            mine = await ours.count(hits("x", *costs))
+            library = await theirs.count(hits("x", *costs))
+            assert [t.allowed for t in mine] == [t.allowed for t in library], (wait, costs)
+            figures = await theirs.figures(hits("x", *costs))
+            for tally, (remaining, reset_s) in zip(mine, figures, strict=True):
+                assert tally.figures is not None
+                assert tally.figures[0] == remaining, (wait, costs)
+                assert abs(tally.figures[1] - reset_s) <= 1 or reset_s == 0, (wait, costs)
+
+
+@pytest.mark.parametrize("strategy", sorted(STRATEGIES))
+async def test_memory_counters_answer_as_the_redis_script_does(
+    storage: StorageService, strategy: str
+) -> None:
+    """Memory storage and Redis give a client the same answers and figures."""
+    script, ours = make_counters(storage, strategy), MemoryCounters(strategy)
+    tag = f"same-{next(NAMES)}"
+    for round_ in range(2):
+        if round_:
+            await asyncio.sleep(1.2)  # the one-second limit's window moves on
+        for costs in [(1, 1, 1), (2, 2, 1), (1, 1, 1), (2, 1, 4), (1, 1, 1), (1, 3, 1)]:
+            by_script = await script.count(hits(tag, *costs))
+            by_memory = await ours.count(hits(tag, *costs))
+            assert [t.allowed for t in by_memory] == [t.allowed for t in by_script], (round_, costs)
+            for mine, theirs in zip(by_memory, by_script, strict=True):
+                assert mine.figures is not None and theirs.figures is not None
+                assert mine.figures[0] == theirs.figures[0], (round_, costs)
+                assert abs(mine.figures[1] - theirs.figures[1]) <= 1, (round_, costs)
+
+
+async def test_memory_counters_forget_expired_keys() -> None:
+    clock = Clock()
+    ours = MemoryCounters("fixed-window", clock)
+    for n in range(5000):
+        await ours.count(hits(f"number-{n}", 1, 1, 1))
+    clock.now += 3601  # every period over: the next sweep (a minute on) drops them all
+    await ours.count(hits("late", 1, 1, 1))
+    assert len(ours._values) <= 3  # the late one's three limits only
+
+
+def test_memory_storage_counts_in_this_process() -> None:
     memory = open_storage(StorageConfig(url="memory://"), KEY)
-    assert isinstance(make_counters(memory, "fixed-window"), LibraryCounters)
+    assert isinstance(make_counters(memory, "fixed-window"), MemoryCounters)
+    assert make_counters(memory, "fixed-window") is make_counters(memory, "fixed-window")  # shared
 
 
 def test_a_window_read_in_the_millisecond_it_was_made_resets_after_a_period() -> None:
