@@ -206,11 +206,14 @@ def open_fds(pid: int) -> int:
     return total
 
 
-def machine_busy_s() -> float:
-    """CPU seconds every core of the machine spent busy since boot (steal and iowait excluded)."""
-    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
-    user, nice, system, _idle, _iowait, irq, softirq = (int(x) for x in fields[:7])
-    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+def machine_cpu_s() -> tuple[float, float]:
+    """CPU seconds, over every core since boot, that the machine spent busy (user, nice, system,
+    irq, softirq) and that its hypervisor gave to someone else (steal)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq = fields[:7]
+    steal = fields[7] if len(fields) > 7 else 0
+    hz = os.sysconf("SC_CLK_TCK")
+    return (user + nice + system + irq + softirq) / hz, steal / hz
 
 
 def tree_cpu_s(pids: list[int]) -> float:
@@ -227,20 +230,23 @@ def tree_cpu_s(pids: list[int]) -> float:
 
 
 class CpuMeter:
-    """How much CPU processes outside the bench used while it measured: a shared machine makes
-    every number noisier, and the report says by how much."""
+    """The CPU the bench did not get while it measured: what processes outside it used, and what
+    the hypervisor gave to other machines (steal). Either makes every number noisier, and the
+    report says by how much."""
 
     def __init__(self) -> None:
-        self._start: tuple[float, float, float] | None = None
+        self._start: tuple[float, float, float, float] | None = None
         self.other_cores = 0.0
+        self.steal_cores = 0.0
 
     @staticmethod
-    def _read(pids: list[int]) -> tuple[float, float, float]:
+    def _read(pids: list[int]) -> tuple[float, float, float, float]:
         own = 0.0
         for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):  # this process, the wrk runs
             usage = resource.getrusage(who)
             own += usage.ru_utime + usage.ru_stime
-        return time.monotonic(), machine_busy_s(), own + tree_cpu_s(pids)
+        busy, steal = machine_cpu_s()
+        return time.monotonic(), busy, steal, own + tree_cpu_s(pids)
 
     def start(self, pids: list[int]) -> None:
         self._start = self._read(pids)
@@ -248,9 +254,17 @@ class CpuMeter:
     def stop(self, pids: list[int]) -> None:
         """``pids``: the bench's servers still running (the same ones as at start)."""
         assert self._start is not None
-        t0, busy0, own0 = self._start
-        t1, busy1, own1 = self._read(pids)
-        self.other_cores = max(0.0, (busy1 - busy0) - (own1 - own0)) / max(t1 - t0, 1e-9)
+        t0, busy0, steal0, own0 = self._start
+        t1, busy1, steal1, own1 = self._read(pids)
+        elapsed = max(t1 - t0, 1e-9)
+        self.other_cores = max(0.0, (busy1 - busy0) - (own1 - own0)) / elapsed
+        self.steal_cores = (steal1 - steal0) / elapsed
+
+    def __str__(self) -> str:
+        return (
+            f"other processes kept {self.other_cores:.2f} cores busy and the hypervisor took "
+            f"{self.steal_cores:.2f} (steal)"
+        )
 
 
 def machine(loop: str) -> list[tuple[str, str]]:

@@ -295,7 +295,7 @@ def compare_workers(
     verdict = "meets" if ratio >= 1.7 else "below"
     print(f"  workers=2 / workers=1 requests/s: {ratio:.2f} ({verdict} the 1.7 target)")
     print(f"  connections per worker (SO_REUSEPORT hashes them), each round: {', '.join(splits)}")
-    print(f"  other processes kept {cpu.other_cores:.2f} cores busy meanwhile")
+    print(f"  meanwhile {cpu}")
     for gw in (one, two):
         gw.process.stop()
 
@@ -432,9 +432,7 @@ def print_report(
         f"{'load:':12s}wrk -t 1 over HTTPS, a Twilio form POST with a JWT; {args.rounds} round(s) of "
         f"{args.duration:g} s per contender and level, taking turns; medians"
     )
-    print(
-        f"{'elsewhere:':12s}other processes kept {cpu.other_cores:.2f} cores busy during the measurements\n"
-    )
+    print(f"{'elsewhere:':12s}{cpu} during the measurements\n")
     print(table(contenders))
     print()
     for c in contenders:
