@@ -48,8 +48,20 @@ lint: $(STAMP)
 	$(BIN)/ruff check gateway tests bench
 	$(BIN)/ruff format --check gateway tests bench
 
-bench: $(STAMP)
-	$(BIN)/python bench/run.py
+# The load generator (wrk) and the stand-in vendor (nginx; without it an asyncio stand-in, slower).
+# BENCH_ARGS passes options: make bench BENCH_ARGS="--quick --workers --soak 300"
+bench: $(STAMP) redis-server
+	@has_nginx() { command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ]; }; \
+	missing=""; command -v wrk >/dev/null 2>&1 || missing="wrk"; has_nginx || missing="$$missing nginx-light"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing $$missing (the benchmark's load generator and stand-in vendor)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  elif ! command -v wrk >/dev/null 2>&1; then \
+	    echo "wrk is missing: install it (Debian: sudo apt-get install $$missing) and run make bench again"; exit 1; \
+	  else echo "nginx is missing: the bench uses its slower asyncio stand-in vendor (Debian: sudo apt-get install nginx-light)"; fi; \
+	fi
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .smsgw-demo
