@@ -122,8 +122,9 @@ def sliding_figures(
 #: passes it for moving windows); ARGV[2]: the strategy (f, m, s); then limit, expiry (s) and
 #: cost per hit. KEYS: one per hit (fixed, moving), two per hit for the sliding window counter
 #: (previous, current). The steps are those of ``limits``' incr_expire.lua,
-#: acquire_moving_window.lua + moving_window.lua and acquire_sliding_window.lua; each hit answers
-#: {allowed, figures...}, floats as strings (Redis would truncate a Lua number).
+#: acquire_moving_window.lua + moving_window.lua and acquire_sliding_window.lua + sliding_window.lua
+#: (whose reads it shares: the figures come from the values the step read and wrote); each hit
+#: answers {allowed, figures...}, floats as strings (Redis would truncate a Lua number).
 _COUNT = """
 local now = tonumber(ARGV[1])
 local strategy = ARGV[2]
@@ -181,33 +182,28 @@ for a = 3, #ARGV, 3 do
     k = k + 2
     local period = expiry * 1000
     local ok = 0
+    local current_ttl = tonumber(redis.call('pttl', current_key))
+    if current_ttl > 0 and current_ttl < period then
+      redis.call('rename', current_key, previous_key)
+      redis.call('set', current_key, 0, 'PX', current_ttl + period)
+    end
+    local previous_count = tonumber(redis.call('get', previous_key)) or 0
+    local previous_ttl = math.max(0, tonumber(redis.call('pttl', previous_key)) or 0)
+    local current_count = tonumber(redis.call('get', current_key)) or 0
+    current_ttl = tonumber(redis.call('pttl', current_key)) or -2
     if amount <= limit then
-      local current_ttl = tonumber(redis.call('pttl', current_key))
-      if current_ttl > 0 and current_ttl < period then
-        redis.call('rename', current_key, previous_key)
-        redis.call('set', current_key, 0, 'PX', current_ttl + period)
-      end
-      local previous_count = tonumber(redis.call('get', previous_key)) or 0
-      local previous_ttl = math.max(0, tonumber(redis.call('pttl', previous_key)) or 0)
-      local current_count = tonumber(redis.call('get', current_key)) or 0
-      current_ttl = math.max(0, tonumber(redis.call('pttl', current_key)) or 0)
       local weighted = math.floor(previous_count * previous_ttl / period) + current_count
       if weighted + amount <= limit then
         ok = 1
-        if redis.call('exists', current_key) == 1 then
-          redis.call('incrby', current_key, amount)
+        if current_ttl ~= -2 then
+          current_count = redis.call('incrby', current_key, amount)
         else
           redis.call('set', current_key, amount, 'PX', period * 2)
+          current_count, current_ttl = amount, period * 2
         end
       end
     end
-    out[#out + 1] = {
-      ok,
-      tonumber(redis.call('get', previous_key)) or 0,
-      redis.call('pttl', previous_key),
-      tonumber(redis.call('get', current_key)) or 0,
-      redis.call('pttl', current_key),
-    }
+    out[#out + 1] = {ok, previous_count, previous_ttl, current_count, math.max(0, current_ttl)}
   end
 end
 return out
@@ -351,13 +347,13 @@ class MemoryCounters:
         limit, expiry, amount = hit.item.amount, hit.item.get_expiry(), hit.cost
         previous_key, current_key = f"{{{key}}}/-1", f"{{{key}}}"
         allowed = False
+        current_ttl = self._ttl(current_key, now)
+        if 0 < current_ttl < expiry:  # the current window is over: it becomes the previous one
+            self._values[previous_key] = self._values.pop(current_key)
+            self._expires[previous_key] = self._expires.pop(current_key)
+            self._values[current_key] = 0
+            self._expires[current_key] = now + current_ttl + expiry
         if amount <= limit:
-            current_ttl = self._ttl(current_key, now)
-            if 0 < current_ttl < expiry:  # the current window is over: it becomes the previous one
-                self._values[previous_key] = self._values.pop(current_key)
-                self._expires[previous_key] = self._expires.pop(current_key)
-                self._values[current_key] = 0
-                self._expires[current_key] = now + current_ttl + expiry
             previous = self._values.get(previous_key, 0) if self._live(previous_key, now) else 0
             current = self._values.get(current_key, 0) if self._live(current_key, now) else 0
             weighted = math.floor(previous * self._ttl(previous_key, now) / expiry) + current
