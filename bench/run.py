@@ -38,6 +38,7 @@ from bench.load import (
     open_fds,
     parse_wrk,
     rss_mib,
+    tree_cpu_s,
     write_script,
     wrk,
     wrk_argv,
@@ -63,6 +64,7 @@ class Contender:
     round_trips: dict[int, float] = field(default_factory=dict)
     rss: float = 0.0
     audit: int = 0
+    cpu_s: dict[int, float] = field(default_factory=dict)  # the contender's own CPU, by connections
 
     @classmethod
     def of(cls, name: str, gateway: Gateway, redis: RedisCalls | None = None) -> Contender:
@@ -137,7 +139,10 @@ def measure(
         assert contender.gateway is not None
         trips_before = metric_total(contender.gateway.metrics(), ROUND_TRIPS)
         calls_before = contender.redis.total()
+    cpu_before = tree_cpu_s([contender.pid])
     result = wrk(contender.url, script, connections, seconds, during)
+    cpu = tree_cpu_s([contender.pid]) - cpu_before
+    contender.cpu_s[connections] = contender.cpu_s.get(connections, 0.0) + cpu
     if contender.redis is not None and calls_before is not None:
         assert contender.gateway is not None
         calls = contender.redis.total() - calls_before
@@ -170,6 +175,7 @@ def table(contenders: list[Contender]) -> str:
         "p99 ms",
         "gw/bare",
         "+p50 ms",
+        "CPU ms/req",
         "redis cmd/req",
         "redis rt/req",
         "RSS MiB",
@@ -197,6 +203,7 @@ def table(contenders: list[Contender]) -> str:
                     fmt(c.median(connections, "p99_ms"), 2),
                     fmt(ratio, 2),
                     fmt(added, 2),
+                    fmt(c.cpu_s[connections] * 1000 / c.requests(connections), 2),
                     commands,
                     rt,
                     fmt(c.rss, 1),
