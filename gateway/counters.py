@@ -229,11 +229,11 @@ class ScriptCounters:
         keys: list[str] = []
         args: list[Any] = [repr(now), self._code]
         for hit in hits:
-            key = prefix + hit.item.key_for(*hit.identifiers)
-            if sliding:  # limits' _previous_window_key / _current_window_key
-                keys.extend((f"{prefix}{{{key[len(prefix) :]}}}/-1", f"{prefix}{{{key[len(prefix) :]}}}"))
+            key = hit.item.key_for(*hit.identifiers)
+            if sliding:  # limits' _previous_window_key and _current_window_key
+                keys.extend((f"{prefix}{{{key}}}/-1", f"{prefix}{{{key}}}"))
             else:
-                keys.append(key)
+                keys.append(prefix + key)
             args.extend((hit.item.amount, hit.item.get_expiry(), hit.cost))
         answers = await self._backend.run_script(self._script, keys, args)
         return [self._tally(hit, answer, now) for hit, answer in zip(hits, answers, strict=True)]
