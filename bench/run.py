@@ -379,7 +379,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--vendor", choices=("auto", "python"), default="auto", help="auto: nginx when installed"
     )
     parser.add_argument(
-        "--loop", choices=("auto", "uvloop", "asyncio"), default="auto", help="auto: uvloop when importable"
+        "--loop",
+        choices=("auto", "uvloop", "asyncio"),
+        default="asyncio",
+        help="asyncio (the gateway's TLS gate does not run on uvloop); auto: uvloop when importable",
     )
     args = parser.parse_args(argv)
     if args.quick:
