@@ -37,7 +37,6 @@ on); a ``block`` rule follows ``storage.on_error``, like the rate limits.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import math
@@ -67,6 +66,7 @@ from gateway.exchange import Exchange
 from gateway.limits import NO_COUNTRY
 from gateway.signing import sign
 from gateway.storage import StorageService, StorageUnavailable, skipped
+from gateway.tasks import stop_task
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -169,11 +169,8 @@ class AlertService:
         self._task = asyncio.get_running_loop().create_task(self._deliver_all(), name="smsgw-alerts")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await stop_task(task)
         if self._queue is not None and not self._queue.empty():
             log.warning("%d alert POST(s) not sent at shutdown (the audit log has them)", self._queue.qsize())
         if self._session is not None:

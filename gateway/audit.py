@@ -30,6 +30,7 @@ from gateway.errors import refuse
 from gateway.exchange import Exchange
 from gateway.jsonlog import JsonLinesSink, worker_log_path
 from gateway.redaction import key_id_for
+from gateway.tasks import stop_task
 
 if TYPE_CHECKING:
     from gateway.config import Config
@@ -485,8 +486,5 @@ class Retention:
             self.purge()
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await stop_task(task)

@@ -44,6 +44,7 @@ from prometheus_client import (
 )
 
 from gateway.pipeline import StageTimer
+from gateway.tasks import stop_task
 
 if TYPE_CHECKING:
     from gateway.exchange import Exchange
@@ -247,11 +248,8 @@ class Metrics:
                 log.error("metrics flush failed (%s)", type(exc).__name__)
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await stop_task(task)
         self.flush()
 
     def flush(self) -> None:

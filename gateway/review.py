@@ -120,6 +120,12 @@ def load_keys(args: argparse.Namespace) -> Keys:
 def read_records(path: Path) -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:
     """``(line number, record, problem)`` for every line; a line that is not a JSON object has a
     problem and no record."""
+    for number, _, record, problem in _json_lines(path):
+        yield number, record, problem
+
+
+def _json_lines(path: Path) -> Iterator[tuple[int, bytes, dict[str, Any] | None, str | None]]:
+    """``(line number, raw line, record, problem)`` for every line of a JSON-lines file."""
     try:
         fh = path.open("rb")
     except OSError as exc:
@@ -129,12 +135,12 @@ def read_records(path: Path) -> Iterator[tuple[int, dict[str, Any] | None, str |
             try:
                 record = json.loads(raw)
             except ValueError:
-                yield number, None, "not JSON (a torn or edited line)"
+                yield number, raw, None, "not JSON (a torn or edited line)"
                 continue
             if not isinstance(record, dict):
-                yield number, None, "not a JSON object"
+                yield number, raw, None, "not a JSON object"
                 continue
-            yield number, record, None
+            yield number, raw, record, None
 
 
 # --------------------------------------------------------------------------- clear-text findings
@@ -650,37 +656,28 @@ def find(paths: Iterable[Path], keys: Keys, body: str | None, recipient: str | N
     want_masked = mask_number(e164) if e164 else None
     out = FindResult()
     for path in paths:
-        try:
-            fh = path.open("rb")
-        except OSError as exc:
-            raise UsageError(f"{path} cannot be read ({exc.strerror})") from None
-        with fh:
-            for number, raw in enumerate(fh, 1):
-                try:
-                    record = json.loads(raw)
-                except ValueError:
+        for number, raw, record, _ in _json_lines(path):
+            if record is None:
+                continue
+            out.searched += 1
+            if want_body is not None:
+                bodies = _bodies(record.get("body"))
+                hashed = [b for b in bodies if "hmac_sha256" in b]
+                for b in hashed:
+                    if b.get("key_id") not in (None, keys.hash_key_id):
+                        out.other_key_ids[str(b.get("key_id"))] += 1
+                if not any(b.get("hmac_sha256") == want_body for b in hashed):
                     continue
-                if not isinstance(record, dict):
+            if e164 is not None:
+                recipients = record.get("recipients")
+                items = recipients if isinstance(recipients, list) else []
+                if want_hashed is not None and want_hashed in items:
+                    pass
+                elif want_masked in items:
+                    out.by_mask += 1
+                else:
                     continue
-                out.searched += 1
-                if want_body is not None:
-                    bodies = _bodies(record.get("body"))
-                    hashed = [b for b in bodies if "hmac_sha256" in b]
-                    for b in hashed:
-                        if b.get("key_id") not in (None, keys.hash_key_id):
-                            out.other_key_ids[str(b.get("key_id"))] += 1
-                    if not any(b.get("hmac_sha256") == want_body for b in hashed):
-                        continue
-                if e164 is not None:
-                    recipients = record.get("recipients")
-                    items = recipients if isinstance(recipients, list) else []
-                    if want_hashed is not None and want_hashed in items:
-                        pass
-                    elif want_masked in items:
-                        out.by_mask += 1
-                    else:
-                        continue
-                out.matches.append((path.name, number, raw.decode("utf-8", "replace").rstrip("\n")))
+            out.matches.append((path.name, number, raw.decode("utf-8", "replace").rstrip("\n")))
     return out
 
 

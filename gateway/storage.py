@@ -35,6 +35,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from gateway.errors import GatewayError, refuse
+from gateway.tasks import stop_task
 
 if TYPE_CHECKING:
     from limits.aio.storage import Storage as LimiterStorage
@@ -738,12 +739,7 @@ class StorageService:
 
     async def close(self) -> None:
         self._closed = True
-        if self._probe is not None:
-            self._probe.cancel()
-            try:
-                await self._probe
-            except asyncio.CancelledError:
-                pass
+        await stop_task(self._probe)
         await self.kv.close()
 
 
