@@ -59,6 +59,10 @@ __all__ = [
 #: While the storage is down, the probe pings it this often.
 PROBE_INTERVAL_S: Final = 1.0
 
+#: ``Retry-After`` of a 503 ``limiter_unavailable``: the probe's interval in whole seconds, the
+#: soonest a retry can find the storage back (as every 429 tells the client when to come back).
+UNAVAILABLE_RETRY_AFTER_S: Final = max(1, math.ceil(PROBE_INTERVAL_S))
+
 
 class StorageUnavailable(Exception):
     """The backend could not answer in time (down, frozen, unreachable)."""
@@ -713,7 +717,12 @@ class StorageService:
             )
         if self.on_error == "open":
             return None
-        return refuse("limiter_unavailable", "the limiter storage is unavailable", detail=what)
+        return refuse(
+            "limiter_unavailable",
+            "the limiter storage is unavailable",
+            headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER_S)},
+            detail=what,
+        )
 
     def note_failure(self, what: str) -> None:
         """Count a failure seen by a request (the metric reads the counts); the first one of an
