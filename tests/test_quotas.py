@@ -7,6 +7,7 @@ keeps limiting."""
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 import pytest
@@ -17,11 +18,16 @@ from tests.conftest import (
     GatewayFactory,
     Recorder,
     RedisServer,
+    Vendor,
     basic,
     error_of,
+    post,
     sha,
+    write_config,
 )
 from tests.test_limits import round_trips
+from tests.test_vendors import SHAPES, open_shape, vendor_env  # noqa: F401 (a fixture, used by name)
+from tests.test_vendors import send as vendor_send
 
 OPS_USER = "AC00000000000000000000000000000ops"
 OPS_PASSWORD = "ops-password-5d2c9b1a0f8e7d6c"
@@ -197,3 +203,124 @@ async def test_limiter_unavailable_carries_retry_after(
             assert (response.status, error_of(await response.read())["code"]) == (503, "limiter_unavailable")
             assert response.headers["Retry-After"] == "1"
     assert recorder.seen == []
+
+
+# -- a number listed twice: counted per occurrence, refused where it is an OTP ------------------------
+
+
+@pytest.mark.usefixtures("vendor_env")
+@pytest.mark.parametrize("name", ["sinch", "plivo", "infobip"])
+async def test_a_number_listed_twice_cannot_share_one_otp_slot(
+    make_gateway: GatewayFactory, vendor: Vendor, name: str
+) -> None:
+    shape = SHAPES[name]
+    otp = {"detect": r"code \d{6}", "max_sends": 1, "window": "1 hour"}
+    gw = await open_shape(make_gateway, vendor, shape, {"otp": otp})
+    # "+3725..." and "3725..." are one number to the vendor (it reads bare digits as international)
+    for twice in ([EE1, EE1], [EE1, EE1[1:]], [EE2, EE1, EE1[1:]]):
+        status, doc = await vendor_send(gw, shape, twice, text="your code 123456")
+        assert (status, doc["error"]["code"]) == (400, "bad_request"), twice
+        assert EE1[1:] not in json.dumps(doc)
+    assert vendor.received == []
+    # the refused requests took no slot: the number still gets its one code, and one only
+    assert (await vendor_send(gw, shape, [EE1], text="your code 123456"))[0] in (200, 201, 202)
+    status, doc = await vendor_send(gw, shape, [EE1], text="your code 654321")
+    assert (status, doc["error"]["code"]) == (429, "otp_retry_cap")
+    assert len(vendor.received) == 1
+    # not an OTP: each occurrence is a message, and each one counts
+    assert (await vendor_send(gw, shape, [EE2, EE2[1:]], text="your parcel is here"))[0] in (200, 201, 202)
+    assert [r for r in gw.audit() if r["event"] == "request"][-1]["recipient_count"] == 2
+
+
+async def test_generic_pointers_duplicates_count_per_occurrence_and_refuse_an_otp(
+    make_gateway: GatewayFactory, vendors, store: dict[str, Any]
+) -> None:
+    recorder = Recorder()
+    vendor = await vendors(recorder)
+    generic = {"format": "json", "recipient": "/to/*", "body": "/text", "sender": "/from"}
+    settings = {**store, "upstream": {"provider": "generic", "generic": generic}}
+    route = {"recipient_limits": ["2/hour"], "otp": {"detect": r"code \d{6}", "max_sends": 3}}
+    gw = await make_gateway(vendor.base_url, settings, two_clients(route))
+
+    async def send(to: list[str], text: str) -> tuple[int, str]:
+        body = json.dumps({"to": to, "from": "MyBank", "text": text}).encode()
+        response, payload = await post(gw, body, content_type="application/json")
+        return response.status, error_of(payload)["code"] if response.status >= 400 else ""
+
+    assert await send([EE1, EE2, EE1], "code 123456") == (400, "bad_request")
+    assert await send([EE1, EE1], "hello") == (201, "")  # two messages to one number: its 2/hour
+    assert await send([EE1], "hello") == (429, "rate_limited")
+    assert await send([EE2, EE2, EE2], "hello") == (429, "rate_limited")  # three asked, two allowed
+    assert await send([EE2], "code 123456") == (201, "")  # the refused OTP request took no slot
+    assert len(recorder.seen) == 2
+
+
+# -- verification checks capped per verification ------------------------------------------------------
+
+SID1, SID2 = "VE" + "1f" * 16, "VE" + "2e" * 16
+
+
+async def test_checks_by_verification_id_are_capped_per_verification(
+    make_gateway: GatewayFactory, vendors, store: dict[str, Any], request: pytest.FixtureRequest
+) -> None:
+    recorder = Recorder()
+    vendor = await vendors(recorder)
+    check = {"path": CHECK, "kind": "otp-check", "otp": {"max_checks": 2, "window": "10 minutes"}}
+    gw = await make_gateway(vendor.base_url, store, two_clients({}, check))
+    by_sid = {"VerificationSid": SID1, "Code": "123456"}
+    assert [await status(gw, by_sid, path=CHECK) for _ in range(2)] == [201, 201]
+    response = await gw.send(by_sid, path=CHECK)
+    assert (response.status, error_of(await response.read())["code"]) == (429, "otp_retry_cap")
+    assert 590 <= int(response.headers["Retry-After"]) <= 600
+    # another verification has its own cap; so does a number
+    assert await status(gw, {"VerificationSid": SID2, "Code": "123456"}, path=CHECK) == 201
+    assert await status(gw, {"To": EE1, "Code": "123456"}, path=CHECK) == 201
+    assert len(recorder.seen) == 4
+    assert denials(gw) == [("otp_retry_cap", "checks")]
+    if store["storage"]["url"].startswith("redis"):  # the id is keyed by its HMAC, never in clear
+        dump = repr(request.getfixturevalue("redis_server").dump())
+        assert "smsgw:otp:checks:" in dump and SID1 not in dump and SID1[2:] not in dump
+
+
+async def test_a_check_naming_both_number_and_verification_id_is_refused(
+    make_gateway: GatewayFactory, vendors
+) -> None:
+    recorder = Recorder()
+    vendor = await vendors(recorder)
+    check = {"path": CHECK, "kind": "otp-check", "otp": {"max_checks": 1}}
+    gw = await make_gateway(vendor.base_url, {}, two_clients({}, check))
+    assert await status(gw, {"VerificationSid": SID1, "Code": "123456"}, path=CHECK) == 201
+    # a new number each time must not buy new attempts at the same verification
+    for number in (EE1, EE2):
+        response = await gw.send({"To": number, "VerificationSid": SID1, "Code": "123456"}, path=CHECK)
+        payload = await response.read()
+        assert (response.status, error_of(payload)["code"]) == (400, "bad_request")
+        assert SID1 not in payload.decode() and number[1:] not in payload.decode()
+    assert len(recorder.seen) == 1
+
+
+# -- a strategy changed by reload keeps limiting ------------------------------------------------------
+
+
+async def test_a_strategy_change_by_reload_keeps_the_limits(
+    make_gateway: GatewayFactory, vendors, redis_server: RedisServer
+) -> None:
+    recorder = Recorder()
+    vendor = await vendors(recorder)
+    policies = two_clients(client={"rate_limits": ["2/minute"]})
+    settings: dict[str, Any] = {"storage": {"url": redis_server.url}, "limits": {"strategy": "fixed-window"}}
+    gw = await make_gateway(vendor.base_url, settings, policies)
+    assert [await status(gw, form()) for _ in range(3)] == [201, 201, 429]
+    for strategy in ("moving-window", "sliding-window-counter"):
+        changed = {**settings, "limits": {"strategy": strategy}}
+        write_config(gw.folder, gw.pki, vendor.base_url, changed, policies)
+        assert await gw.running.reload()
+        # counters of its own: the old keys are of another Redis type, never read as this one's
+        assert [await status(gw, form()) for _ in range(3)] == [201, 201, 429], strategy
+    # back to the first strategy within the minute: its own counters still hold the client
+    write_config(gw.folder, gw.pki, vendor.base_url, settings, policies)
+    assert await gw.running.reload()
+    assert await status(gw, form()) == 429
+    assert denials(gw) == [("rate_limited", "client")] * 4
+    assert [r["event"] for r in gw.audit() if r["event"].startswith("storage_")] == []
+    assert len(recorder.seen) == 6
