@@ -21,11 +21,12 @@ from tests.conftest import (
     Vendor,
     basic,
     error_of,
+    free_port,
     post,
     sha,
     write_config,
 )
-from tests.test_limits import round_trips
+from tests.test_limits import round_trips, wait_cluster_ok
 from tests.test_vendors import SHAPES, open_shape, vendor_env  # noqa: F401 (a fixture, used by name)
 from tests.test_vendors import send as vendor_send
 
@@ -324,3 +325,36 @@ async def test_a_strategy_change_by_reload_keeps_the_limits(
     assert denials(gw) == [("rate_limited", "client")] * 4
     assert [r["event"] for r in gw.audit() if r["event"].startswith("storage_")] == []
     assert len(recorder.seen) == 6
+
+
+async def test_cluster_checks_then_counts_too(make_gateway: GatewayFactory, vendors, tmp_path) -> None:
+    """Redis Cluster: the limits are tested, the OTP slots taken, then the limits counted."""
+    port = next(p for p in iter(free_port, None) if p + 10000 <= 65535)  # the bus is port + 10000
+    node = RedisServer(tmp_path, port=port)
+    node.start("--cluster-enabled", "yes", "--cluster-config-file", str(tmp_path / "nodes.conf"))
+    try:
+        node.client().execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
+        await wait_cluster_ok(node)
+        recorder = Recorder()
+        vendor = await vendors(recorder)
+        verify = {"path": VERIFY, "kind": "otp", "otp": {"max_sends": 1, "window": "1 hour"}}
+        gw = await make_gateway(
+            vendor.base_url,
+            {"storage": {"url": f"redis+cluster://127.0.0.1:{node.port}"}},
+            two_clients({"rate_limits": ["3/minute"]}, verify, client={"rate_limits": ["2/minute"]}),
+        )
+        assert await status(gw, {"To": EE1, "Channel": "sms"}, path=VERIFY) == 201
+        for _ in range(3):  # the OTP cap refuses: the client's and the route's limits are not spent
+            assert await status(gw, {"To": EE1, "Channel": "sms"}, path=VERIFY) == 429
+        assert await status(gw, form()) == 201
+        assert [await status(gw, form()) for _ in range(3)] == [429] * 3  # billing's own 2/minute
+        assert await status(gw, {"To": EE2, "Channel": "sms"}, path=VERIFY) == 429  # ... takes no slot
+        # billing's refused sends did not spend the route's 3/minute: ops has the other two
+        assert [await status(gw, form(), auth=OPS) for _ in range(3)] == [201, 201, 429]
+        assert await status(gw, {"To": EE2, "Channel": "sms"}, path=VERIFY, auth=OPS) == 201
+        assert denials(gw) == [("otp_retry_cap", "sends")] * 3 + [("rate_limited", "client")] * 4 + [
+            ("rate_limited", "route")
+        ]
+        assert len(recorder.seen) == 5
+    finally:
+        node.stop()
