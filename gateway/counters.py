@@ -442,9 +442,6 @@ class MemoryCounters:
         """Seconds left; 0 for a key that is gone."""
         return self._expires[key] - now if self._live(key, now) else 0.0
 
-    def _value(self, key: str, now: float) -> int:
-        return self._values.get(key, 0) if self._live(key, now) else 0
-
     def _sweep(self, now: float) -> None:
         if len(self._expires) < self._next_sweep and now < self._sweep_at:
             return
@@ -453,73 +450,77 @@ class MemoryCounters:
         self._next_sweep = max(1024, 2 * len(self._expires))
         self._sweep_at = now + 60
 
-    # -- the strategies: check, write, figures ---------------------------------------------------
+    # -- the strategies: check (reading a state), write, figures (from the state) -------------
 
     async def count(self, hits: Sequence[Hit], slots: Sequence[Slot] = ()) -> Counted:
         now = self._clock()
         self._sweep(now)
         check, add, read = self._steps
         keys = [hit.item.key_for(*hit.identifiers) for hit in hits]
-        allowed = [check(key, hit, now) for key, hit in zip(keys, hits, strict=True)]
+        states = [check(key, hit, now) for key, hit in zip(keys, hits, strict=True)]
         waits: list[float] = []
-        wall = time.time()  # OTP logs keep wall-clock times, as MemoryKeyValue.take_slot does
+        wall = 0.0
+        kv = self._slots
         if slots:
-            kv = self._slots
             assert kv is not None, "OTP slots need the memory key-value storage"
+            wall = time.time()  # OTP logs keep wall-clock times, as MemoryKeyValue.take_slot does
             waits = [kv.slot_wait_at(s.key, s.limit, s.window_s, s.gap_s, wall) for s in slots]
-        counted = all(allowed) and all(w <= 0 for w in waits)
+        counted = all(state[0] for state in states) and all(w <= 0 for w in waits)
         if counted:
-            for key, hit in zip(keys, hits, strict=True):
-                add(key, hit, now)
+            for key, hit, state in zip(keys, hits, states, strict=True):
+                add(key, hit, now, state)
             for s in slots:
-                assert self._slots is not None
-                self._slots.put_slot(s.key, s.member, s.window_s, s.gap_s, wall)
-        tallies = [Tally(ok, read(key, hit, now)) for key, hit, ok in zip(keys, hits, allowed, strict=True)]
+                assert kv is not None
+                kv.put_slot(s.key, s.member, s.window_s, s.gap_s, wall)
+        tallies = [Tally(state[0], read(hit, now, state)) for hit, state in zip(hits, states, strict=True)]
         return Counted(tallies, waits, counted)
 
     async def figures(self, hits: Sequence[Hit]) -> list[tuple[int, int]]:
         raise AssertionError("every tally carries its figures")
 
-    def _fixed_ok(self, key: str, hit: Hit, now: float) -> bool:
-        return self._value(key, now) + hit.cost <= hit.item.amount
+    # fixed window, state: [allowed, count, seconds to expiry, live]
 
-    def _fixed_add(self, key: str, hit: Hit, now: float) -> None:
-        count = self._value(key, now) + hit.cost
-        self._values[key] = count
-        if count == hit.cost:
+    def _fixed_ok(self, key: str, hit: Hit, now: float) -> list[Any]:
+        live = self._live(key, now)
+        count = self._values[key] if live else 0
+        return [count + hit.cost <= hit.item.amount, count, self._expires[key] - now if live else 0.0, live]
+
+    def _fixed_add(self, key: str, hit: Hit, now: float, state: list[Any]) -> None:
+        state[1] = self._values[key] = state[1] + hit.cost
+        if not state[3]:
             self._expires[key] = now + hit.item.get_expiry()
+            state[2] = float(hit.item.get_expiry())
 
-    def _fixed_figures(self, key: str, hit: Hit, now: float) -> tuple[int, int]:
-        return max(0, hit.item.amount - self._value(key, now)), math.ceil(self._ttl(key, now))
+    def _fixed_figures(self, hit: Hit, now: float, state: list[Any]) -> tuple[int, int]:
+        return max(0, hit.item.amount - state[1]), math.ceil(state[2])
 
-    def _entries(self, key: str, now: float) -> list[float]:
-        return self._lists.get(key, []) if self._live(key, now) else []
+    # moving window, state: [allowed, entries (timestamps, oldest first)]
 
-    def _moving_ok(self, key: str, hit: Hit, now: float) -> bool:
+    def _moving_ok(self, key: str, hit: Hit, now: float) -> list[Any]:
         limit, amount = hit.item.amount, hit.cost
-        if amount > limit:
-            return False
-        entries = self._entries(key, now)
+        entries = self._lists.get(key, []) if self._live(key, now) else []
         # the entry ``limit - amount`` places from the newest, as LINDEX counts from the head
         position = len(entries) - 1 - (limit - amount)
-        return not (position >= 0 and entries[position] >= now - hit.item.get_expiry())
+        ok = amount <= limit and not (position >= 0 and entries[position] >= now - hit.item.get_expiry())
+        return [ok, entries]
 
-    def _moving_add(self, key: str, hit: Hit, now: float) -> None:
-        entries = self._entries(key, now)
+    def _moving_add(self, key: str, hit: Hit, now: float, state: list[Any]) -> None:
+        entries: list[float] = state[1]
         entries.extend([now] * hit.cost)
         del entries[: max(0, len(entries) - hit.item.amount)]
         self._lists[key] = entries
         self._expires[key] = now + hit.item.get_expiry()
 
-    def _moving_figures(self, key: str, hit: Hit, now: float) -> tuple[int, int]:
-        limit, expiry = hit.item.amount, hit.item.get_expiry()
-        entries = self._entries(key, now)
+    def _moving_figures(self, hit: Hit, now: float, state: list[Any]) -> tuple[int, int]:
+        limit, expiry, entries = hit.item.amount, hit.item.get_expiry(), state[1]
         first = bisect_left(entries, now - expiry)
         in_window = len(entries) - first
         oldest = entries[first] if in_window else now
         return limit - in_window, _reset_in(oldest + expiry, now)
 
-    def _sliding_ok(self, key: str, hit: Hit, now: float) -> bool:
+    # sliding window counter, state: [allowed, previous, its ttl, current, its ttl, current live]
+
+    def _sliding_ok(self, key: str, hit: Hit, now: float) -> list[Any]:
         limit, expiry, amount = hit.item.amount, hit.item.get_expiry(), hit.cost
         previous_key, current_key = f"{{{key}}}/-1", f"{{{key}}}"
         current_ttl = self._ttl(current_key, now)
@@ -528,27 +529,25 @@ class MemoryCounters:
             self._expires[previous_key] = self._expires.pop(current_key)
             self._values[current_key] = 0
             self._expires[current_key] = now + current_ttl + expiry
-        if amount > limit:
-            return False
-        previous, current = self._value(previous_key, now), self._value(current_key, now)
-        weighted = math.floor(previous * self._ttl(previous_key, now) / expiry) + current
-        return weighted + amount <= limit
+            current_ttl += expiry
+        previous_ttl = self._ttl(previous_key, now)
+        previous = self._values.get(previous_key, 0) if previous_ttl else 0
+        current = self._values.get(current_key, 0) if current_ttl else 0
+        weighted = math.floor(previous * previous_ttl / expiry) + current
+        ok = amount <= limit and weighted + amount <= limit
+        return [ok, previous, previous_ttl, current, current_ttl, current_ttl > 0]
 
-    def _sliding_add(self, key: str, hit: Hit, now: float) -> None:
+    def _sliding_add(self, key: str, hit: Hit, now: float, state: list[Any]) -> None:
         current_key = f"{{{key}}}"
-        if self._live(current_key, now):
-            self._values[current_key] += hit.cost
+        if state[5]:
+            state[3] = self._values[current_key] = state[3] + hit.cost
         else:
-            self._values[current_key] = hit.cost
-            self._expires[current_key] = now + 2 * hit.item.get_expiry()
+            state[3] = self._values[current_key] = hit.cost
+            state[4] = 2.0 * hit.item.get_expiry()
+            self._expires[current_key] = now + state[4]
 
-    def _sliding_figures(self, key: str, hit: Hit, now: float) -> tuple[int, int]:
-        previous_key, current_key = f"{{{key}}}/-1", f"{{{key}}}"
+    def _sliding_figures(self, hit: Hit, now: float, state: list[Any]) -> tuple[int, int]:
+        _, previous, previous_ttl, current, current_ttl, _ = state
         return sliding_figures(
-            hit.item.amount,
-            hit.item.get_expiry(),
-            self._value(previous_key, now),
-            self._ttl(previous_key, now),
-            self._value(current_key, now),
-            self._ttl(current_key, now),
+            hit.item.amount, hit.item.get_expiry(), previous, previous_ttl, current, current_ttl
         )
