@@ -141,3 +141,24 @@ def test_a_window_read_in_the_millisecond_it_was_made_resets_after_a_period() ->
     assert sliding_figures(5, 60, 0, 0.0, 1, 90.5) == (4, 31)
     assert sliding_figures(5, 60, 2, 40.0, 1, 90.0) == (3, 10)
     assert sliding_figures(5, 60, 0, 0.0, 0, 0.0) == (5, 0)
+
+
+@pytest.mark.parametrize("strategy", sorted(STRATEGIES))
+async def test_a_refused_request_counts_against_no_limit(storage: StorageService, strategy: str) -> None:
+    """Check all, then count all: one limit refusing leaves every counter of the request as it was."""
+
+    def hits(tag: str, *costs: int) -> list[Hit]:  # periods long enough for no window to move
+        items = [parse("5/hour"), parse("7/day"), parse("3/hour")]
+        return [Hit(i, (tag,), c) for i, c in zip(items, costs, strict=True)]
+
+    for counters in (make_counters(storage, strategy), MemoryCounters(strategy)):
+        tag = f"refused-{next(NAMES)}"
+        first = await counters.count(hits(tag, 1, 1, 1))
+        assert first.counted and [t.figures[0] for t in first.tallies if t.figures] == [4, 6, 2]
+        for _ in range(3):  # 4 on a 3/hour limit: refused, whatever the others allow
+            refused = await counters.count(hits(tag, 1, 1, 4))
+            assert not refused.counted
+            assert [t.allowed for t in refused.tallies] == [True, True, False]
+            assert [t.figures[0] for t in refused.tallies if t.figures] == [4, 6, 2]
+        again = await counters.count(hits(tag, 1, 1, 1))
+        assert again.counted and [t.figures[0] for t in again.tallies if t.figures] == [3, 5, 1]
