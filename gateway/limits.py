@@ -157,8 +157,9 @@ class RateLimits:
     ) -> None:
         self._storage = storage
         self._counters = counters
-        #: The strategy's letter, first in every key: strategies never share a counter (a reload
-        #: that changes it starts new ones, where the old keys would be of another Redis type).
+        #: The strategy's letter, in every key after its kind (``client/s/billing/...``): strategies
+        #: never share a counter (a reload that changes it starts new ones, where the old keys
+        #: would be of another Redis type).
         self._tag = STRATEGY_CODES[strategy]
         self._route_name = route_name
         self._clients = clients

@@ -119,7 +119,7 @@ class OtpCaps:
         retry_after = max(1, math.ceil(max(waits, default=1.0)))
         return refuse(
             "otp_retry_cap",
-            "too many one-time-password attempts for this number; retry later",
+            "too many one-time-password attempts for this number or verification; retry later",
             headers={"Retry-After": str(retry_after)},
             detail=self._action,
         )
