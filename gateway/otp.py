@@ -6,15 +6,23 @@ whose text matches ``route.otp.detect`` (compiled once, at policy build), and to
 
 - sends: at most ``max_sends`` within any ``window``, and at least ``min_interval`` after the
   previous send;
-- checks: at most ``max_checks`` within any ``window``.
+- checks: at most ``max_checks`` within any ``window``; a check that names its verification by id
+  (Twilio ``VerificationSid``) is capped per verification id instead, and one that names both a
+  number and an id is refused (400): the cap must count what the vendor checks.
 
 The window slides (a log of timestamps, not a counter that resets), so ``Retry-After`` is exact:
 the moment the oldest counted attempt leaves the window, or the previous send is
-``min_interval`` old, whichever is later. Numbers are keyed by an HMAC of their E.164 form.
+``min_interval`` old, whichever is later. Numbers and ids are keyed by an HMAC (never in clear).
 
-An attempt counts only if the request may have reached the vendor: a request refused after this
-stage (the audit log) or whose vendor connection never opened gives its slot back, and rate limits
-run before this stage, so a user never loses a send to a refusal.
+One request takes one slot per number, so one request can never send more codes than its slots:
+a number listed twice (``+4477...`` and ``4477...`` are one number) is refused (400), since two
+codes to one number in one request are never a retry the cap could allow.
+
+This module decides which slots a request takes; the limits stage (``gateway.limits``) takes them
+in the same storage call as the rate limits, only when every limit and slot allows the request, so
+a user never loses a send to a refusal. An attempt counts only if the request may have reached the
+vendor: a request refused after the limits (the audit log) or whose vendor connection never
+opened gives its slot back.
 """
 
 from __future__ import annotations
@@ -24,14 +32,11 @@ import re
 import unicodedata
 from typing import TYPE_CHECKING, Final
 
-from aiohttp import web
-
 from gateway.config.schema import OTPConfig, parse_duration
-from gateway.errors import bad_request, refuse
+from gateway.counters import Slot
+from gateway.errors import GatewayError, bad_request, refuse
 from gateway.exchange import Exchange
-from gateway.limits import gather
-from gateway.proxy import may_have_reached_vendor
-from gateway.storage import StorageService, StorageUnavailable, skipped
+from gateway.storage import StorageService
 
 if TYPE_CHECKING:
     from gateway.config.schema import RouteConfig
@@ -41,9 +46,9 @@ __all__ = ["OtpCaps", "build_otp_caps"]
 
 
 class OtpCaps:
-    """Stage: take one slot per number, or refuse with the exact wait (429 ``otp_retry_cap``)."""
+    """Which OTP slots a request takes (one per number or verification id), and the refusal
+    (429 ``otp_retry_cap`` with the exact wait) when one does not fit."""
 
-    name = "otp"
     __slots__ = ("_action", "_detect", "_gap_s", "_limit", "_route_name", "_storage", "_window_s")
 
     def __init__(
@@ -74,53 +79,50 @@ class OtpCaps:
             for text in message.bodies
         )
 
-    async def run(self, ex: Exchange) -> None:
+    def subjects(self, ex: Exchange) -> list[tuple[str, str]]:
+        """What the slots are counted on: ("number", E.164) or ("verification", id), once each;
+        refuses (400) what the cap could not count exactly."""
+        ids = ex.message.verification_ids if ex.message is not None else ()
+        numbers = [d.e164 for d in ex.destinations]
+        if ids and self._action == "checks":
+            if numbers:
+                raise bad_request("a verification check names its number or its verification id, not both")
+            subjects = [("verification", v) for v in ids]
+        else:
+            if not numbers:
+                raise bad_request("an OTP request must name the number it is for")
+            subjects = [("number", e164) for e164 in numbers]
+        if len(set(subjects)) < len(subjects):
+            raise bad_request("a one-time-password request names the same number more than once")
+        return subjects
+
+    def slots(self, ex: Exchange) -> list[Slot]:
+        """The slots this request takes; none when the caps do not apply to it."""
         if not self.applies(ex):
-            return
-        numbers = sorted({d.e164 for d in ex.destinations})
-        if not numbers:
-            raise bad_request("an OTP request must name the number it is for")
+            return []
         storage = self._storage
         keys = storage.keys
         assert keys is not None  # check-config requires logging.hash_key for OTP caps
-        route, action = self._route_name, self._action
-        slots = [storage.key("otp", action, route, keys.digest("number", e164)) for e164 in numbers]
-        member = ex.request_id
-        try:
-            storage.check_up()
-            waits = await gather(
-                storage.kv.take_slot(slot, member, self._limit, self._window_s, self._gap_s) for slot in slots
+        route, action, member = self._route_name, self._action, ex.request_id
+        return [
+            Slot(
+                storage.key("otp", action, route, keys.digest(kind, value)),
+                member,
+                self._limit,
+                self._window_s,
+                self._gap_s,
             )
-        except StorageUnavailable:
-            error = storage.unavailable("otp")
-            if error is not None:
-                raise error from None
-            ex.detail = skipped(ex.detail, "limits_skipped")
-            return
-        taken = [slot for slot, wait in zip(slots, waits, strict=True) if wait <= 0]
-        if len(taken) < len(slots):
-            await self._free(ex, taken)
-            retry_after = max(1, math.ceil(max(waits)))
-            raise refuse(
-                "otp_retry_cap",
-                "too many one-time-password attempts for this number; retry later",
-                headers={"Retry-After": str(retry_after)},
-                detail=self._action,
-            )
-        ex.held[self.name] = taken
+            for kind, value in self.subjects(ex)
+        ]
 
-    async def after(self, ex: Exchange, response: web.StreamResponse) -> None:
-        taken = ex.held.pop(self.name, None)
-        if taken and not may_have_reached_vendor(ex):
-            await self._free(ex, taken)
-
-    async def _free(self, ex: Exchange, slots: list[str]) -> None:
-        if not slots:
-            return
-        try:
-            await gather(self._storage.kv.free_slot(slot, ex.request_id) for slot in slots)
-        except StorageUnavailable:
-            pass  # the slot stays counted until it leaves the window: errs towards refusing
+    def refusal(self, waits: list[float]) -> GatewayError:
+        retry_after = max(1, math.ceil(max(waits, default=1.0)))
+        return refuse(
+            "otp_retry_cap",
+            "too many one-time-password attempts for this number or verification; retry later",
+            headers={"Retry-After": str(retry_after)},
+            detail=self._action,
+        )
 
 
 class _AsciiDigits(dict[int, str | None]):

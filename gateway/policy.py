@@ -30,8 +30,7 @@ from gateway.identity.ip import (
     ResolveClientAddress,
     RouteAllowlist,
 )
-from gateway.limits import build_rate_limits
-from gateway.otp import build_otp_caps
+from gateway.limits import build_limits
 from gateway.phone import CheckRecipients, DestinationPolicy
 from gateway.pipeline import Chain, Stage
 from gateway.providers import ProviderAdapter, ProviderSettings, build_adapter
@@ -124,8 +123,9 @@ def _audit(route: RouteConfig, b: Build) -> AuditDecision:
 
 
 #: Sends (kinds sms, otp, otp-check), in DESIGN.md's order. Idempotency comes before the limits
-#: so that a replayed or refused repeat counts against nothing; the anomaly counters come after
-#: them, so a send a limit refused is not counted as volume.
+#: so that a replayed or refused repeat counts against nothing; the limits (rate limits and OTP
+#: caps, checked and counted together); the anomaly counters come after them, so a send a limit
+#: refused is not counted as volume.
 SEND: tuple[StageFactory, ...] = (
     lambda r, b: RouteAllowlist(IpAllowlist(r.ip_allow)) if r.ip_allow else None,
     build_auth_watch,
@@ -139,8 +139,7 @@ SEND: tuple[StageFactory, ...] = (
     lambda r, b: CheckRecipients(b.redactor, b.adapter.reader(r).numbers, r.number_types),
     lambda r, b: CheckHopHeaders(),
     build_idempotency,
-    build_rate_limits,
-    build_otp_caps,
+    build_limits,
     build_anomalies,
     _audit,
     _forward,

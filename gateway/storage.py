@@ -59,6 +59,10 @@ __all__ = [
 #: While the storage is down, the probe pings it this often.
 PROBE_INTERVAL_S: Final = 1.0
 
+#: ``Retry-After`` of a 503 ``limiter_unavailable``: the probe's interval in whole seconds, the
+#: soonest a retry can find the storage back (as every 429 tells the client when to come back).
+UNAVAILABLE_RETRY_AFTER_S: Final = max(1, math.ceil(PROBE_INTERVAL_S))
+
 
 class StorageUnavailable(Exception):
     """The backend could not answer in time (down, frozen, unreachable)."""
@@ -171,17 +175,31 @@ class MemoryKeyValue:
 
     async def take_slot(self, key: str, member: str, limit: int, window_s: float, gap_s: float) -> float:
         now = time.time()
-        keep = max(window_s, gap_s)
-        entries = [e for e in self._slots.get(key, ([], 0.0))[0] if e[0] > now - keep]
-        wait = slot_wait(now, [t for t, _ in entries], limit, window_s, gap_s)
+        wait = self.slot_wait_at(key, limit, window_s, gap_s, now)
         if wait <= 0:
-            self._sweep(time.monotonic())
-            entries.append((now, member))
+            self.put_slot(key, member, window_s, gap_s, now)
+        return wait
+
+    def slot_wait_at(self, key: str, limit: int, window_s: float, gap_s: float, now: float) -> float:
+        """``take_slot``'s check alone (0.0: it fits), so that the rate-limit counters can check
+        every limit of a request before they count any (``gateway.counters.MemoryCounters``)."""
+        keep = max(window_s, gap_s)
+        held = self._slots.get(key)
+        if held is None:
+            return 0.0
+        entries = [e for e in held[0] if e[0] > now - keep]
         if entries:
             self._slots[key] = (entries, entries[-1][0] + keep)
         else:
-            self._slots.pop(key, None)
-        return max(0.0, wait)
+            del self._slots[key]
+        return max(0.0, slot_wait(now, [t for t, _ in entries], limit, window_s, gap_s))
+
+    def put_slot(self, key: str, member: str, window_s: float, gap_s: float, now: float) -> None:
+        """``take_slot``'s write alone, after :meth:`slot_wait_at` said the slot fits."""
+        self._sweep(time.monotonic())
+        entries = self._slots.get(key, ([], 0.0))[0]
+        entries.append((now, member))
+        self._slots[key] = (entries, now + max(window_s, gap_s))
 
     async def free_slot(self, key: str, member: str) -> None:
         held = self._slots.get(key)
@@ -641,7 +659,8 @@ class StorageService:
 
         counters = self._memory_counters.get(strategy)
         if counters is None:
-            counters = self._memory_counters[strategy] = MemoryCounters(strategy)
+            slots = self.backend if isinstance(self.backend, MemoryKeyValue) else None
+            counters = self._memory_counters[strategy] = MemoryCounters(strategy, slots=slots)
         return counters
 
     @property
@@ -713,7 +732,12 @@ class StorageService:
             )
         if self.on_error == "open":
             return None
-        return refuse("limiter_unavailable", "the limiter storage is unavailable", detail=what)
+        return refuse(
+            "limiter_unavailable",
+            "the limiter storage is unavailable",
+            headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER_S)},
+            detail=what,
+        )
 
     def note_failure(self, what: str) -> None:
         """Count a failure seen by a request (the metric reads the counts); the first one of an

@@ -45,8 +45,8 @@ async def test_one_script_answers_as_the_library_does(storage: StorageService, s
     library = LibraryCounters(STRATEGIES[strategy](storage.limiter), gather)
     mine, theirs = f"script-{next(NAMES)}", f"library-{next(NAMES)}"
     for costs in [(1, 1, 1), (2, 2, 1), (1, 1, 1), (2, 1, 4), (1, 1, 1), (1, 3, 1)]:
-        by_script = await script.count(hits(mine, *costs))
-        by_library = await library.count(hits(theirs, *costs))
+        by_script = (await script.count(hits(mine, *costs))).tallies
+        by_library = (await library.count(hits(theirs, *costs))).tallies
         assert [t.allowed for t in by_script] == [t.allowed for t in by_library], costs
         figures = await library.figures(hits(theirs, *costs))
         for tally, (remaining, reset_s) in zip(by_script, figures, strict=True):
@@ -88,8 +88,8 @@ async def test_memory_counters_answer_as_the_library_does(strategy: str) -> None
     with patch("time.time", clock):
         for wait, costs in zip(waits, itertools.cycle(steps)):
             clock.now += wait
-            mine = await ours.count(hits("x", *costs))
-            library = await theirs.count(hits("x", *costs))
+            mine = (await ours.count(hits("x", *costs))).tallies
+            library = (await theirs.count(hits("x", *costs))).tallies
             assert [t.allowed for t in mine] == [t.allowed for t in library], (wait, costs)
             figures = await theirs.figures(hits("x", *costs))
             for tally, (remaining, reset_s) in zip(mine, figures, strict=True):
@@ -109,8 +109,8 @@ async def test_memory_counters_answer_as_the_redis_script_does(
         if round_:
             await asyncio.sleep(1.2)  # the one-second limit's window moves on
         for costs in [(1, 1, 1), (2, 2, 1), (1, 1, 1), (2, 1, 4), (1, 1, 1), (1, 3, 1)]:
-            by_script = await script.count(hits(tag, *costs))
-            by_memory = await ours.count(hits(tag, *costs))
+            by_script = (await script.count(hits(tag, *costs))).tallies
+            by_memory = (await ours.count(hits(tag, *costs))).tallies
             assert [t.allowed for t in by_memory] == [t.allowed for t in by_script], (round_, costs)
             for mine, theirs in zip(by_memory, by_script, strict=True):
                 assert mine.figures is not None and theirs.figures is not None
@@ -141,3 +141,24 @@ def test_a_window_read_in_the_millisecond_it_was_made_resets_after_a_period() ->
     assert sliding_figures(5, 60, 0, 0.0, 1, 90.5) == (4, 31)
     assert sliding_figures(5, 60, 2, 40.0, 1, 90.0) == (3, 10)
     assert sliding_figures(5, 60, 0, 0.0, 0, 0.0) == (5, 0)
+
+
+@pytest.mark.parametrize("strategy", sorted(STRATEGIES))
+async def test_a_refused_request_counts_against_no_limit(storage: StorageService, strategy: str) -> None:
+    """Check all, then count all: one limit refusing leaves every counter of the request as it was."""
+
+    def hits(tag: str, *costs: int) -> list[Hit]:  # periods long enough for no window to move
+        items = [parse("5/hour"), parse("7/day"), parse("3/hour")]
+        return [Hit(i, (tag,), c) for i, c in zip(items, costs, strict=True)]
+
+    for counters in (make_counters(storage, strategy), MemoryCounters(strategy)):
+        tag = f"refused-{next(NAMES)}"
+        first = await counters.count(hits(tag, 1, 1, 1))
+        assert first.counted and [t.figures[0] for t in first.tallies if t.figures] == [4, 6, 2]
+        for _ in range(3):  # 4 on a 3/hour limit: refused, whatever the others allow
+            refused = await counters.count(hits(tag, 1, 1, 4))
+            assert not refused.counted
+            assert [t.allowed for t in refused.tallies] == [True, True, False]
+            assert [t.figures[0] for t in refused.tallies if t.figures] == [4, 6, 2]
+        again = await counters.count(hits(tag, 1, 1, 1))
+        assert again.counted and [t.figures[0] for t in again.tallies if t.figures] == [3, 5, 1]

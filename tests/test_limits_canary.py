@@ -77,7 +77,8 @@ async def test_no_marker_in_logs_or_redis(
         await send("replay", "k1")
         await send("mismatch", "k1", Body=markers.text + "!")
         await send("second_otp")
-        await send("otp_cap")
+        await send("otp_cap")  # refused by the cap: spends none of the number's 3/hour
+        await send("not_an_otp", Body="your parcel is here")  # the number's third message
         await send("rate_limited")
         stored = redis_server.dump()
         redis_server.stop()
@@ -94,10 +95,11 @@ async def test_no_marker_in_logs_or_redis(
         ("mismatch", 422, "idempotency_mismatch"),
         ("second_otp", 201, None),
         ("otp_cap", 429, "otp_retry_cap"),
+        ("not_an_otp", 201, None),
         ("rate_limited", 429, "rate_limited"),
         ("storage_down", 503, "limiter_unavailable"),
     ]
-    assert len(recorder.seen) == 2 and markers.leak.encode() in recorder.seen[0].body  # the markers were live
+    assert len(recorder.seen) == 3 and markers.leak.encode() in recorder.seen[0].body  # the markers were live
 
     # -- Redis: the idempotency record (the vendor's answer echoes number and text), the limit
     # and OTP counters: none holds either in any form.

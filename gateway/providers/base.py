@@ -49,6 +49,9 @@ class Message:
     #: ``ContentVariables``, ``MediaUrl``; Sinch ``parameters``; SMSAPI ``param1``...): logged
     #: through the redactor exactly like bodies, never in clear.
     secrets: tuple[str, ...] = ()
+    #: Ids of the verifications a check names instead of a number (Twilio ``VerificationSid``):
+    #: OTP check caps count per id (an HMAC of it), as they count per number.
+    verification_ids: tuple[str, ...] = ()
 
     @property
     def sender(self) -> str | None:

@@ -126,7 +126,12 @@ class TwilioVerificationCheckReader:
         to = fields["To"]
         if (to and not to[0].strip()) or (not to and not extra["VerificationSid"]):
             raise bad_request("the To field is missing or empty")
-        return Message(recipients=_one(to), default_sender=True, secrets=_one(fields["Code"]))
+        return Message(
+            recipients=_one(to),
+            default_sender=True,
+            secrets=_one(fields["Code"]),
+            verification_ids=_one(extra["VerificationSid"]),
+        )
 
 
 class TwilioAdapter:
