@@ -77,6 +77,7 @@ class OtpCaps:
     async def run(self, ex: Exchange) -> None:
         if not self.applies(ex):
             return
+        ex.otp_kind = "check" if self._action == "checks" else "send"
         numbers = sorted({d.e164 for d in ex.destinations})
         if not numbers:
             raise bad_request("an OTP request must name the number it is for")
