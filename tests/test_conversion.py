@@ -419,3 +419,53 @@ async def test_dry_run_and_report_show_conversion_worst_first(
     assert rows[0]["kind"] == "prefix" and rows[0]["conversion"] == 0.0  # worst first
     for number in PUMPED[:10] + NORMAL[:10]:
         assert number not in dry.stdout + report.stdout
+
+
+async def test_one_storage_call_a_send_and_one_a_converted_check(
+    make_gateway: GatewayFactory, vendors: Any, redis_server: RedisServer
+) -> None:
+    vendor = await vendors(Recorder(VerifyVendor()))
+    settings = {
+        "storage": {"url": redis_server.url},
+        "alerts": {"conversion": rule(by=["country", "prefix", "address"])},
+    }
+    policy = policies()
+    policy["default"]["client"][0]["rate_limits"] = []  # the OTP caps are the only other storage user
+    gw = await make_gateway(vendor.base_url, settings, policy)
+    assert await send(gw, NORMAL[0]) == (201, "")  # scripts loaded
+    base = await guard_calls(gw)
+    assert await send(gw, NORMAL[1]) == (201, "")
+    assert await guard_calls(gw) == base + 1
+    assert await check(gw, NORMAL[1]) == 200
+    assert await guard_calls(gw) == base + 2
+    assert await check(gw, NORMAL[1], code="000000") == 200  # a wrong code costs the guard nothing
+    assert await guard_calls(gw) == base + 2
+
+
+async def guard_calls(gw: Gateway) -> int:
+    """Storage round trips the gateway made, less the OTP caps' (one a request here)."""
+    storage = gw.running.services.storage
+    return storage.round_trips - len([r for r in gw.audit() if r.get("event") == "request"])
+
+
+@pytest.mark.parametrize(
+    ("on_error", "answer"), [("closed", (503, "limiter_unavailable")), ("open", (201, ""))]
+)
+async def test_block_mode_follows_on_error_when_storage_is_down(
+    make_gateway: GatewayFactory,
+    vendors: Any,
+    redis_server: RedisServer,
+    on_error: str,
+    answer: tuple[int, str],
+) -> None:
+    vendor = await vendors(Recorder(VerifyVendor()))
+    settings = {
+        "storage": {"url": redis_server.url, "on_error": on_error, "timeout_s": 0.5},
+        "alerts": {"conversion": rule()},
+    }
+    gw = await make_gateway(vendor.base_url, settings, policies())
+    assert await send(gw, NORMAL[0]) == (201, "")
+    redis_server.stop()
+    assert await send(gw, NORMAL[1]) == answer
+    if on_error == "open":  # passed, and the record says which checks were skipped
+        assert "alerts_skipped" in requests_of(gw, "verify")[-1]["detail"]
