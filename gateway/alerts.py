@@ -57,10 +57,12 @@ from gateway.config.schema import (
     AlertWebhookConfig,
     AuthFailuresRule,
     ClientVolumeRule,
+    ConversionRule,
     NewCountryRule,
     NumberPrefixRule,
     parse_duration,
 )
+from gateway.conversion import ConversionGuard, MemoryConversionStore, make_store
 from gateway.errors import GatewayError, refuse
 from gateway.exchange import Exchange
 from gateway.limits import NO_COUNTRY
@@ -126,6 +128,9 @@ class AlertService:
         #: Client address -> when its block ends (time.monotonic()).
         self.blocked: dict[str, float] = {}
         self._rules: tuple[tuple[object, ...], AnomalyRules] | None = None
+        self._conversion: tuple[ConversionRule, ConversionGuard] | None = None
+        #: The pumping guard's counters under ``memory://`` (kept across reloads, as storage is).
+        self.conversion_memory = MemoryConversionStore()
         self._target: WebhookTarget | None = None
         self._queue: asyncio.Queue[bytes] | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -139,6 +144,13 @@ class AlertService:
         if self._rules is None or self._rules[0] != rules:
             self._rules = (rules, AnomalyRules(cfg, self))
         return self._rules[1]
+
+    def conversion(self, cfg: ConversionRule) -> ConversionGuard:
+        """The compiled pumping guard of ``cfg``; the same object while the table is unchanged."""
+        if self._conversion is None or self._conversion[0] != cfg:
+            store = make_store(self.storage, self.conversion_memory)
+            self._conversion = (cfg, ConversionGuard(cfg, self.storage, store))
+        return self._conversion[1]
 
     def configure(self, hook: AlertWebhookConfig | None, base_dir: Path) -> None:
         """Where alerts are POSTed from now on (at start and on reload); None: nowhere."""

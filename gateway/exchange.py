@@ -7,7 +7,7 @@ only the redacted forms, and the records below are built from those alone.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -49,6 +49,13 @@ class Exchange:
     message: Message | None = None
     destinations: tuple[Destination, ...] = ()
     callback: Event | None = None  # a verified vendor callback (webhook routes)
+    #: "send" or "check" once the OTP caps found this request to be one (their stage sets it).
+    otp_kind: str | None = None
+    #: The pumping guard's view of an OTP send or check (country, HMAC ids, approved): audited.
+    conversion: dict[str, Any] | None = None
+    #: Called by the forward stage with the vendor's status and decoded answer, before the
+    #: outcome record is written (the pumping guard reads a check's verdict there).
+    answer_hook: Callable[[Exchange, int, bytes | None], None] | None = None
 
     # what the logs show (redacted)
     log_recipients: list[str] | None = None
@@ -101,6 +108,8 @@ class Exchange:
             "body": self.log_body,
             "secrets": self.log_secrets,
         }
+        if self.conversion is not None:
+            fields["conversion"] = self.conversion
         if self.callback is not None:  # a verified vendor callback: what it reports
             fields["vendor_message_id"] = self.vendor_message_id
             fields["vendor_status"] = self.vendor_status

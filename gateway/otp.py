@@ -100,6 +100,7 @@ class OtpCaps:
         """The slots this request takes; none when the caps do not apply to it."""
         if not self.applies(ex):
             return []
+        ex.otp_kind = "check" if self._action == "checks" else "send"
         storage = self._storage
         keys = storage.keys
         assert keys is not None  # check-config requires logging.hash_key for OTP caps

@@ -20,6 +20,7 @@ from gateway.audit import AuditDecision
 from gateway.body import CheckExpectation, DeclaredBodySize, ReadBody, RefuseNul
 from gateway.config import Config
 from gateway.config.schema import ClientConfig, RouteConfig
+from gateway.conversion import build_conversion
 from gateway.idempotency import build_idempotency
 from gateway.identity import AUTHENTICATORS
 from gateway.identity.auth import AuthContext, Authenticate, Authenticator, CheckScopes
@@ -141,6 +142,7 @@ SEND: tuple[StageFactory, ...] = (
     build_idempotency,
     build_limits,
     build_anomalies,
+    build_conversion,
     _audit,
     _forward,
 )

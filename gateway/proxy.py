@@ -394,5 +394,7 @@ class Forward:
             ex.vendor_message_id = self._adapter.vendor_message_id(
                 answer.status, decoded, answer.headers.get("Content-Type", "")
             )
+        if ex.answer_hook is not None:
+            ex.answer_hook(ex, answer.status, decoded)
         self._audit.outcome(ex, round((time.perf_counter() - started) * 1000, 3))
         return web.Response(status=answer.status, body=body, headers=answer_headers)

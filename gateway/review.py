@@ -25,6 +25,7 @@ from typing import Any
 
 from gateway.audit import GENESIS, chain_value, rotation_stamp
 from gateway.config.refs import RefError, is_reference, resolve_reference
+from gateway.conversion_review import ConversionTally
 from gateway.redaction import REDACTED, hmac_hex, key_id_for, mask_number
 from gateway.seal import SealError, is_sealed_shape, load_unseal_key
 
@@ -377,6 +378,7 @@ class Scan:
     by_route: dict[str, Counter[str]] = field(default_factory=dict)
     refusals_by_minute: Counter[tuple[str, str]] = field(default_factory=Counter)
     outcomes: Counter[str] = field(default_factory=Counter)
+    conversion: ConversionTally = field(default_factory=ConversionTally)
 
     @property
     def ok(self) -> bool:
@@ -390,6 +392,7 @@ class Scan:
             self.last_ts = ts if self.last_ts is None or ts > self.last_ts else self.last_ts
         event = str(record.get("event"))
         self.events[event] += 1
+        self.conversion.count(record)
         if event == "outcome":
             status = record.get("status")
             self.outcomes[f"{status // 100}xx" if isinstance(status, int) else "none"] += 1
@@ -835,6 +838,7 @@ def report_data(result: Scan) -> dict[str, Any]:
         "events": dict(result.events.most_common()),
         "outcomes": dict(result.outcomes.most_common()),
         "timeline": {"bucket_minutes": size, "rows": rows},
+        "conversion": result.conversion.rows(),
     }
 
 
@@ -874,6 +878,18 @@ def _table(table_id: str, headers: tuple[str, ...], rows: str) -> str:
         f"<th>{_e(h)}</th>" if i == 0 else f'<th class="n">{_e(h)}</th>' for i, h in enumerate(headers)
     )
     return f'<table id="{table_id}"><tr>{head}</tr>{rows}</table>'
+
+
+_CONVERSION_HEADERS = ("country / prefix", "sends", "entered", "conversion", "refused")
+
+
+def _conversion_rows(data: dict[str, Any]) -> str:
+    rows = []
+    for r in data.get("conversion", []):
+        rate = f"{r['conversion']:.0%}" if r["conversion"] is not None else "-"
+        refused = f"{r['refused']} (refused)" if r["refused"] else "0"
+        rows.append((f"{r['kind']} {r['subject']}", r["sends"], r["converted"], rate, refused))
+    return _rows(rows)
 
 
 def render_html(data: dict[str, Any], generated: str) -> str:
@@ -934,6 +950,9 @@ in {_e(len(data["files"]))} file(s): {_e(files)}</p>
 {timeline_rows or '<tr><td colspan="4">no refusals</td></tr>'}</table>
 <h2>Vendor outcomes</h2>
 {_table("outcomes", ("status", "sends"), _rows(data["outcomes"].items()))}
+<h2>OTP conversion</h2>
+<p>OTP sends the vendor accepted against approved checks, worst first (prefixes by their HMAC id)</p>
+{_table("conversion", _CONVERSION_HEADERS, _conversion_rows(data))}
 <h2>Events</h2>
 {_table("events", ("event", "records"), _rows(data["events"].items()))}
 <footer>Made by <code>smsgw audit report</code> at {_e(generated)}.</footer>

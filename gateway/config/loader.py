@@ -562,14 +562,16 @@ def _alert_checks(config: Config, file: str) -> list[Problem]:
             elif not config.resolve_path(hook.ca_file).is_file():
                 problems.append(Problem(file, "alerts.webhook.ca_file", f"{hook.ca_file} does not exist"))
     no_key = not (config.settings.logging.hash_key and config.settings.logging.hash_key.get_secret_value())
-    if alerts.number_prefix is not None and no_key:
-        problems.append(
-            Problem(
-                file,
-                "alerts.number_prefix",
-                "needs logging.hash_key: storage keys numbers and prefixes by an HMAC, never in clear text",
+    for name in ("number_prefix", "conversion"):
+        if getattr(alerts, name) is not None and no_key:
+            problems.append(
+                Problem(
+                    file,
+                    f"alerts.{name}",
+                    "needs logging.hash_key: storage keys numbers and prefixes by an HMAC, "
+                    "never in clear text",
+                )
             )
-        )
     return problems
 
 

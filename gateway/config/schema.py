@@ -581,6 +581,40 @@ class NewCountryRule(Model):
         return self
 
 
+ConversionSubject = Literal["country", "prefix", "address"]
+
+
+class ConversionRule(Model):
+    """OTP sends against successful checks, per destination country, number prefix and client
+    address (gateway/conversion.py): pumped codes are never entered, so their conversion falls.
+
+    ``learn`` records what the rule would refuse and alerts nobody; ``alert`` also raises an
+    alert; ``block`` refuses new OTP sends there with 429 ``anomaly_blocked``.
+    """
+
+    action: Literal["learn", "alert", "block"] = "learn"
+    window: PositiveDuration = "1 hour"
+    check_window: PositiveDuration = "10 minutes"
+    min_sends: int = Field(20, ge=1, le=1_000_000)
+    threshold: float = Field(0.2, gt=0, lt=1)
+    by: tuple[ConversionSubject, ...] = ("country", "prefix", "address")
+
+    @model_validator(mode="after")
+    def _windows(self) -> ConversionRule:
+        window, check = parse_duration(self.window), parse_duration(self.check_window)
+        if window % check or window < 3 * check:
+            raise KeyProblem("window", "must be a whole number of check_windows, at least three")
+        if window // check > MAX_CONVERSION_BUCKETS:
+            raise KeyProblem("window", f"may span at most {MAX_CONVERSION_BUCKETS} check_windows")
+        if not self.by or len(set(self.by)) != len(self.by):
+            raise KeyProblem("by", "names each of country, prefix, address at most once, and one at least")
+        return self
+
+
+#: A conversion subject is read as twice this many counters at most (one storage call a send).
+MAX_CONVERSION_BUCKETS = 48
+
+
 class AlertsConfig(Model):
     """Anomaly rules (a rule is on when its table is present) and where alerts go."""
 
@@ -589,6 +623,7 @@ class AlertsConfig(Model):
     client_volume: ClientVolumeRule | None = None
     number_prefix: NumberPrefixRule | None = None
     new_country: NewCountryRule | None = None
+    conversion: ConversionRule | None = None
 
 
 class Settings(Model):

@@ -1,0 +1,550 @@
+"""The pumping guard (``[alerts.conversion]``): OTP sends against successful checks.
+
+Pumped one-time codes are never entered, so SMS pumping shows as conversion (checks approved /
+codes sent) falling in one destination country, one number prefix (the number without its last
+four digits) or from one client address. The gateway sees both halves for any vendor: the OTP send
+(kind ``otp``, or an ``sms`` route's message that ``[route.otp] detect`` marks) and the check (kind
+``otp-check``) with the vendor's answer to it.
+
+Counting, per subject (country, prefix, address), in buckets of ``check_window``:
+
+- a send adds one to its subjects' send counter in the current bucket and leaves a *mark* under the
+  number's storage HMAC naming the conversion counters of that bucket (live for ``window``);
+- an approved check redeems the number's mark: one is added to exactly those counters, so a
+  conversion is counted in the bucket of the send it converts, however late it comes;
+- a send is *due* once ``check_window`` has passed (buckets older than the previous one): only due
+  sends and their conversions are compared, so codes still waiting for their check never count as
+  failed. A subject with at least ``min_sends`` due sends and conversion below ``threshold`` is
+  *low*.
+
+A low subject is recorded on the send's audit record (``conversion.low``) under ``learn``, alerted
+once per subject and window under ``alert``, and refused (429 ``anomaly_blocked``, detail
+``conversion``) under ``block``; a refused send is not counted, so its block lifts when old sends
+leave the window or late checks of them arrive. ``smsgw alerts clear`` lifts it at once.
+
+Cost: one storage call per OTP send (read, decide and count in one Lua script on Redis), one per
+approved check; a send the vendor did not accept (no 2xx) is taken back with one more. Keys hold
+countries, HMACs of prefixes and numbers and of addresses, never a number; every key of the rule
+shares one Redis Cluster hash tag, so the script runs on one node.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final, Protocol
+
+from aiohttp import web
+
+from gateway.config.schema import ConversionRule, parse_duration
+from gateway.errors import refuse
+from gateway.exchange import Exchange
+from gateway.phone import parse_recipient
+from gateway.storage import RedisKeyValue, StorageService, StorageUnavailable, skipped
+
+if TYPE_CHECKING:
+    from gateway.alerts import AlertService
+    from gateway.config.schema import RouteConfig
+    from gateway.policy import Build
+
+__all__ = [
+    "ConversionGuard",
+    "ConversionStore",
+    "GuardConversion",
+    "MemoryConversionStore",
+    "RedisConversionStore",
+    "build_conversion",
+    "check_approved",
+    "is_low",
+]
+
+#: Every key of the rule carries this Redis Cluster hash tag (one script, one node).
+HASH_TAG: Final = "{cv}"
+#: Where a subject without a country (a number phonenumbers places nowhere) is counted.
+NO_COUNTRY: Final = "ZZ"
+#: A check answer's ``status`` that means approved, by vendor family (lower case).
+_APPROVED: Final = frozenset({"approved", "completed", "verified", "valid", "success", "0"})
+_REFUSED: Final = frozenset({"pending", "canceled", "cancelled", "failed", "expired", "denied", "rejected"})
+
+
+def is_low(sends: int, converted: int, min_sends: int, threshold: float) -> bool:
+    """Enough due sends, and too few of them converted."""
+    return sends >= min_sends and converted < threshold * sends
+
+
+def check_approved(status: int, body: bytes | None) -> bool:
+    """Did the vendor approve the code? A 2xx answer, and no sign in it that the code was wrong.
+
+    Twilio VerificationCheck answers 200 with ``status: "pending"`` for a wrong code and
+    ``"approved"`` (``valid: true``) for a right one; Vonage Verify v2 answers 200 ``completed``
+    and legacy ``status: "0"``; a client's own check route answers 2xx only for a right code.
+    """
+    if not 200 <= status < 300:
+        return False
+    if not body:
+        return True
+    try:
+        doc = json.loads(body)
+    except (ValueError, RecursionError):
+        return True
+    if not isinstance(doc, dict):
+        return True
+    valid = doc.get("valid", doc.get("verified"))
+    if isinstance(valid, bool):
+        return valid
+    state = doc.get("status")
+    if isinstance(state, str | int) and not isinstance(state, bool):
+        text = str(state).strip().lower()
+        if text in _APPROVED:
+            return True
+        if text in _REFUSED or text:
+            return False
+    return True
+
+
+def _answer_number(body: bytes | None) -> str | None:
+    """The number a check's answer names (Twilio's ``to``), for a check that named only its id."""
+    if not body:
+        return None
+    try:
+        doc = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    to = doc.get("to") if isinstance(doc, dict) else None
+    return to if isinstance(to, str) else None
+
+
+# --------------------------------------------------------------------------- storage
+
+
+@dataclass(frozen=True, slots=True)
+class SendCount:
+    """One send's call: what to add, what to read (per subject: due sends, due conversions and
+    the subject's clear mark), and the marks that let checks find their send's bucket."""
+
+    adds: tuple[str, ...]
+    groups: tuple[tuple[tuple[str, ...], tuple[str, ...], str], ...]
+    marks: tuple[tuple[str, bytes], ...]
+    ttl_s: float
+    min_sends: int
+    threshold: float
+    block: bool
+
+
+class ConversionStore(Protocol):
+    async def send(self, call: SendCount) -> tuple[int, list[tuple[int, int]]]:
+        """Read every subject's due figures; unless ``block`` and one is low, count the send and
+        leave its marks. Returns (index of the first low subject + 1, or 0; (sends, converted)
+        per subject). A clear mark hides the buckets up to the one it names."""
+        ...
+
+    async def take_back(self, adds: Sequence[str], marks: Sequence[str]) -> None:
+        """Undo a counted send the vendor did not accept."""
+        ...
+
+    async def redeem(self, mark: str, ttl_s: float) -> int:
+        """Count the conversion a mark names, once; how many counters it added to."""
+        ...
+
+    async def clear(self, key: str, bucket: int, ttl_s: float) -> None: ...
+
+
+class MemoryConversionStore:
+    """This process's counters (``memory://``), the same steps as the Redis script."""
+
+    __slots__ = ("_counts", "_marks")
+
+    def __init__(self) -> None:
+        self._counts: dict[str, tuple[int, float]] = {}
+        self._marks: dict[str, tuple[bytes, float]] = {}
+
+    def _get(self, key: str, now: float) -> int:
+        item = self._counts.get(key)
+        if item is None or item[1] <= now:
+            return 0
+        return item[0]
+
+    def _incr(self, key: str, amount: int, ttl_s: float, now: float) -> None:
+        item = self._counts.get(key)
+        if item is None or item[1] <= now:
+            self._counts[key] = (amount, now + ttl_s)
+        else:
+            self._counts[key] = (item[0] + amount, item[1])
+
+    def _sweep(self, now: float) -> None:
+        if len(self._counts) + len(self._marks) > 100_000:
+            self._counts = {k: v for k, v in self._counts.items() if v[1] > now}
+            self._marks = {k: v for k, v in self._marks.items() if v[1] > now}
+
+    async def send(self, call: SendCount) -> tuple[int, list[tuple[int, int]]]:
+        now = time.monotonic()
+        figures: list[tuple[int, int]] = []
+        low = 0
+        for index, (sends, converted, clear) in enumerate(call.groups, 1):
+            cleared = self._get(clear, now)
+            pair = (_sum(self._get, sends, cleared, now), _sum(self._get, converted, cleared, now))
+            figures.append(pair)
+            if not low and is_low(*pair, call.min_sends, call.threshold):
+                low = index
+        if low and call.block:
+            return low, figures
+        self._sweep(now)
+        for key in call.adds:
+            self._incr(key, 1, call.ttl_s, now)
+        for key, value in call.marks:
+            self._marks[key] = (value, now + call.ttl_s)
+        return low, figures
+
+    async def take_back(self, adds: Sequence[str], marks: Sequence[str]) -> None:
+        now = time.monotonic()
+        for key in adds:
+            if self._get(key, now) > 0:
+                self._incr(key, -1, 0, now)
+        for key in marks:
+            self._marks.pop(key, None)
+
+    async def redeem(self, mark: str, ttl_s: float) -> int:
+        now = time.monotonic()
+        item = self._marks.pop(mark, None)
+        if item is None or item[1] <= now:
+            return 0
+        keys = item[0].decode("ascii").split("\n")
+        for key in keys:
+            self._incr(key, 1, ttl_s, now)
+        return len(keys)
+
+    async def clear(self, key: str, bucket: int, ttl_s: float) -> None:
+        now = time.monotonic()
+        self._counts[key] = (bucket, now + ttl_s)
+
+
+def _sum(get: Any, keys: Sequence[str], cleared: int, now: float) -> int:
+    """The counters of buckets after ``cleared`` (a key ends with its bucket number)."""
+    return sum(get(key, now) for key in keys if int(key.rpartition(":")[2]) > cleared)
+
+
+#: ``send``: KEYS = adds, then per subject m due send keys, m due conversion keys and its clear
+#: key, then the marks. ARGV = #adds, #subjects, m, ttl ms, min_sends, threshold, block, bucket
+#: numbers (m of them, oldest first), mark values.
+_SEND: Final = """
+local nadd, nsub, m = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local ttl, min, thr, block = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7] == '1'
+local out, low, k = {0}, 0, nadd + 1
+for i = 1, nsub do
+  local cleared = tonumber(redis.call('GET', KEYS[k + 2 * m]) or '-1')
+  local s, c = 0, 0
+  for j = 1, m do
+    if tonumber(ARGV[7 + j]) > cleared then
+      s = s + tonumber(redis.call('GET', KEYS[k + j - 1]) or '0')
+      c = c + tonumber(redis.call('GET', KEYS[k + m + j - 1]) or '0')
+    end
+  end
+  out[#out + 1] = s
+  out[#out + 1] = c
+  if low == 0 and s >= min and c < thr * s then low = i end
+  k = k + 2 * m + 1
+end
+out[1] = low
+if low > 0 and block then return out end
+for i = 1, nadd do
+  if redis.call('INCR', KEYS[i]) == 1 then redis.call('PEXPIRE', KEYS[i], ttl) end
+end
+for i = k, #KEYS do
+  redis.call('SET', KEYS[i], ARGV[7 + m + i - k + 1], 'PX', ttl)
+end
+return out
+"""
+
+#: ``redeem``: the mark names the counters to add to (one per line); it is used once.
+_REDEEM: Final = """
+local mark = redis.call('GET', KEYS[1])
+if not mark then return 0 end
+redis.call('DEL', KEYS[1])
+local n = 0
+for key in string.gmatch(mark, '[^\\n]+') do
+  if redis.call('INCR', key) == 1 then redis.call('PEXPIRE', key, ARGV[1]) end
+  n = n + 1
+end
+return n
+"""
+
+#: ``take_back``: KEYS = adds then marks; ARGV = #adds.
+_TAKE_BACK: Final = """
+local nadd = tonumber(ARGV[1])
+for i = 1, nadd do
+  if tonumber(redis.call('GET', KEYS[i]) or '0') > 0 then redis.call('DECR', KEYS[i]) end
+end
+for i = nadd + 1, #KEYS do redis.call('DEL', KEYS[i]) end
+return 1
+"""
+
+
+class RedisConversionStore:
+    """Shared by every replica and worker: one script call a send, one an approved check."""
+
+    __slots__ = ("_backend", "_redeem", "_send", "_take_back")
+
+    def __init__(self, backend: RedisKeyValue) -> None:
+        self._backend = backend
+        self._send = backend.script(_SEND)
+        self._redeem = backend.script(_REDEEM)
+        self._take_back = backend.script(_TAKE_BACK)
+
+    async def send(self, call: SendCount) -> tuple[int, list[tuple[int, int]]]:
+        keys: list[str] = list(call.adds)
+        buckets: list[int] = []
+        for sends, converted, clear in call.groups:
+            keys.extend(sends)
+            keys.extend(converted)
+            keys.append(clear)
+            if not buckets:
+                buckets = [int(key.rpartition(":")[2]) for key in sends]
+        keys.extend(key for key, _ in call.marks)
+        m = len(call.groups[0][0]) if call.groups else 0
+        args: list[Any] = [
+            len(call.adds),
+            len(call.groups),
+            m,
+            max(1, math.ceil(call.ttl_s * 1000)),
+            call.min_sends,
+            repr(call.threshold),
+            "1" if call.block else "0",
+            *buckets,
+            *(value for _, value in call.marks),
+        ]
+        answer = await self._backend.run_script(self._send, keys, args)
+        values = [int(v) for v in answer]
+        return values[0], [(values[i], values[i + 1]) for i in range(1, len(values), 2)]
+
+    async def take_back(self, adds: Sequence[str], marks: Sequence[str]) -> None:
+        await self._backend.run_script(self._take_back, [*adds, *marks], [len(adds)])
+
+    async def redeem(self, mark: str, ttl_s: float) -> int:
+        return int(await self._backend.run_script(self._redeem, [mark], [max(1, math.ceil(ttl_s * 1000))]))
+
+    async def clear(self, key: str, bucket: int, ttl_s: float) -> None:
+        await self._backend.set(key, str(bucket).encode("ascii"), ttl_s)
+
+
+def make_store(storage: StorageService, memory: MemoryConversionStore) -> ConversionStore:
+    backend = storage.backend
+    if isinstance(backend, RedisKeyValue):
+        return RedisConversionStore(backend)
+    return memory
+
+
+# --------------------------------------------------------------------------- the rule
+
+
+@dataclass(frozen=True, slots=True)
+class Subject:
+    kind: str  # country | prefix | address
+    id: str  # as stored: a country code, or an HMAC
+    shown: str  # as alerts and audit records show it: never a number
+
+
+class ConversionGuard:
+    """One ``[alerts.conversion]`` table, compiled: keys, buckets and the decision."""
+
+    def __init__(self, cfg: ConversionRule, storage: StorageService, store: ConversionStore) -> None:
+        self.action = cfg.action
+        self.block = cfg.action == "block"
+        self.by = cfg.by
+        self.min_sends = cfg.min_sends
+        self.threshold = cfg.threshold
+        self.bucket_s = float(parse_duration(cfg.check_window))
+        self.window_s = float(parse_duration(cfg.window))
+        self.buckets = int(self.window_s // self.bucket_s)
+        self.storage = storage
+        self.store = store
+
+    def key(self, *parts: str) -> str:
+        return self.storage.key("cv", HASH_TAG, *parts)
+
+    def bucket(self, now: float | None = None) -> int:
+        return int((time.time() if now is None else now) // self.bucket_s)
+
+    def due(self, bucket: int) -> range:
+        """Buckets whose every send is at least ``check_window`` old, within the window."""
+        return range(bucket - self.buckets + 1, bucket - 1)
+
+    def subjects(self, e164: str, region: str | None, ip: str) -> list[Subject]:
+        keys = self.storage.keys
+        assert keys is not None  # check-config requires logging.hash_key for this rule
+        out: list[Subject] = []
+        for kind in self.by:
+            if kind == "country":
+                country = region or NO_COUNTRY
+                out.append(Subject(kind, country, country))
+            elif kind == "prefix":
+                digest = keys.digest("prefix", e164[:-4])[:16]
+                out.append(Subject(kind, digest, e164[:5] + "****"))
+            elif ip:
+                out.append(Subject(kind, keys.digest("ip", ip)[:16], ip))
+        return out
+
+    def mark_key(self, e164: str) -> str:
+        keys = self.storage.keys
+        assert keys is not None
+        return self.key("m", keys.digest("number", e164)[:32])
+
+    def clear_key(self, kind: str, subject_id: str) -> str:
+        return self.key("x", kind, subject_id)
+
+    def send_call(self, numbers: Sequence[tuple[str, list[Subject]]], bucket: int) -> SendCount:
+        subjects = list({(s.kind, s.id): s for _, subs in numbers for s in subs}.values())
+        due = self.due(bucket)
+        groups = tuple(
+            (
+                tuple(self.key("s", s.kind, s.id, str(b)) for b in due),
+                tuple(self.key("c", s.kind, s.id, str(b)) for b in due),
+                self.clear_key(s.kind, s.id),
+            )
+            for s in subjects
+        )
+        marks = tuple(
+            (
+                self.mark_key(e164),
+                "\n".join(self.key("c", s.kind, s.id, str(bucket)) for s in subs).encode("ascii"),
+            )
+            for e164, subs in numbers
+        )
+        return SendCount(
+            adds=tuple(self.key("s", s.kind, s.id, str(bucket)) for s in subjects),
+            groups=groups,
+            marks=marks,
+            ttl_s=self.window_s + self.bucket_s,
+            min_sends=self.min_sends,
+            threshold=self.threshold,
+            block=self.block,
+        )
+
+
+# --------------------------------------------------------------------------- the stage
+
+
+class GuardConversion:
+    """Stage, after the limits and anomaly rules: counts an OTP send (refusing it under ``block``
+    where conversion is low) or, once the vendor answered, an approved check."""
+
+    name = "conversion"
+    __slots__ = ("_alerts", "_guard", "_route_name")
+
+    def __init__(self, guard: ConversionGuard, alerts: AlertService, route_name: str) -> None:
+        self._guard = guard
+        self._alerts = alerts
+        self._route_name = route_name
+
+    async def run(self, ex: Exchange) -> None:
+        if ex.otp_kind == "check":
+            ex.answer_hook = self._judge
+            return
+        if ex.otp_kind != "send" or not ex.destinations:
+            return
+        guard = self._guard
+        numbers = [(d.e164, guard.subjects(d.e164, d.region, ex.ip)) for d in ex.destinations]
+        now = time.time()
+        call = guard.send_call(numbers, guard.bucket(now))
+        storage = guard.storage
+        try:
+            storage.check_up()
+            low, figures = await guard.store.send(call)
+        except StorageUnavailable:
+            if not guard.block:
+                storage.note_failure("alerts")
+                return
+            error = storage.unavailable("alerts")
+            if error is not None:
+                raise error from None
+            ex.detail = skipped(ex.detail, "alerts_skipped")
+            return
+        first = numbers[0][1]
+        ex.conversion = {s.kind: s.shown if s.kind == "country" else s.id for s in first}
+        if not low:
+            ex.held[self.name] = call
+            return
+        subjects = list({(s.kind, s.id): s for _, subs in numbers for s in subs}.values())
+        subject = subjects[low - 1]
+        sends, converted = figures[low - 1]
+        ex.conversion["low"] = subject.kind
+        if guard.action != "learn":
+            await self._fire(ex, subject, sends, converted, now)
+        if guard.block:
+            retry_after = (guard.bucket(now) + 1) * guard.bucket_s - now
+            raise refuse(
+                "anomaly_blocked",
+                "one-time codes sent here are rarely entered; sends are paused",
+                headers={"Retry-After": str(max(1, math.ceil(retry_after)))},
+                detail="conversion",
+            )
+        ex.held[self.name] = call
+
+    async def _fire(self, ex: Exchange, subject: Subject, sends: int, converted: int, now: float) -> None:
+        guard = self._guard
+        window = int(now // guard.window_s)
+        if not await self._alerts.once(f"cv:{subject.kind}:{subject.id}:{window}", guard.window_s):
+            return
+        fields: dict[str, Any] = {subject.kind: subject.shown}
+        if subject.kind != "country":
+            fields[f"{subject.kind}_id"] = subject.id
+        self._alerts.fire(
+            "conversion",
+            guard.action,
+            subject=subject.kind,
+            **fields,
+            client=ex.client_id,
+            route=ex.route_name,
+            sends=sends,
+            converted=converted,
+            conversion=round(converted / sends, 4) if sends else None,
+            threshold=guard.threshold,
+            window_s=guard.window_s,
+            request_id=ex.request_id,
+        )
+
+    def _judge(self, ex: Exchange, status: int, body: bytes | None) -> None:
+        """Called by the forward stage before the outcome record: was the code approved?"""
+        approved = check_approved(status, body)
+        destination = ex.destinations[0] if ex.destinations else None
+        if destination is None:
+            raw = _answer_number(body)
+            if raw is not None:
+                try:
+                    destination = parse_recipient(raw)
+                except Exception:
+                    destination = None
+        ex.conversion = {"approved": approved}
+        if destination is None:
+            return
+        for subject in self._guard.subjects(destination.e164, destination.region, ex.ip):
+            if subject.kind != "address":  # the check's caller need not be the send's
+                ex.conversion[subject.kind] = subject.shown if subject.kind == "country" else subject.id
+        if approved:
+            ex.held[self.name] = destination.e164
+
+    async def after(self, ex: Exchange, response: web.StreamResponse) -> None:
+        held = ex.held.pop(self.name, None)
+        if held is None:
+            return
+        guard = self._guard
+        try:
+            if isinstance(held, str):  # an approved check: its send converted
+                await guard.store.redeem(guard.mark_key(held), guard.window_s + guard.bucket_s)
+            elif not (ex.status is not None and 200 <= ex.status < 300):  # not sent: not counted
+                await guard.store.take_back(held.adds, [key for key, _ in held.marks])
+        except StorageUnavailable:
+            guard.storage.note_failure("alerts")
+
+
+def build_conversion(route: RouteConfig, b: Build) -> GuardConversion | None:
+    """OTP routes only (sends and checks); the rule's state lives in the alert service."""
+    cfg = b.config.settings.alerts.conversion
+    if cfg is None or route.kind == "webhook":
+        return None
+    if route.kind == "sms" and (route.otp is None or not route.otp.detect):
+        return None
+    guard = b.services.alerts.conversion(cfg)
+    return GuardConversion(guard, b.services.alerts, route.name)

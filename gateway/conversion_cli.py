@@ -1,0 +1,108 @@
+"""``smsgw alerts clear``: lift a pumping-guard block at once, for every replica.
+
+The clear is a mark in the shared storage naming the current bucket: the guard then ignores every
+send counted before it for that subject (country, number prefix or client address), so the subject
+starts afresh. Under ``memory://`` the counters live inside the gateway process, which a command
+cannot reach: restart it, or reload with ``action = "learn"``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from typing import Any
+
+import netaddr
+
+from gateway.config import Config, ConfigError, load_config
+from gateway.conversion import ConversionGuard, RedisConversionStore
+from gateway.conversion_review import add_conversion_parser
+from gateway.phone import parse_recipient
+from gateway.storage import RedisKeyValue, StorageUnavailable, open_storage
+
+__all__ = ["add_alerts_parser"]
+
+
+def _subject(guard: ConversionGuard, args: argparse.Namespace) -> tuple[str, str] | str:
+    """(kind, stored id), or why the value cannot name one. A number or an address is turned into
+    its HMAC id here; an id as an alert shows it is taken as it is."""
+    keys = guard.storage.keys
+    assert keys is not None
+    if args.country:
+        code = args.country.strip().upper()
+        return ("country", code) if len(code) == 2 and code.isalpha() else "--country takes an ISO 3166 code"
+    if args.prefix:
+        value = args.prefix.strip()
+        if value.startswith("+"):
+            try:
+                e164 = parse_recipient(value).e164
+            except Exception:
+                return "--prefix takes a number of the range in E.164 form, or the prefix_id of an alert"
+            return "prefix", keys.digest("prefix", e164[:-4])[:16]
+        return "prefix", value.lower()
+    value = args.address.strip()
+    try:
+        return "address", keys.digest("ip", str(netaddr.IPAddress(value)))[:16]
+    except (netaddr.AddrFormatError, ValueError):
+        return "address", value.lower()
+
+
+async def _clear(config: Config, args: argparse.Namespace) -> int:
+    s = config.settings
+    rule = s.alerts.conversion
+    if rule is None:
+        print(f"{config.path}: alerts.conversion: the rule is not configured", file=sys.stderr)
+        return 2
+    hash_key = s.logging.hash_key.get_secret_value().encode("utf-8") if s.logging.hash_key else None
+    storage = open_storage(s.storage, hash_key)
+    try:
+        backend = storage.backend
+        if not isinstance(backend, RedisKeyValue):
+            print(
+                f"{config.path}: storage.url: memory:// counters live inside the gateway process; "
+                'restart it, or reload with [alerts.conversion] action = "learn"',
+                file=sys.stderr,
+            )
+            return 2
+        guard = ConversionGuard(rule, storage, RedisConversionStore(backend))
+        subject = _subject(guard, args)
+        if isinstance(subject, str):
+            print(subject, file=sys.stderr)
+            return 2
+        kind, subject_id = subject
+        try:
+            await guard.store.clear(guard.clear_key(kind, subject_id), guard.bucket(), guard.window_s)
+        except StorageUnavailable as exc:
+            print(f"{config.path}: storage.url: storage did not answer ({exc})", file=sys.stderr)
+            return 1
+        shown = subject_id if kind == "country" else subject_id[:12]
+        print(f"cleared {kind} {shown}: sends counted before now no longer count against it")
+        return 0
+    finally:
+        await storage.close()
+
+
+def cmd_alerts_clear(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return 2
+    return asyncio.run(_clear(config, args))
+
+
+def add_alerts_parser(sub: Any) -> None:
+    p = sub.add_parser("alerts", help="act on the anomaly rules' state (the pumping guard)")
+    verbs = p.add_subparsers(dest="alerts_command", required=True)
+    clear = verbs.add_parser(
+        "clear", help="lift a conversion block for a country, number prefix or client address"
+    )
+    clear.add_argument("-c", "--config", required=True)
+    which = clear.add_mutually_exclusive_group(required=True)
+    which.add_argument("--country", help="an ISO 3166 code, as the alert names it")
+    which.add_argument("--prefix", help="a number of the range (E.164), or the prefix_id of the alert")
+    which.add_argument("--address", help="a client address, or the address_id of the alert")
+    clear.set_defaults(func=cmd_alerts_clear)
+    add_conversion_parser(verbs)
