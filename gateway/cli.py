@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from gateway.config import Config, ConfigError, load_config, parse_listen
 from gateway.config.schema import HMACKeyConfig
+from gateway.explain import add_explain_parser
 from gateway.keygen import basic_credential, hmac_key_lines, random_token, sdk_username
 from gateway.review import add_audit_parser
 
@@ -342,6 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_sign)
 
     add_audit_parser(sub)
+    add_explain_parser(sub)
     return parser
 
 
