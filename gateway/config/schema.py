@@ -355,6 +355,8 @@ def key_weakness(text: str) -> str | None:
 
 class LoggingConfig(Model):
     level: Literal["debug", "info", "warning", "error"] = "info"
+    #: The operational log on stderr: text lines, or JSON lines with the request id (oplog.py).
+    format: Literal["text", "json"] = "text"
     access_log: str = "-"
     audit_log: str = "logs/audit.jsonl"
     body: Literal["hash", "redact", "mask", "seal", "drop"] = "hash"
