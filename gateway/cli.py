@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from gateway.config import Config, ConfigError, load_config, parse_listen
 from gateway.config.schema import HMACKeyConfig
 from gateway.explain import add_explain_parser
+from gateway.init import add_init_parser
 from gateway.keygen import basic_credential, hmac_key_lines, random_token, sdk_username
 from gateway.oplog import configure as configure_oplog
 from gateway.review import add_audit_parser
@@ -341,6 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_audit_parser(sub)
     add_explain_parser(sub)
+    add_init_parser(sub)
     return parser
 
 
