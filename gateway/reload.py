@@ -47,6 +47,7 @@ RESTART_KEYS: Final[dict[str, str]] = {
     "logging.rotate_daily": "the audit log",
     "logging.retention_days": "the audit log",
     "upstream.provider": "the audit log names the provider in every record",
+    "tracing": "the span exporter",
 }
 
 
