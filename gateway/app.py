@@ -22,6 +22,7 @@ from gateway.connections import expect_handler
 from gateway.errors import GatewayError
 from gateway.exchange import Exchange
 from gateway.identity.ip import parse_ip
+from gateway.oplog import REQUEST_ID
 from gateway.pipeline import Stage, describe_exception, internal_error, run_after
 from gateway.policy import Policy
 from gateway.services import Services
@@ -63,6 +64,7 @@ class Gateway:
         ex = Exchange(
             request, policy, uuid.uuid4().hex, started, request.method, policy.redactor.path(request.raw_path)
         )
+        REQUEST_ID.set(ex.request_id)  # this request's task only: the operational log reads it
         ex.peer = peer_address(request)
         if ex.peer is not None:
             ex.ip = str(ex.peer)

@@ -20,16 +20,15 @@ from pydantic import ValidationError
 from gateway.config import Config, ConfigError, load_config, parse_listen
 from gateway.config.schema import HMACKeyConfig
 from gateway.conversion_cli import add_alerts_parser
+from gateway.explain import add_explain_parser
+from gateway.init import add_init_parser
 from gateway.keygen import basic_credential, hmac_key_lines, random_token, sdk_username
+from gateway.oplog import configure as configure_oplog
 from gateway.review import add_audit_parser
 
 
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+def _configure_logging(level: str, fmt: str = "text") -> None:
+    configure_oplog(level, fmt)
     # aiohttp's access logger is off (the gateway writes its own); its protocol errors go to
     # ``smsgw.protocol``, which keeps no request bytes (server.py).
     logging.getLogger("aiohttp.access").disabled = True
@@ -63,7 +62,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from gateway.server import run_workers, serve
 
     config = _load(args.config)
-    _configure_logging(config.settings.logging.level)
+    _configure_logging(config.settings.logging.level, config.settings.logging.format)
     for warning in config.warnings:
         logging.getLogger("smsgw").warning("%s", warning.as_warning())
     if config.settings.server.workers > 1:
@@ -344,6 +343,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_audit_parser(sub)
     add_alerts_parser(sub)
+    add_explain_parser(sub)
+    add_init_parser(sub)
     return parser
 
 

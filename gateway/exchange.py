@@ -77,6 +77,11 @@ class Exchange:
     #: Set when the forward stage starts: from then on the vendor may have the request.
     upstream_attempted: bool = False
 
+    #: The stage that refused the request (the stage loop sets it), for tracing.
+    refused_by: str | None = None
+    #: The request's OpenTelemetry span when ``[tracing]`` is on (gateway/tracing.py).
+    trace: Any = None
+
     #: Headers stages add to the answer (RateLimit-*, ...), whatever the answer is.
     response_headers: dict[str, str] = field(default_factory=dict)
     #: What a stage took in ``run`` and settles in ``after`` (an idempotency claim, OTP slots),

@@ -93,6 +93,9 @@ class Chain:
             t0 = perf()
             try:
                 response = await stage.run(ex)
+            except GatewayError:
+                ex.refused_by = stage.name
+                raise
             finally:
                 observe(stage.name, perf() - t0)
             if response is not None:

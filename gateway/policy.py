@@ -41,6 +41,7 @@ from gateway.redaction import Redactor
 from gateway.routing import PathTemplate, Router, RouteRequest
 from gateway.seal import load_seal_key
 from gateway.services import Services
+from gateway.tracing import TraceRequest
 from gateway.transport import HttpsPolicy, RequireHttps, security_headers
 from gateway.webhooks import build as webhook
 from gateway.webhooks.config import query_field_names as webhook_fields
@@ -267,8 +268,10 @@ def build_policy(config: Config, services: Services) -> Policy:
         https_port=services.https_port,
         host_names=lambda: services.host_names,
     )
+    trace: list[Stage] = [TraceRequest(services.tracing)] if services.tracing is not None else []
     front = Chain(
         [
+            *trace,
             RequireHttps(https, resolver.is_trusted),
             ResolveClientAddress(resolver),
             DeclaredBodySize(s.server.max_body_bytes),

@@ -26,6 +26,7 @@ from gateway.errors import GatewayError, bad_request, refuse
 from gateway.exchange import Exchange
 from gateway.headers import is_client_network_header, is_credential_header
 from gateway.providers.forms import field_base
+from gateway.tracing import traceparent
 
 if TYPE_CHECKING:
     from gateway.providers.base import ProviderAdapter
@@ -375,6 +376,8 @@ class Forward:
         drop = self._drop | frozenset(n.casefold() for n in target.query_credentials or ())
         url = self._upstream.url(target.path, request.raw_path.partition("?")[2], drop)
         headers = upstream_headers(request.headers, self._credentials)
+        if ex.trace is not None:  # the vendor sees the gateway's span, never the caller's own
+            headers.update(traceparent(ex))
         started = time.perf_counter()
         ex.upstream_attempted = True
         try:

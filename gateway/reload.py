@@ -40,12 +40,14 @@ RESTART_KEYS: Final[dict[str, str]] = {
     "storage.password": "the storage connection",
     "logging.access_log": "the open log files",
     "logging.audit_log": "the open log files",
+    "logging.format": "the operational log's handler",
     "logging.hash_key": "storage keys and sealed answers are derived from it",
     "logging.chain_key": "the audit chain",
     "logging.rotate_bytes": "the audit log",
     "logging.rotate_daily": "the audit log",
     "logging.retention_days": "the audit log",
     "upstream.provider": "the audit log names the provider in every record",
+    "tracing": "the span exporter",
 }
 
 

@@ -31,6 +31,7 @@ from gateway.webhooks.forward import CallbackForwarder
 
 if TYPE_CHECKING:
     from gateway.connections import ConnectionLimits
+    from gateway.tracing import Tracing
 
 __all__ = ["Services"]
 
@@ -87,6 +88,12 @@ class Services:
         self.alerts = AlertService(self.storage, self.metrics)
         #: The public listeners' connection counts (set by the server once they listen).
         self.connections: ConnectionLimits | None = None
+        #: OpenTelemetry spans (``[tracing]``); None when off, and then nothing of it is imported.
+        self.tracing: Tracing | None = None
+        if s.tracing.enabled:
+            from gateway.tracing import Tracing
+
+            self.tracing = Tracing(s.tracing)
         #: The pooled session that forwards verified vendor callbacks to internal services.
         self.callbacks = CallbackForwarder()
         #: The public listener's bound port (redirect targets); set once the listener is up.
@@ -137,6 +144,8 @@ class Services:
             self.alerts.configure(s.alerts.webhook, self._config.base_dir)
             await self.alerts.start()
             self._closers.append(self.alerts.close)
+            if self.tracing is not None:
+                self._closers.append(self.tracing.close)
             self.metrics.watch(self)
             self.metrics.config_loaded(generation)
             self.metrics.start()

@@ -545,6 +545,17 @@ def _not_yet_available(config: Config, file: str) -> list[Problem]:
     return []
 
 
+def _tracing_checks(config: Config, file: str) -> list[Problem]:
+    """``[tracing]`` on needs the optional OpenTelemetry packages."""
+    if not config.settings.tracing.enabled:
+        return []
+    from gateway.tracing import otel_installed
+
+    if not otel_installed():
+        return [Problem(file, "tracing.enabled", "needs OpenTelemetry: pip install 'smsgw[otel]'")]
+    return []
+
+
 def _alert_checks(config: Config, file: str) -> list[Problem]:
     """``[alerts]``: where alerts go, and rules that could not count as written (gateway/alerts.py)."""
     from gateway.webhooks.config import forward_to_problem

@@ -355,6 +355,8 @@ def key_weakness(text: str) -> str | None:
 
 class LoggingConfig(Model):
     level: Literal["debug", "info", "warning", "error"] = "info"
+    #: The operational log on stderr: text lines, or JSON lines with the request id (oplog.py).
+    format: Literal["text", "json"] = "text"
     access_log: str = "-"
     audit_log: str = "logs/audit.jsonl"
     body: Literal["hash", "redact", "mask", "seal", "drop"] = "hash"
@@ -626,6 +628,26 @@ class AlertsConfig(Model):
     conversion: ConversionRule | None = None
 
 
+class TracingConfig(Model):
+    """OpenTelemetry spans over OTLP/HTTP (gateway/tracing.py); needs the ``otel`` extra."""
+
+    enabled: bool = False
+    endpoint: str = "http://127.0.0.1:4318/v1/traces"
+    service_name: str = "smsgw"
+    #: Callers (TCP peers) whose W3C ``traceparent`` the span continues; others start a new trace.
+    trust_traceparent_from: tuple[Cidr, ...] = ()
+    sample_ratio: float = Field(1.0, ge=0, le=1)
+    export_interval_s: float = Field(5.0, gt=0, le=300)
+    timeout_s: float = Field(10.0, gt=0, le=60)
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL (the collector's /v1/traces)")
+        return value
+
+
 class Settings(Model):
     """The main config file."""
 
@@ -639,6 +661,7 @@ class Settings(Model):
     auth: AuthConfig = AuthConfig()
     policies: PoliciesConfig = PoliciesConfig()
     alerts: AlertsConfig = AlertsConfig()
+    tracing: TracingConfig = TracingConfig()
 
 
 # --- policy files -----------------------------------------------------------------------------
