@@ -7,8 +7,10 @@ an operator should fix that do not, on their own, open a hole; they never stop a
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import importlib.util
+import os
 import ssl
 import tomllib
 from collections.abc import Iterable
@@ -185,6 +187,7 @@ def load_config(path: str | Path) -> Config:
             raw.pop(misplaced)
     provider_tables = _pop_provider_tables(raw)
     settings: Settings | None = _validate(Settings, raw, file, problems)
+    main_problems = list(problems)
     provider_options = (
         _provider_options(settings.upstream.provider, provider_tables, file, problems) if settings else None
     )
@@ -221,8 +224,14 @@ def load_config(path: str | Path) -> Config:
                 routes.append(route)
                 route_sources.append(Located(pfile, f"route[{i}]"))
 
+    main_file_valid = settings is not None
     if settings is None:
-        raise ConfigError(_without_doubles(problems), warnings)
+        # The policies' own cross-checks still run, over the main file with its wrong keys left
+        # at their defaults, so one run shows every problem; the main file's are shown once it
+        # validates (checked against defaults, they could be wrong).
+        settings = _with_defaults_for_errors(raw)
+        if settings is None:
+            raise ConfigError(_without_doubles(problems), warnings)
     config = Config(
         path,
         settings,
@@ -243,9 +252,75 @@ def load_config(path: str | Path) -> Config:
     warnings.extend(_limit_warnings(config, file))
     warnings.extend(_warnings(config, file))
     warnings.extend(_identity_warnings(config, file, datetime.now(UTC).date()))
+    problems.extend(_path_checks(config, file))
+    if not main_file_valid:
+        problems = [p for p in problems if p.file != file or p in main_problems]
+        warnings = [w for w in warnings if w.file != file]
     if problems:
         raise ConfigError(_without_doubles(problems), warnings)
     return dataclasses.replace(config, warnings=tuple(warnings))
+
+
+def _with_defaults_for_errors(raw: dict[str, Any], tries: int = 8) -> Settings | None:
+    """The main file with every key that fails validation removed (its default then applies);
+    None when that does not make it valid."""
+    doc = copy.deepcopy(raw)
+    for _ in range(tries):
+        try:
+            return Settings.model_validate(doc)
+        except ValidationError as exc:
+            for err in exc.errors(include_url=False, include_input=False):
+                _drop(doc, tuple(err["loc"]))
+    return None
+
+
+def _drop(doc: Any, loc: tuple[int | str, ...]) -> None:
+    """Remove the key at ``loc`` (a whole list, when the error is inside one)."""
+    names: list[str] = []
+    for part in loc:
+        if not isinstance(part, str):
+            break
+        names.append(part)
+    node = doc
+    for name in names[:-1]:
+        node = node.get(name) if isinstance(node, dict) else None
+        if not isinstance(node, dict):
+            return
+    if names and isinstance(node, dict):
+        node.pop(names[-1], None)
+
+
+def _path_checks(config: Config, file: str) -> list[Problem]:
+    """Files the gateway writes at start: found here, named by their key, not at ``serve``."""
+    s = config.settings
+    wanted = [("logging.access_log", s.logging.access_log), ("logging.audit_log", s.logging.audit_log)]
+    wanted.append(("server.pid_file", s.server.pid_file))
+    problems = []
+    for key, value in wanted:
+        if not value or value == "-":
+            continue
+        why = _unwritable(config.resolve_path(value))
+        if why:
+            problems.append(Problem(file, key, why))
+    return problems
+
+
+def _unwritable(path: Path) -> str:
+    """Why the gateway could not create or append to ``path``; "" when it can."""
+    if path.is_dir():
+        return f"{_display(path)} is a directory"
+    if path.exists():
+        return "" if os.access(path, os.W_OK) else f"{_display(path)} cannot be written"
+    folder = path.parent
+    while not folder.exists():
+        if folder.parent == folder:
+            return f"no folder of {_display(path)} exists"
+        folder = folder.parent
+    if not folder.is_dir():
+        return f"{_display(folder)} is not a folder"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"{_display(folder)} cannot be written (the gateway creates {_display(path)} there)"
+    return ""
 
 
 def _located(file: str, found: list[RefError]) -> list[Problem]:
