@@ -2,7 +2,8 @@
 
 They read audit files only, never the gateway's state, so a reviewer can run them on a copy of
 the logs on another machine. Keys come from the gateway's config (``-c``: only its ``[logging]``
-table is read, so the vendor secrets are not needed) or from a file or environment variable.
+table and ``server.workers`` are read, so the vendor secrets are not needed) or from a file or
+environment variable; with ``-c``, verify also knows which chains (one per worker) to expect.
 Nothing printed here repeats clear text found in a log: a finding names the file, line and field
 and shows a number masked, so a summary can be pasted into a report as it is.
 """
@@ -1142,7 +1143,11 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def _key_options(p: argparse.ArgumentParser, hash_key: bool = True, chain_key: bool = True) -> None:
-    p.add_argument("-c", "--config", help="the gateway's config: keys from its [logging] table")
+    p.add_argument(
+        "-c",
+        "--config",
+        help="the gateway's config: keys from its [logging] table; the chains to expect (server.workers)",
+    )
     if hash_key:
         p.add_argument("--hash-key-file", help="a file holding logging.hash_key")
         p.add_argument("--hash-key-env", help="an environment variable holding logging.hash_key")
