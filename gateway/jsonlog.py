@@ -11,7 +11,8 @@ that cannot be UTF-8 encoded (surrogate-escaped header bytes) is escaped, never 
 A write that fails part-way (a disk that fills mid-record) leaves no torn line: the bytes it
 did write are cut off again (``ftruncate`` back to where the record began). Where that is not
 possible (a pipe, a file that grew meanwhile), the next record starts with a newline, so the
-torn bytes stay on a line of their own and never glue onto a whole record.
+torn bytes stay on a line of their own and never glue onto a whole record; so does the first
+record written to a file that a crashed process left torn.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import stat
 import sys
 from pathlib import Path
 from typing import Any
@@ -45,6 +47,21 @@ def worker_log_path(target: str, worker: int | None) -> str:
     return str(path.with_name(f"{path.stem}.w{worker}{path.suffix}"))
 
 
+def ends_a_line(path: Path, fd: int) -> bool:
+    """False only for a regular file (open as ``fd``) whose last byte is not a newline."""
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return True  # a pipe, a terminal: nothing to read back
+        with path.open("rb") as fh:
+            size = fh.seek(0, os.SEEK_END)
+            if not size:
+                return True
+            fh.seek(size - 1)
+            return fh.read(1) == b"\n"
+    except OSError:
+        return True
+
+
 class JsonLinesSink:
     __slots__ = ("_fd", "_owned", "_torn", "failures", "name")
 
@@ -65,6 +82,8 @@ class JsonLinesSink:
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
         self._owned = True
         self.name = str(path)
+        if not ends_a_line(path, self._fd):
+            self._torn = None  # torn before we opened it (a crash mid-write): start a new line
 
     def write(self, record: dict[str, Any]) -> bool:
         return self.write_line(encode_line(record))
@@ -133,7 +152,7 @@ class JsonLinesSink:
         fd = os.open(self.name, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
         self._mend()  # the old file keeps whole lines only, where it can
         old, self._fd = self._fd, fd
-        self._torn = False
+        self._torn = False if ends_a_line(Path(self.name), fd) else None
         os.close(old)
 
     def close(self) -> None:

@@ -166,3 +166,22 @@ def test_verify_still_fails_a_torn_line_the_chain_does_not_go_around(tmp_path: P
     result = verify(path)
     assert result.returncode == 1
     assert "audit.jsonl:2: chain broken: not JSON (a torn or edited line)" in result.stderr
+
+
+def test_a_restart_after_a_torn_end_starts_a_line_of_its_own(tmp_path: Path) -> None:
+    """A process that died mid-write left a torn end; the next process never glues onto it."""
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(JsonLinesSink(str(path)), "twilio")
+    assert log.event("request", request_id="before")
+    log.close()
+    with path.open("ab") as fh:
+        fh.write(b'{"client":"billing","dec')  # what a crash mid-write leaves
+    log = AuditLog(JsonLinesSink(str(path)), "twilio")  # the restart continues the chain
+    assert log.event("request", request_id="after")
+    log.close()
+    lines = path.read_bytes().splitlines()
+    assert lines[1] == b'{"client":"billing","dec'
+    assert json.loads(lines[2])["request_id"] == "after"
+    result = verify(path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "audit.jsonl:2: a torn line (a write that failed); the chain goes on from line 1" in result.stdout
