@@ -771,7 +771,10 @@ def cmd_head(args: argparse.Namespace) -> int:
         print(head)
     for gap in result.gaps:
         print(f"note: {gap}", file=sys.stderr)
-    return 0 if result.heads else 1
+    if not result.heads:
+        print("smsgw audit head: no record in the files given", file=sys.stderr)
+        return 1
+    return 0
 
 
 # --------------------------------------------------------------------------- find
