@@ -4,9 +4,11 @@ events about the gateway itself (config loads, rotations, purges, ...).
 Records are chained: ``chain`` is the SHA-256 (or HMAC-SHA256 with ``logging.chain_key``) of the
 previous record's chain and this record's canonical JSON, so a removed, edited, inserted or
 reordered line shows. The chain only advances when a line was written, so the file and the chain
-never disagree. Rotation keeps the chain: the first record of the new file is an
-``audit_rotated`` event naming the previous file and its last chain, and is chained from it.
-Each process writes its own file (``worker_log_path``), so no two writers share a chain.
+never disagree. A chain starts at ``GENESIS``; a verify of later files alone needs the gateway's
+own ``audit_purged`` event (or a reviewer's anchor) to vouch for where they start.
+Rotation keeps the chain: the first record of the new file is an ``audit_rotated`` event naming
+the previous file and its last chain, and is chained from it. Each process writes its own file
+(``worker_log_path``), so no two writers share a chain.
 """
 
 from __future__ import annotations

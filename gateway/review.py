@@ -1,8 +1,9 @@
-"""The reviewers' commands: ``smsgw audit verify | find | unseal | report``.
+"""The reviewers' commands: ``smsgw audit verify | head | find | unseal | report``.
 
 They read audit files only, never the gateway's state, so a reviewer can run them on a copy of
 the logs on another machine. Keys come from the gateway's config (``-c``: only its ``[logging]``
-table is read, so the vendor secrets are not needed) or from a file or environment variable.
+table and ``server.workers`` are read, so the vendor secrets are not needed) or from a file or
+environment variable; with ``-c``, verify also knows which chains (one per worker) to expect.
 Nothing printed here repeats clear text found in a log: a finding names the file, line and field
 and shows a number masked, so a summary can be pasted into a report as it is.
 """
@@ -26,12 +27,14 @@ from typing import Any
 from gateway.audit import GENESIS, chain_value, rotation_stamp
 from gateway.config.refs import RefError, is_reference, resolve_reference
 from gateway.conversion_review import ConversionTally
+from gateway.jsonlog import worker_log_path
 from gateway.redaction import REDACTED, hmac_hex, key_id_for, mask_number
 from gateway.seal import SealError, is_sealed_shape, load_unseal_key
 
-__all__ = ["Keys", "Scan", "add_audit_parser", "find", "scan", "unseal"]
+__all__ = ["Expected", "Head", "Keys", "Scan", "add_audit_parser", "find", "scan", "unseal"]
 
 MARKER_EVENT = "audit_rotated"
+AUDIT_LOG_DEFAULT = "logs/audit.jsonl"  # logging.audit_log when the config leaves it out
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -67,7 +70,7 @@ def _read_env(name: str, what: str) -> bytes:
     return value.encode("utf-8")
 
 
-def _config_logging(path: str) -> tuple[dict[str, Any], Path]:
+def _config_table(path: str, name: str) -> tuple[dict[str, Any], Path]:
     config = Path(path).absolute()
     try:
         with config.open("rb") as fh:
@@ -76,8 +79,31 @@ def _config_logging(path: str) -> tuple[dict[str, Any], Path]:
         raise UsageError(f"{path} cannot be read ({exc.strerror})") from None
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"{path} is not valid TOML: {exc}") from None
-    table = data.get("logging", {})
+    table = data.get(name, {})
     return (table if isinstance(table, dict) else {}), config.parent
+
+
+def _config_logging(path: str) -> tuple[dict[str, Any], Path]:
+    return _config_table(path, "logging")
+
+
+def expected_files(args: argparse.Namespace) -> Expected | None:
+    """With ``-c CONFIG``: the audit file of each worker (``server.workers``, ``logging.audit_log``),
+    compared by name so a copy of the logs in another folder checks the same."""
+    if not getattr(args, "config", None):
+        return None
+    logging_table, _ = _config_logging(args.config)
+    server, _ = _config_table(args.config, "server")
+    target = logging_table.get("audit_log", AUDIT_LOG_DEFAULT)
+    if not isinstance(target, str) or target == "-":
+        return None
+    workers = server.get("workers", 1)
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+        raise UsageError(f"{args.config}: server.workers must be a whole number of at least 1")
+    if workers == 1:
+        return Expected((Path(target).name,), f"{args.config} writes the audit log there")
+    names = tuple(Path(worker_log_path(target, w)).name for w in range(1, workers + 1))
+    return Expected(names, f"{args.config} has server.workers = {workers}, each writing its own chain")
 
 
 def _config_secret(table: dict[str, Any], name: str, base: Path) -> bytes | None:
@@ -345,6 +371,31 @@ class FileChain:
     end: str = GENESIS  # its last record's chain
     previous_file: str | None = None  # named by its first record (rotation)
     continued: bool = False  # the first record links to the previous file without a marker
+    last_line: int = 0  # line of its last record that verified
+    last_ts: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    """The newest record of one chain: note its ``chain`` and check later that the log still
+    reaches it (``verify --anchor``)."""
+
+    file: str
+    line: int
+    chain: str
+    ts: str | None
+    records: int
+
+    def __str__(self) -> str:
+        return f"{self.chain}  {self.file}:{self.line}  {self.ts or '-'}  {self.records} record(s)"
+
+
+@dataclass(frozen=True, slots=True)
+class Expected:
+    """The chains a config says exist (``-c CONFIG``): one current audit file per worker."""
+
+    names: tuple[str, ...]
+    why: str
 
 
 @dataclass
@@ -369,7 +420,11 @@ class Scan:
     last_ts: str | None = None
     keyed: bool = False
     breaks: list[Break] = field(default_factory=list)
+    #: What the set lacks though every link holds: the chain's beginning, the records up to an
+    #: anchor, a worker's file. Each fails verify like a break.
+    gaps: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    anchors: dict[str, str] = field(default_factory=dict)  # anchor -> where it was found
     findings: list[Finding] = field(default_factory=list)
     events: Counter[str] = field(default_factory=Counter)
     decisions: Counter[str] = field(default_factory=Counter)
@@ -382,7 +437,19 @@ class Scan:
 
     @property
     def ok(self) -> bool:
-        return not self.breaks and not self.findings
+        return not self.breaks and not self.gaps and not self.findings
+
+    @property
+    def heads(self) -> list[Head]:
+        """The last verified record of each chain (``[]`` for a chain without records)."""
+        heads = []
+        for group in self.groups:
+            last = next((f for f in reversed(group) if f.last_line), None)
+            if last is not None:
+                heads.append(
+                    Head(last.name, last.last_line, last.end, last.last_ts, sum(f.records for f in group))
+                )
+        return heads
 
     def count(self, record: dict[str, Any]) -> None:
         self.records += 1
@@ -426,10 +493,19 @@ def _short(chain: str) -> str:
     return chain[:16] + "…" if len(chain) > 16 else chain
 
 
-def scan(paths: Iterable[Path], chain_key: bytes | None = None) -> Scan:
+def scan(
+    paths: Iterable[Path],
+    chain_key: bytes | None = None,
+    *,
+    anchors: Iterable[str] = (),
+    expected: Expected | None = None,
+) -> Scan:
     """Check every file's chain (and the links between files of one chain, in the order given),
-    scan every record for clear text, and count what a report shows."""
+    that each chain starts at its first record, after a retention purge or at an anchor, that
+    every anchor is in the set and every expected file was given; scan every record for clear
+    text, and count what a report shows."""
     result = Scan(keyed=chain_key is not None)
+    wanted = set(anchors)
     groups: dict[tuple[Path, str], list[FileChain]] = {}
     purged_chains: dict[str, str] = {}  # last chain of a purged file -> its name
     for path in paths:
@@ -441,11 +517,11 @@ def scan(paths: Iterable[Path], chain_key: bytes | None = None) -> Scan:
         # "start": the first record decides where the file links to; "on": following; "off": broken
         state = "off" if any(b.file in {f.name for f in group} for b in result.breaks) else "start"
         current = GENESIS
+        torn: list[tuple[int, str]] = []  # lines that are not records, since the last record
         for number, record, problem in read_records(path):
             if record is None:
                 if state != "off":
-                    result.breaks.append(Break(path.name, number, f"chain broken: {problem}"))
-                    state = "off"
+                    torn.append((number, problem or "not a record"))
                 continue
             chain.records += 1
             result.count(record)
@@ -465,31 +541,74 @@ def scan(paths: Iterable[Path], chain_key: bytes | None = None) -> Scan:
                 continue
             value = record.get("chain")
             if not isinstance(value, str) or value != chain_value(current, record, chain_key):
-                message = _break_message(number, chain_key, record, current)
-                result.breaks.append(Break(path.name, number, message, _context(record)))
+                if torn:
+                    result.breaks.append(Break(path.name, torn[0][0], f"chain broken: {torn[0][1]}"))
+                else:
+                    message = _break_message(number, chain_key, record, current)
+                    result.breaks.append(Break(path.name, number, message, _context(record)))
                 state = "off"
                 continue
+            for line, _ in torn:  # the record goes on from the one before them: failed writes
+                result.notes.append(
+                    f"{path.name}:{line}: a torn line (a write that failed); the chain goes on from "
+                    + (f"line {chain.last_line}" if chain.last_line else "where the file starts")
+                )
+            torn.clear()
             current = chain.end = value
+            chain.last_line, chain.last_ts = number, _text(record.get("ts"))
+            if value in wanted:
+                result.anchors.setdefault(value, f"{path.name}:{number}")
+        if torn and state == "on":  # a write that failed at the end, nothing written after it
+            for line, _ in torn:
+                result.notes.append(
+                    f"{path.name}:{line}: a torn last line (a write that failed); "
+                    f"the chain ends at line {chain.last_line}"
+                )
         if chain.records == 0:
             chain.end = previous.end if previous is not None else GENESIS
     result.groups = list(groups.values())
+    _check_starts(result, purged_chains, wanted)
+    for anchor in sorted(wanted - set(result.anchors)):
+        result.gaps.append(
+            f"anchor {_short(anchor)} is not in the chain: records up to it were removed "
+            "(the end cut off), or these are not the files it was noted from"
+        )
+    if expected is not None:
+        given = {name for _, name in groups}
+        for name in expected.names:
+            if name not in given:
+                result.gaps.append(f"{name} is missing: {expected.why}, and no file of its chain was given")
+    return result
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _check_starts(result: Scan, purged_chains: dict[str, str], anchors: set[str]) -> None:
+    """Each chain starts at its first record (genesis), right after a file deleted by retention
+    (named by an ``audit_purged`` event in the set), at an anchor, or after another file given;
+    else its beginning was removed."""
     ends = {f.end: f.name for f in result.files if f.records}
     for group in result.groups:
         first = group[0]
         if first.start == GENESIS:
             continue
-        if first.start in ends and ends[first.start] != first.name:
+        if first.start in anchors:
+            result.anchors.setdefault(first.start, f"the link into {first.name}")
+            result.notes.append(f"{first.name} starts right after anchor {_short(first.start)}")
+        elif first.start in ends and ends[first.start] != first.name:
             result.notes.append(f"{first.name} continues {ends[first.start]} (renamed?)")
         elif first.start in purged_chains:
             result.notes.append(
                 f"{first.name} starts after {purged_chains[first.start]}, deleted by retention (audit_purged)"
             )
         else:
-            result.notes.append(
-                f"{first.name} starts after chain {_short(first.start)} of "
-                f"{first.previous_file or 'an earlier file'}, which was not given"
+            result.gaps.append(
+                f"{first.name}:1: the beginning of the chain is missing (its first record links to "
+                f"chain {_short(first.start)} of {first.previous_file or 'an earlier file'}, an unknown "
+                "predecessor: not given, not deleted by retention, not an --anchor)"
             )
-    return result
 
 
 def _start_of(
@@ -567,9 +686,17 @@ def verify_text(result: Scan) -> str:
             f" to {_short(group[-1].end)}"
             for group in result.groups
         )
-        lines.append(f"chain:      intact, {kind}; {chains}")
+        state = "INCOMPLETE" if result.gaps else "intact"
+        lines.append(f"chain:      {state}, {kind}; {chains}")
+    for gap in result.gaps:
+        lines.append(f"            missing: {gap}")
     for note in result.notes:
         lines.append(f"            note: {note}")
+    if not result.breaks:
+        for head in result.heads:
+            lines.append(f"head:       {head}")
+    for anchor, where in result.anchors.items():
+        lines.append(f"anchor:     {_short(anchor)} found at {where}")
     lines.append(f"clients:    {_counts(_totals(result.by_client))}")
     lines.append(f"events:     {_counts(result.events)}")
     lines.append(f"decisions:  {_counts(result.decisions)}")
@@ -586,6 +713,8 @@ def verify_text(result: Scan) -> str:
     problems = []
     if result.breaks:
         problems.append("chain broken")
+    if result.gaps:
+        problems.append("chain incomplete")
     if result.findings:
         problems.append(f"{len(result.findings)} finding(s)")
     lines.append("result:     " + ("OK" if not problems else "FAILED (" + "; ".join(problems) + ")"))
@@ -606,13 +735,49 @@ def _counts(counter: Counter[str]) -> str:
     return ", ".join(f"{name} {n}" for name, n in counter.most_common()) or "-"
 
 
+def _anchors(values: list[str] | None) -> list[str]:
+    anchors = []
+    for value in values or []:
+        anchor = value.strip().lower()
+        if not _HEX64.fullmatch(anchor) or anchor == GENESIS:
+            raise UsageError(
+                f"--anchor {value!r}: not a chain value (64 hex digits, as `smsgw audit head` prints)"
+            )
+        anchors.append(anchor)
+    return anchors
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     keys = load_keys(args)
-    result = scan([Path(p) for p in args.files], keys.chain_key)
+    result = scan(
+        [Path(p) for p in args.files],
+        keys.chain_key,
+        anchors=_anchors(args.anchor),
+        expected=expected_files(args),
+    )
     sys.stdout.write(verify_text(result))
     if result.breaks:
         print(f"smsgw audit verify: {result.breaks[0]}", file=sys.stderr)
+    elif result.gaps:
+        print(f"smsgw audit verify: {result.gaps[0]}", file=sys.stderr)
     return 0 if result.ok else 1
+
+
+def cmd_head(args: argparse.Namespace) -> int:
+    """The head of each chain, once its links are checked: a broken chain has no head to note."""
+    keys = load_keys(args)
+    result = scan([Path(p) for p in args.files], keys.chain_key)
+    if result.breaks:
+        print(f"smsgw audit head: {result.breaks[0]}", file=sys.stderr)
+        return 1
+    for head in result.heads:
+        print(head)
+    for gap in result.gaps:
+        print(f"note: {gap}", file=sys.stderr)
+    if not result.heads:
+        print("smsgw audit head: no record in the files given", file=sys.stderr)
+        return 1
+    return 0
 
 
 # --------------------------------------------------------------------------- find
@@ -828,7 +993,13 @@ def report_data(result: Scan) -> dict[str, Any]:
             "intact": not result.breaks,
             "keyed": result.keyed,
             "first_break": str(result.breaks[0]) if result.breaks else None,
+            "complete": not result.gaps,
+            "missing": result.gaps,
             "notes": result.notes,
+            "heads": [
+                {"file": h.file, "line": h.line, "chain": h.chain, "ts": h.ts, "records": h.records}
+                for h in (result.heads if not result.breaks else [])
+            ],
         },
         "findings": [str(f) for f in result.findings],
         "decisions": dict(result.decisions.most_common()),
@@ -892,6 +1063,11 @@ def _conversion_rows(data: dict[str, Any]) -> str:
     return _rows(rows)
 
 
+_ANCHOR_HINT = (
+    "Note a head: <code>smsgw audit verify --anchor HASH</code> checks later that the log still reaches it."
+)
+
+
 def render_html(data: dict[str, Any], generated: str) -> str:
     """One self-contained page: no script, no external asset, every value escaped."""
     chain = data["chain"]
@@ -900,7 +1076,15 @@ def render_html(data: dict[str, Any], generated: str) -> str:
     else:
         chain_html = f'<span class="bad">BROKEN</span>: {_e(chain["first_break"])}'
     chain_html += " (HMAC-SHA256, chain key given)" if chain["keyed"] else " (SHA-256, no chain key given)"
-    notes = "".join(f"<li>{_e(n)}</li>" for n in chain["notes"])
+    if chain["missing"]:
+        chain_html += '; <span class="bad">INCOMPLETE</span>'
+    notes = "".join(f'<li class="bad">missing: {_e(n)}</li>' for n in chain["missing"])
+    notes += "".join(f"<li>{_e(n)}</li>" for n in chain["notes"])
+    heads = "".join(
+        f"<li>head of {_e(h['file'])}: <code>{_e(h['chain'])}</code> (line {_e(h['line'])}, "
+        f"{_e(h['ts'] or '-')}, {_e(h['records'])} records)</li>"
+        for h in chain["heads"]
+    )
     findings = data["findings"]
     if findings:
         shown = findings[:200]
@@ -935,6 +1119,7 @@ def render_html(data: dict[str, Any], generated: str) -> str:
 in {_e(len(data["files"]))} file(s): {_e(files)}</p>
 <h2>Integrity</h2>
 <p id="chain">Chain: {chain_html}</p>{f"<ul>{notes}</ul>" if notes else ""}
+{f'<ul id="heads">{heads}</ul><p>{_ANCHOR_HINT}</p>' if heads else ""}
 <div id="findings"><p>Findings:</p>{findings_html}</div>
 <h2>Decisions</h2>
 {_table("decisions", ("decision", "requests"), _rows(data["decisions"].items()))}
@@ -962,7 +1147,7 @@ in {_e(len(data["files"]))} file(s): {_e(files)}</p>
 
 def cmd_report(args: argparse.Namespace) -> int:
     keys = load_keys(args)
-    result = scan([Path(p) for p in args.files], keys.chain_key)
+    result = scan([Path(p) for p in args.files], keys.chain_key, expected=expected_files(args))
     data = report_data(result)
     if args.format == "json":
         text = json.dumps(data, ensure_ascii=False, indent=2) + "\n"
@@ -980,7 +1165,11 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def _key_options(p: argparse.ArgumentParser, hash_key: bool = True, chain_key: bool = True) -> None:
-    p.add_argument("-c", "--config", help="the gateway's config: keys from its [logging] table")
+    p.add_argument(
+        "-c",
+        "--config",
+        help="the gateway's config: keys from its [logging] table; the chains to expect (server.workers)",
+    )
     if hash_key:
         p.add_argument("--hash-key-file", help="a file holding logging.hash_key")
         p.add_argument("--hash-key-env", help="an environment variable holding logging.hash_key")
@@ -1002,13 +1191,26 @@ def _run(func: Any) -> Any:
 
 def add_audit_parser(sub: Any) -> None:
     """``smsgw audit …``, wired into the main parser by cli.py."""
-    audit = sub.add_parser("audit", help="reviewers' commands: verify | find | unseal | report")
+    audit = sub.add_parser("audit", help="reviewers' commands: verify | head | find | unseal | report")
     commands = audit.add_subparsers(dest="audit_command", required=True)
 
     p = commands.add_parser("verify", help="check the chain and scan for clear text; exit 1 on any problem")
     p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument(
+        "--anchor",
+        action="append",
+        metavar="HASH",
+        help="a head noted earlier (`smsgw audit head`): it must be in the chain; repeat for several",
+    )
     _key_options(p, hash_key=False)
     p.set_defaults(func=_run(cmd_verify))
+
+    p = commands.add_parser(
+        "head", help="print the head (last chain value) of each chain, to note as an anchor"
+    )
+    p.add_argument("files", nargs="+", metavar="FILE")
+    _key_options(p, hash_key=False)
+    p.set_defaults(func=_run(cmd_head))
 
     p = commands.add_parser("find", help="records carrying a body (by its HMAC) and/or a recipient")
     p.add_argument("--body", help="the exact message text")

@@ -68,9 +68,11 @@ def rechain(lines: list[str], key: bytes | None, previous: str = GENESIS) -> lis
     return out
 
 
-def verify(*files: Path, key: bytes | None = None) -> tuple[int, str, str]:
+def verify(*files: Path, key: bytes | None = None, anchor: str | None = None) -> tuple[int, str, str]:
     """``smsgw audit verify`` in-process, as a reviewer runs it."""
     args = ["audit", "verify", *map(str, files)]
+    if anchor is not None:
+        args += ["--anchor", anchor]
     if key is not None:
         key_file = files[0].parent / ".chain_key"
         key_file.write_bytes(key)
@@ -196,13 +198,20 @@ def test_a_missing_or_misplaced_file_is_detected(tmp_path: Path) -> None:
     assert code == 1 and f"{files[0].name}:1: chain broken between files" in err
 
 
-def test_a_later_file_alone_verifies_from_where_it_starts(tmp_path: Path) -> None:
+def test_oldest_files_removed_by_hand_fail_as_a_missing_beginning(tmp_path: Path) -> None:
     write_log(tmp_path / "audit.jsonl", 20, rotate_bytes=1024).close()
     files = rotated_set(tmp_path)
-    code, out, _ = verify(*files[2:])
+    code, out, err = verify(*files[2:])  # the two oldest deleted, not by retention
+    assert code == 1, out
+    assert err.startswith(f"smsgw audit verify: {files[2].name}:1: the beginning of the chain is missing")
+    assert f"of {files[1].name}, an unknown predecessor" in err
+    assert "chain:      INCOMPLETE" in out and "result:     FAILED (chain incomplete)" in out
+    # A reviewer who noted the head of the files before (their anchor) vouches for the start.
+    head = json.loads(lines_of(files[1])[-1])["chain"]
+    code, out, _ = verify(*files[2:], anchor=head)
     assert code == 0, out
-    assert f"note: {files[2].name} starts after chain" in out
-    assert f"of {files[1].name}, which was not given" in out
+    assert f"note: {files[2].name} starts right after anchor {head[:16]}" in out
+    assert f"anchor:     {head[:16]}… found at the link into {files[2].name}" in out
 
 
 def test_day_rotation_with_the_first_record_of_a_new_utc_day(tmp_path: Path) -> None:

@@ -142,6 +142,25 @@ async def test_two_workers_share_one_limit_through_redis(
     assert not (served.folder / "logs" / "audit.jsonl").exists()
     served.process.send_signal(signal.SIGTERM)
     assert await asyncio.to_thread(served.process.wait, 20) == 0
+    # With the config, verify knows both workers' chains: one worker's file alone is not the log.
+    logs, config = served.folder / "logs", str(served.folder / "config.toml")
+    result = await asyncio.to_thread(_verify, "-c", config, str(logs / "audit.w1.jsonl"))
+    assert result.returncode == 1, result.stdout
+    assert "audit.w2.jsonl is missing: " in result.stderr and "server.workers = 2" in result.stderr
+    both = [str(logs / f"audit.w{w}.jsonl") for w in (1, 2)]
+    result = await asyncio.to_thread(_verify, "-c", config, *both)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _verify(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", "audit", "verify", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
 
 
 async def test_a_dead_worker_is_started_again(
