@@ -109,6 +109,7 @@ class Exchange:
             "path": self.path,
             "recipients": self.log_recipients,
             "recipient_count": self.recipient_count,
+            "countries": sorted({d.region or "ZZ" for d in self.destinations}) if self.destinations else None,
             "sender": self.log_sender,
             "body": self.log_body,
             "secrets": self.log_secrets,

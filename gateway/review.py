@@ -29,6 +29,7 @@ from gateway.config.refs import RefError, is_reference, resolve_reference
 from gateway.conversion_review import ConversionTally
 from gateway.jsonlog import worker_log_path
 from gateway.redaction import REDACTED, hmac_hex, key_id_for, mask_number
+from gateway.report_tables import ReportTables, html_sections
 from gateway.seal import SealError, is_sealed_shape, load_unseal_key
 
 __all__ = ["Expected", "Head", "Keys", "Scan", "add_audit_parser", "find", "scan", "unseal"]
@@ -434,6 +435,7 @@ class Scan:
     refusals_by_minute: Counter[tuple[str, str]] = field(default_factory=Counter)
     outcomes: Counter[str] = field(default_factory=Counter)
     conversion: ConversionTally = field(default_factory=ConversionTally)
+    tables: ReportTables = field(default_factory=ReportTables)
 
     @property
     def ok(self) -> bool:
@@ -460,6 +462,7 @@ class Scan:
         event = str(record.get("event"))
         self.events[event] += 1
         self.conversion.count(record)
+        self.tables.count(record)
         if event == "outcome":
             status = record.get("status")
             self.outcomes[f"{status // 100}xx" if isinstance(status, int) else "none"] += 1
@@ -1010,6 +1013,7 @@ def report_data(result: Scan) -> dict[str, Any]:
         "outcomes": dict(result.outcomes.most_common()),
         "timeline": {"bucket_minutes": size, "rows": rows},
         "conversion": result.conversion.rows(),
+        "tables": result.tables.data(),
     }
 
 
@@ -1020,7 +1024,7 @@ table{border-collapse:collapse;margin:.5em 0}
 td,th{padding:.2em .8em;text-align:left;border-bottom:1px solid #eee}
 td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}
 .bar{background:#c0392b;height:.8em;display:inline-block}
-.ok{color:#1e7e34;font-weight:bold}.bad{color:#c0392b;font-weight:bold}
+.ok{color:#1e7e34;font-weight:bold}.bad{color:#c0392b;font-weight:bold}.warn{color:#b36b00;font-weight:bold}
 code{font-size:.95em}footer{margin-top:2em;color:#666;font-size:.9em}
 """
 
@@ -1071,11 +1075,18 @@ _ANCHOR_HINT = (
 def render_html(data: dict[str, Any], generated: str) -> str:
     """One self-contained page: no script, no external asset, every value escaped."""
     chain = data["chain"]
-    if chain["intact"]:
+    if chain["intact"] and chain["keyed"]:
         chain_html = '<span class="ok">intact</span>'
+    elif chain["intact"]:  # links hold, but anyone who can write the log could relink it
+        chain_html = '<span class="warn">intact, not keyed</span>'
     else:
         chain_html = f'<span class="bad">BROKEN</span>: {_e(chain["first_break"])}'
-    chain_html += " (HMAC-SHA256, chain key given)" if chain["keyed"] else " (SHA-256, no chain key given)"
+    chain_html += (
+        " (HMAC-SHA256, chain key given)"
+        if chain["keyed"]
+        else " (SHA-256, no chain key given: whoever can write the log can rewrite it and relink the"
+        " chain; set logging.chain_key and give it to the reviewers)"
+    )
     if chain["missing"]:
         chain_html += '; <span class="bad">INCOMPLETE</span>'
     notes = "".join(f'<li class="bad">missing: {_e(n)}</li>' for n in chain["missing"])
@@ -1138,7 +1149,7 @@ in {_e(len(data["files"]))} file(s): {_e(files)}</p>
 <h2>OTP conversion</h2>
 <p>OTP sends the vendor accepted against approved checks, worst first (prefixes by their HMAC id)</p>
 {_table("conversion", _CONVERSION_HEADERS, _conversion_rows(data))}
-<h2>Events</h2>
+{html_sections(data, _table, _rows, _e)}<h2>Events</h2>
 {_table("events", ("event", "records"), _rows(data["events"].items()))}
 <footer>Made by <code>smsgw audit report</code> at {_e(generated)}.</footer>
 </body></html>
@@ -1148,6 +1159,8 @@ in {_e(len(data["files"]))} file(s): {_e(files)}</p>
 def cmd_report(args: argparse.Namespace) -> int:
     keys = load_keys(args)
     result = scan([Path(p) for p in args.files], keys.chain_key, expected=expected_files(args))
+    for access in args.access or ():
+        result.tables.count_access(Path(access))
     data = report_data(result)
     if args.format == "json":
         text = json.dumps(data, ensure_ascii=False, indent=2) + "\n"
@@ -1229,5 +1242,6 @@ def add_audit_parser(sub: Any) -> None:
     p.add_argument("files", nargs="+", metavar="FILE")
     p.add_argument("--format", choices=["html", "json"], default="html")
     p.add_argument("-o", "--output", help="write here instead of stdout")
+    p.add_argument("--access", action="append", metavar="FILE", help="an access log: counts probes (404/405)")
     _key_options(p, hash_key=False)
     p.set_defaults(func=_run(cmd_report))
