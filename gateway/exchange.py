@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from gateway.phone import Destination
     from gateway.policy import Client, CompiledRoute, Policy
     from gateway.providers.base import Message
+    from gateway.webhooks.base import Verified
     from gateway.webhooks.events import Event
 
 
@@ -49,6 +50,7 @@ class Exchange:
     message: Message | None = None
     destinations: tuple[Destination, ...] = ()
     callback: Event | None = None  # a verified vendor callback (webhook routes)
+    signature: Verified | None = None  # what the vendor's signature covers (webhook routes)
 
     # what the logs show (redacted)
     log_recipients: list[str] | None = None
@@ -104,4 +106,5 @@ class Exchange:
         if self.callback is not None:  # a verified vendor callback: what it reports
             fields["vendor_message_id"] = self.vendor_message_id
             fields["vendor_status"] = self.vendor_status
+            fields["verified_fields"] = self.callback.verified_fields  # body, query or none
         return fields
