@@ -148,7 +148,7 @@ def messagebird_get(signer: Signer, target: str) -> Callback:
     return Callback("GET", target, {"MessageBird-Signature-JWT": token})
 
 
-async def test_a_get_callback_that_names_its_message_twice_is_refused(
+async def test_a_get_callback_that_gives_a_vendor_field_twice_is_refused(
     make_gateway: GatewayFactory, vendor: Vendor, internal: Internal, signer: Signer
 ) -> None:
     """MessageBird appends its fields to the client's report URL and signs the whole: a client
@@ -162,6 +162,11 @@ async def test_a_get_callback_that_names_its_message_twice_is_refused(
         gw, messagebird_get(signer, f"/callbacks/messagebird?{client_part}&{vendor_part}")
     )
     assert (status, error_of(payload)["code"]) == (400, "bad_request")
+    assert records(gw, "messagebird")[-1]["detail"] == "ambiguous_field"
+    # a number twice is as ambiguous: the service would read the client's first
+    client_number = urlencode({"recipient": a.to[1:]})
+    target = f"/callbacks/messagebird?{client_number}&{vendor_part}"
+    assert (await deliver(gw, messagebird_get(signer, target)))[0] == 400
     assert records(gw, "messagebird")[-1]["detail"] == "ambiguous_field"
     assert internal.seen == []
     # a client's own parameter beside the vendor's fields is fine, and forwarded as signed

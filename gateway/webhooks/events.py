@@ -40,6 +40,13 @@ class EventFields:
     text: tuple[str, ...] = ()
 
     @property
+    def flat_names(self) -> frozenset[str]:
+        """Every field name that is not a JSON pointer, as the vendor spells it."""
+        return frozenset(
+            n for n in (*self.message_id, *self.status, *self.numbers, *self.text) if not n.startswith("/")
+        )
+
+    @property
     def names(self) -> frozenset[str]:
         """Fields that carry personal data (numbers, text): scrubbed from logged URLs."""
         return frozenset(n.casefold() for n in (*self.numbers, *self.text) if not n.startswith("/"))
@@ -72,7 +79,7 @@ class Event:
 
 
 class AmbiguousField(ValueError):
-    """A message id or status name given more than once where the fields are read: which one
+    """One of the vendor's field names given more than once where the fields are read: which one
     did the vendor mean? (A client's callback URL ``?id=A`` with the vendor's ``&id=B`` after it.)"""
 
 
@@ -160,14 +167,14 @@ def read_event(
 ) -> Event:
     """What the callback reports, read only where ``verified`` says the vendor's fields are (for
     Plivo V2, whose signature covers no field, from the body, marked unverified). Raises
-    :class:`AmbiguousField` when a message id or status name is there twice."""
-    unique = frozenset(n for n in (*fields.message_id, *fields.status) if not n.startswith("/"))
+    :class:`AmbiguousField` when one of the vendor's field names is there twice."""
+    declared = fields.flat_names
     doc: object = None
     if verified.fields_in == QUERY:
-        flat = _query_params(raw_query, unique)
+        flat = _query_params(raw_query, declared)
         vendor_names = frozenset(flat)
     else:
-        flat, doc = _body_params(body, content_type, unique)
+        flat, doc = _body_params(body, content_type, declared)
         vendor_names = frozenset(k for k in flat if isinstance(k, str))
 
     def values(name: str) -> list[str]:
@@ -183,11 +190,6 @@ def read_event(
         return None
 
     numbers = tuple(value for name in fields.numbers for value in values(name))
-    declared = frozenset(
-        n
-        for n in (*fields.message_id, *fields.status, *fields.numbers, *fields.text)
-        if not n.startswith("/")
-    )
     return Event(
         first(fields.message_id),
         first(fields.status),

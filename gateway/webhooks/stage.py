@@ -121,8 +121,8 @@ def e164_of(raw: str) -> str | None:
 class ReadCallback:
     """The vendor's message id and status (for duplicates and the audit record) and the numbers
     and text the callback carries, for the audit record only through the Redactor; read only
-    where the signature covers the vendor's own fields (``events.read_event``). A message id or
-    status given twice there is 400 ``bad_request`` (``ambiguous_field``)."""
+    where the signature covers the vendor's own fields (``events.read_event``). One of the
+    vendor's field names given twice there is 400 ``bad_request`` (``ambiguous_field``)."""
 
     name = "read_callback"
     __slots__ = ("_fields", "_redactor")
@@ -145,7 +145,7 @@ class ReadCallback:
             )
         except AmbiguousField:
             raise bad_request(
-                "the callback names its message or status twice", detail="ambiguous_field"
+                "the callback gives one of its vendor's fields twice", detail="ambiguous_field"
             ) from None
         ex.callback = event
         ex.vendor_message_id = event.log_message_id
