@@ -10,9 +10,12 @@ from __future__ import annotations
 import asyncio
 import datetime
 import secrets
+import signal
 import time
+from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import requests
 from http_message_signatures import HTTPMessageSigner, MappingKeyResolver
@@ -20,10 +23,12 @@ from http_message_signatures.algorithms import HMAC_SHA256
 
 from gateway.identity.hmac import time_refusal
 from gateway.identity.jwt import claim_times_refusal
-from tests.conftest import Gateway, GatewayFactory, RedisServer, Vendor, policy
+from tests.conftest import Gateway, GatewayFactory, RedisServer, Vendor, client_ssl, policy
 from tests.test_hmac import FORM, PATH, hmac_keys, send
 from tests.test_jwt import jwt_policy
 from tests.test_jwt import send as send_token
+from tests.test_workers import Served
+from tests.test_workers import serve_workers as serve_workers  # a fixture: real `smsgw serve` processes
 from tests.tokens import AUDIENCE, HMAC_KEY_ID, HMAC_SECRET, ISSUER, JWT_SECRET, claims, library_signed, token
 
 
@@ -73,6 +78,40 @@ async def test_a_signed_request_replayed_after_a_restart_with_memory_storage_is_
     assert (await send(second, fresh)).status == 201
     assert (await send(second, fresh)).detail == "replayed"
     assert len(vendor.received) == 2
+
+
+async def signed_send(
+    pki: dict[str, Path], served: Served, headers: dict[str, str]
+) -> tuple[int, str | None]:
+    """One signed send to a served process: its status and the audit detail it got."""
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=client_ssl(pki))) as session:
+        url = f"https://127.0.0.1:{served.port}{PATH}"
+        hdrs = {"Content-Type": "application/x-www-form-urlencoded", **headers}
+        async with session.post(url, data=FORM, headers=hdrs) as response:
+            await response.read()
+            request_id = response.headers["X-Request-ID"]
+    record = next(r for r in served.records("audit.jsonl") if r.get("request_id") == request_id)
+    return response.status, record.get("detail")
+
+
+async def test_replay_after_restarting_the_smsgw_serve_process_is_refused(
+    serve_workers: Any, vendor: Vendor, pki: dict[str, Path], hmac_env: None
+) -> None:
+    """The same, with a real ``smsgw serve`` process stopped by SIGTERM and started again."""
+    settings = {"server": {"public_url": PUBLIC}}
+    first = serve_workers(vendor.base_url, settings, HMAC_POLICIES, name="first")
+    await asyncio.to_thread(first.wait_for, "listening on")
+    signed = library_signed("POST", URL, FORM)
+    assert await signed_send(pki, first, signed) == (201, None)
+    await next_second()
+    first.process.send_signal(signal.SIGTERM)
+    assert await asyncio.to_thread(first.process.wait, 30) == 0
+
+    second = serve_workers(vendor.base_url, settings, HMAC_POLICIES, name="second")
+    await asyncio.to_thread(second.wait_for, "listening on")
+    assert await signed_send(pki, second, signed) == (401, "signed_before_start")
+    assert len(vendor.received) == 1
+    assert await signed_send(pki, second, library_signed("POST", URL, FORM)) == (201, None)
 
 
 async def test_with_redis_storage_nonces_outlive_the_restart(
