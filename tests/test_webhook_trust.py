@@ -188,6 +188,7 @@ async def test_a_get_callback_that_gives_a_vendor_field_twice_is_refused(
         ("a=1&MessageSid=X", Verified(NOWHERE, query_signed=False), ""),
         ("MessageSid=X&a=1", Verified(QUERY, query_signed=True), "MessageSid=X&a=1"),
         ("%ff=1&b=2", Verified(BODY, query_signed=True), "b=2"),
+        ("messagesid=X&MESSAGESID=Y&a=1", Verified(BODY, query_signed=True), "a=1"),
     ],
 )
 def test_forwarded_query(query: str, verified: Verified, forwarded: str) -> None:

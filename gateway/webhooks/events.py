@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 from urllib.parse import parse_qsl, unquote_plus
 
@@ -38,13 +38,12 @@ class EventFields:
     status: tuple[str, ...] = ()
     numbers: tuple[str, ...] = ()
     text: tuple[str, ...] = ()
+    #: Every field name above that is not a JSON pointer, as the vendor spells it (computed once).
+    flat_names: frozenset[str] = field(init=False, repr=False, compare=False)
 
-    @property
-    def flat_names(self) -> frozenset[str]:
-        """Every field name that is not a JSON pointer, as the vendor spells it."""
-        return frozenset(
-            n for n in (*self.message_id, *self.status, *self.numbers, *self.text) if not n.startswith("/")
-        )
+    def __post_init__(self) -> None:
+        every = (*self.message_id, *self.status, *self.numbers, *self.text)
+        object.__setattr__(self, "flat_names", frozenset(n for n in every if not n.startswith("/")))
 
     @property
     def names(self) -> frozenset[str]:
@@ -145,11 +144,13 @@ def forwarded_query(raw_query: str, verified: Verified, vendor_names: frozenset[
     """The query the internal service gets: none unless the signature covers it; all of it when
     it carries the vendor's fields (a GET callback); else without any parameter named like one of
     the vendor's fields, so the client's ``?MessageStatus=delivered`` cannot stand beside, or
-    before, the vendor's own status. Kept byte for byte otherwise."""
+    before, the vendor's own status. Names are compared after percent-decoding and case-folding
+    (some frameworks read query names case-insensitively). Kept byte for byte otherwise."""
     if not verified.query_signed or not raw_query:
         return ""
     if verified.fields_in == QUERY:
         return raw_query
+    folded = frozenset(n.casefold() for n in vendor_names)
     kept = []
     for part in raw_query.split("&"):
         name = part.partition("=")[0]
@@ -157,7 +158,7 @@ def forwarded_query(raw_query: str, verified: Verified, vendor_names: frozenset[
             decoded = unquote_plus(name, errors="strict")
         except UnicodeDecodeError:
             continue  # not a name anyone can compare: dropped
-        if decoded not in vendor_names:
+        if decoded.casefold() not in folded:
             kept.append(part)
     return "&".join(kept)
 
