@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from gateway.phone import Destination
     from gateway.policy import Client, CompiledRoute, Policy
     from gateway.providers.base import Message
+    from gateway.webhooks.base import Verified
     from gateway.webhooks.events import Event
 
 
@@ -56,6 +57,7 @@ class Exchange:
     #: Called by the forward stage with the vendor's status and decoded answer, before the
     #: outcome record is written (the pumping guard reads a check's verdict there).
     answer_hook: Callable[[Exchange, int, bytes | None], None] | None = None
+    signature: Verified | None = None  # what the vendor's signature covers (webhook routes)
 
     # what the logs show (redacted)
     log_recipients: list[str] | None = None
@@ -119,4 +121,5 @@ class Exchange:
         if self.callback is not None:  # a verified vendor callback: what it reports
             fields["vendor_message_id"] = self.vendor_message_id
             fields["vendor_status"] = self.vendor_status
+            fields["verified_fields"] = self.callback.verified_fields  # body, query or none
         return fields

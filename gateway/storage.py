@@ -639,6 +639,10 @@ class StorageService:
         #: The prefix the ``limits`` storage puts before its keys (``<key_prefix>rl``).
         self.limiter_prefix = prefix + "rl"
         self._memory_counters: dict[str, Any] = {}
+        #: Wall-clock second from which this storage remembers what it is told: memory storage
+        #: starts empty with the process (a signed request from before then may be unknown to it);
+        #: None for Redis, which keeps its keys across gateway restarts.
+        self.remembers_since: int | None = int(time.time()) if url_scheme == "memory" else None
         self.errors = 0  # storage failures seen by requests (a metric reads it)
         #: The same, by what was being done (``rate_limits``, ``otp``, ``alerts``, ...).
         self.error_counts: dict[str, int] = {}

@@ -95,6 +95,18 @@ MAIN_CASES = [
         "a secret verifies HS256/HS384/HS512 only",
     ),
     (
+        "lifetime-too-short",
+        [{**ISSUER, "secret": "env:SMSGW_TEST_HMAC", "algorithms": ["HS256"], "max_lifetime_s": 10}],
+        "auth.jwt.issuers[0].max_lifetime_s",
+        "greater than or equal to 60",
+    ),
+    (
+        "lifetime-a-year",
+        [{**ISSUER, "secret": "env:SMSGW_TEST_HMAC", "algorithms": ["HS256"], "max_lifetime_s": 31536000}],
+        "auth.jwt.issuers[0].max_lifetime_s",
+        "less than or equal to 2592000",
+    ),
+    (
         "jwks-http",
         [{**ISSUER, "jwks_url": "http://auth.example.test/jwks"}],
         "auth.jwt.issuers[0].jwks_url",

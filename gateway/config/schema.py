@@ -425,6 +425,8 @@ class JWTIssuerConfig(Model):
     secret: SecretStr | None = None
     algorithms: tuple[str, ...] = ("RS256", "ES256", "EdDSA")
     leeway_s: int = Field(30, ge=0, le=300)
+    #: Tokens claiming a longer lifetime (exp - iat, or exp - now without iat) are refused.
+    max_lifetime_s: int = Field(86400, ge=60, le=30 * 86400)
 
     @field_validator("jwks_url")
     @classmethod

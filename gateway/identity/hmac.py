@@ -8,7 +8,10 @@ Checked in this order, the first failure being the audit ``detail``:
 1. the headers parse as RFC 8941 dictionaries with one label (``malformed``), the required
    parameters and components are there (``missing_parameter``, ``missing_component``);
 2. ``keyid`` names a configured key (``unknown_key``) that has not expired (``key_expired``);
-3. ``created`` is within :data:`WINDOW_S` of now, either way (``clock_skew``);
+3. ``created`` is within :data:`WINDOW_S` of now, either way (``clock_skew``); ``expires``, when
+   given, is an integer (``malformed``) and not reached yet (``expired``); with memory storage,
+   ``created`` is not before the second the storage started (``signed_before_start``): its nonces
+   were lost with the previous process, so an older signature could be a replay it cannot see;
 4. the signature over the RFC 9421 signature base verifies, in constant time
    (``bad_signature``) — the base is built by the ``http-message-signatures`` package from the
    method, the target URI as the gateway sees it (:class:`TargetUri`) and the headers;
@@ -42,7 +45,15 @@ from gateway.exchange import Exchange
 from gateway.identity.auth import AuthContext, Principal
 from gateway.storage import StorageService, StorageUnavailable, skipped
 
-__all__ = ["REQUIRED_COMPONENTS", "WINDOW_S", "HmacAuthenticator", "HmacKey", "TargetUri", "build_hmac"]
+__all__ = [
+    "REQUIRED_COMPONENTS",
+    "WINDOW_S",
+    "HmacAuthenticator",
+    "HmacKey",
+    "TargetUri",
+    "build_hmac",
+    "time_refusal",
+]
 
 #: ``created`` may be this many seconds old, or this far in the future (clock skew).
 WINDOW_S = 300
@@ -120,6 +131,23 @@ class TargetUri:
         return f"https://{host}{request.raw_path}"
 
 
+def time_refusal(created: int, expires: object, now: float, remembers_since: int | None) -> str | None:
+    """Why a signature's times refuse it (an audit detail), or None.
+
+    ``expires`` (RFC 9421) is honoured as the signer set it, with no skew added: the signer chose
+    the instant. ``remembers_since`` is when the nonce storage started remembering (memory storage:
+    the process start); a signature created before then may have been used already.
+    """
+    if expires is not None:  # a structured-field parameter is never None: None is absent
+        if type(expires) is not int:
+            return "malformed"
+        if now >= expires:
+            return "expired"
+    if remembers_since is not None and created < remembers_since:
+        return "signed_before_start"
+    return None
+
+
 def _no_duplicates(key: str, context: str) -> None:
     raise ValueError("a key given twice")
 
@@ -185,6 +213,9 @@ class HmacAuthenticator:
             raise _unauthenticated("key_expired")
         if abs(now - created) > WINDOW_S:
             raise _unauthenticated("clock_skew")
+        refusal = time_refusal(created, params.get("expires"), now, self._storage.remembers_since)
+        if refusal is not None:
+            raise _unauthenticated(refusal)
 
         url = self._target.of(request)
         if url is None:

@@ -11,6 +11,10 @@ What a token must be, checked in this order (the first failure is the audit ``de
 - ``exp`` present and not past, ``nbf``/``iat`` not in the future, ``aud`` holding the
   configured audience, all with ``leeway_s`` (``expired``, ``not_yet_valid``, ``missing_claim``,
   ``wrong_audience``);
+- ``exp``, ``nbf`` and ``iat`` JSON numbers, never strings or booleans (``malformed_claim``: pyjwt
+  reads ``"1893456000"`` and ``true`` as integers), and a lifetime (``exp`` - ``iat``, or ``exp`` -
+  now without ``iat``) of at most the issuer's ``max_lifetime_s`` (``lifetime_too_long``): a
+  stolen long-lived token would otherwise work for as long as its issuer wrote;
 - naming a client: ``sub`` (or, without ``sub``, ``client_id``, then ``azp``) equal to a
   ``[[client]]``'s ``jwt_subject`` (``unknown_subject``).
 
@@ -22,6 +26,7 @@ only while the issuer's key set is unchanged) so a client reusing a token costs 
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 import time
 from collections import OrderedDict
@@ -47,6 +52,10 @@ CACHE_SIZE = 10_000
 #: A JWS in compact serialization: three unpadded base64url parts (an empty signature is left for
 #: the algorithm check to refuse, so an ``alg: none`` token is audited as the attack it is).
 _COMPACT = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*", re.ASCII)
+#: ``[[auth.jwt.issuers]] max_lifetime_s`` when not set: a day.
+DEFAULT_MAX_LIFETIME_S = 86400
+#: Claims that are times: JSON numbers only (RFC 7519 NumericDate).
+TIME_CLAIMS = ("exp", "nbf", "iat")
 #: The first claim present names the client.
 SUBJECT_CLAIMS = ("sub", "client_id", "azp")
 
@@ -79,6 +88,25 @@ def _detail_of(exc: Exception) -> str:
     return next(detail for kind, detail in _DETAILS if isinstance(exc, kind))
 
 
+def claim_times_refusal(claims: Mapping[str, Any], now: float, max_lifetime_s: int) -> str | None:
+    """Why a token's time claims refuse it (an audit detail), or None: each of ``exp``, ``nbf``,
+    ``iat`` present is a finite JSON number (not a string or boolean), and the lifetime the token
+    claims is at most ``max_lifetime_s`` (from ``iat``, or from now when it has none)."""
+    for name in TIME_CLAIMS:
+        value = claims.get(name)
+        if name in claims and (
+            isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+        ):
+            return "malformed_claim"
+    exp = claims.get("exp")
+    if exp is None:
+        return "missing_claim"
+    iat = claims.get("iat")
+    if exp - (iat if iat is not None else now) > max_lifetime_s:
+        return "lifetime_too_long"
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class JwtIssuer:
     """One ``[[auth.jwt.issuers]]`` entry, compiled: its keys come from exactly one source."""
@@ -90,6 +118,8 @@ class JwtIssuer:
     secret: bytes | None = None
     public_key: PublicKey | None = None
     jwks: JwksCache | None = None
+    #: The longest lifetime (``exp`` - ``iat``) a token may claim.
+    max_lifetime_s: int = DEFAULT_MAX_LIFETIME_S
 
     async def keys(self, alg: str, kid: str | None) -> list[Any]:
         """Keys that may verify this token; never a public key for an HS algorithm."""
@@ -198,6 +228,9 @@ class JwtAuthenticator:
             claims = self._decode(token, issuer, alg, keys)
         except jwt_errors.PyJWTError as exc:
             raise _unauthenticated(_detail_of(exc)) from None
+        refusal = claim_times_refusal(claims, time.time(), issuer.max_lifetime_s)
+        if refusal is not None:
+            raise _unauthenticated(refusal)
         subject = next((claims[c] for c in SUBJECT_CLAIMS if c in claims), None)
         client_id = self._subjects.get((issuer.name, subject)) if isinstance(subject, str) else None
         if client_id is None:
@@ -239,7 +272,16 @@ def build_jwt(ctx: AuthContext) -> JwtAuthenticator:
             keys["public_key"] = load_public_key(pem, cfg.algorithms)
         else:
             keys["jwks"] = ctx.services.jwks.cache_for(cfg)
-        issuers.append(JwtIssuer(cfg.issuer, cfg.audience, frozenset(cfg.algorithms), cfg.leeway_s, **keys))
+        issuers.append(
+            JwtIssuer(
+                cfg.issuer,
+                cfg.audience,
+                frozenset(cfg.algorithms),
+                cfg.leeway_s,
+                max_lifetime_s=cfg.max_lifetime_s,
+                **keys,
+            )
+        )
     subjects: dict[tuple[str, str], str] = {}
     for client in config.clients:
         if client.jwt_subject:

@@ -5,9 +5,12 @@ The gateway never retries: the vendor does, when it gets anything but a 2xx, so 
 service's status goes back to the vendor as it is (and its body, say TwiML answering an inbound
 SMS). What the internal service receives:
 
-- the method, the raw body and its ``Content-Type``, and the callback's query string appended
-  to ``forward_to`` (GET callbacks carry their data there);
-- ``X-Smsgw-Verified: <scheme>``, ``X-Smsgw-Route: <route name>``, ``X-Request-ID``;
+- the method, the raw body and its ``Content-Type``, and the part of the callback's query the
+  signature covers appended to ``forward_to`` (GET callbacks carry their data there; beside a
+  body, parameters named like the vendor's fields are left out: ``events.forwarded_query``);
+- ``X-Smsgw-Verified: <scheme>``, ``X-Smsgw-Verified-Fields: body|query|none`` (where the
+  vendor's fields are signed; ``none``: the signature covers no field, Plivo V2),
+  ``X-Smsgw-Route: <route name>``, ``X-Request-ID``;
 - nothing else: the vendor's signature headers, ``Authorization`` (Vonage's JWT), cookies and
   every ``X-Forwarded-*`` stay at the gateway. ``X-Smsgw-Verified`` is information, not a
   credential: the internal service must accept callbacks from the gateway only.
@@ -27,6 +30,7 @@ from yarl import URL
 from gateway.audit import AuditLog
 from gateway.errors import GatewayError, refuse
 from gateway.exchange import Exchange
+from gateway.webhooks.base import NOWHERE
 
 __all__ = ["MAX_ANSWER", "CallbackForwarder", "ForwardCallback", "ForwardTarget"]
 
@@ -150,11 +154,12 @@ class ForwardCallback:
         content_type = request.headers.get("Content-Type")
         if content_type:
             headers["Content-Type"] = content_type
+        event = ex.callback
+        headers["X-Smsgw-Verified-Fields"] = event.verified_fields if event is not None else NOWHERE
+        query = event.forward_query if event is not None else ""
         started = time.perf_counter()
         try:
-            answer = await self._forwarder.send(
-                request.method, self._target, request.raw_path.partition("?")[2], headers, ex.body or b""
-            )
+            answer = await self._forwarder.send(request.method, self._target, query, headers, ex.body or b"")
         except GatewayError as exc:
             ex.status, ex.reason = exc.status, exc.code
             ex.upstream_ms = round((time.perf_counter() - started) * 1000, 3)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hmac
 from typing import Final
 
-from gateway.webhooks.base import SignatureError, SignedRequest, Verified, decode_digest, one_header
+from gateway.webhooks.base import BODY, SignatureError, SignedRequest, Verified, decode_digest, one_header
 
 __all__ = ["ALGORITHMS", "ENCODINGS", "HmacHeaderVerifier"]
 
@@ -39,4 +39,4 @@ class HmacHeaderVerifier:
         expected = hmac.new(self._secret, request.body, self._algorithm).digest()
         if raw is None or not hmac.compare_digest(expected, raw):
             raise SignatureError("bad_signature")
-        return Verified()
+        return Verified(BODY, query_signed=False)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 
 from gateway.webhooks import jws
-from gateway.webhooks.base import SignatureError, SignedRequest, Verified, equal, one_header
+from gateway.webhooks.base import BODY, QUERY, SignatureError, SignedRequest, Verified, equal, one_header
 
 __all__ = ["ALGORITHMS", "HEADER", "LEEWAY_S", "MessageBirdVerifier", "check"]
 
@@ -55,4 +55,4 @@ class MessageBirdVerifier:
         token = one_header(request.headers, HEADER)
         assert token is not None
         check(token, self._secret, request.url, request.body, now)
-        return Verified()
+        return Verified(BODY if request.body else QUERY, query_signed=True)  # url_hash: the whole URL

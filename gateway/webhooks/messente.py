@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-from gateway.webhooks.base import SignatureError, SignedRequest, Verified, decode_digest, one_header
+from gateway.webhooks.base import BODY, SignatureError, SignedRequest, Verified, decode_digest, one_header
 
 __all__ = ["HEADER", "MessenteVerifier", "digest"]
 
@@ -33,4 +33,4 @@ class MessenteVerifier:
         raw = decode_digest(given, ("hex", "base64")) if len(given) in (64, 44) else None
         if raw is None or not hmac.compare_digest(digest(self._secret, request.body), raw):
             raise SignatureError("bad_signature")
-        return Verified()
+        return Verified(BODY, query_signed=False)

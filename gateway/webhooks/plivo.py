@@ -20,6 +20,9 @@ from collections.abc import Mapping, Sequence
 from urllib.parse import parse_qs, urlparse, urlunparse
 
 from gateway.webhooks.base import (
+    BODY,
+    NOWHERE,
+    QUERY,
     SignatureError,
     SignedRequest,
     Verified,
@@ -96,7 +99,7 @@ class PlivoV2Verifier:
         expected = v2_signature(self._secret, request.url, nonce)
         if not any([equal(expected, value) for value in given]):
             raise SignatureError("bad_signature")
-        return Verified(replay_nonce=nonce)
+        return Verified(NOWHERE, query_signed=False, replay_nonce=nonce)
 
 
 class PlivoV3Verifier:
@@ -120,4 +123,4 @@ class PlivoV3Verifier:
         candidates = [part.strip() for value in given for part in value.split(",")]
         if not any([equal(expected, candidate) for candidate in candidates]):
             raise SignatureError("bad_signature")
-        return Verified()
+        return Verified(BODY if request.body else QUERY, query_signed=True)

@@ -11,7 +11,7 @@ import base64
 import hashlib
 import hmac
 
-from gateway.webhooks.base import SignatureError, SignedRequest, Verified, equal, one_header, within
+from gateway.webhooks.base import BODY, SignatureError, SignedRequest, Verified, equal, one_header, within
 
 __all__ = ["SinchVerifier", "signature"]
 
@@ -45,4 +45,4 @@ class SinchVerifier:
         if not equal(signature(self._secret, request.body, nonce, timestamp), given):
             raise SignatureError("bad_signature")
         within(timestamp, now, self._tolerance)
-        return Verified()
+        return Verified(BODY, query_signed=False)

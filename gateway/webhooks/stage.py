@@ -5,7 +5,8 @@ Order and answers (``gateway/policy.py`` lists the chain): a missing or bad sign
 ``unauthenticated`` (``detail``: ``missing_signature``, ``bad_signature``, ``expired``,
 ``body_mismatch``, ``url_mismatch``, ``replayed``, ...) and nothing is forwarded; a body the
 signature scheme cannot read is 400; a duplicate (same vendor message id and status, and the same
-numbers, within 24 hours) is answered 200 without forwarding.
+numbers, within 24 hours) is answered 200 without forwarding. Only ids the signature covers count:
+a scheme that signs no field (Plivo V2) is never deduplicated.
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ from gateway.exchange import Exchange
 from gateway.phone import parse_recipient
 from gateway.redaction import Redactor
 from gateway.storage import StorageService, StorageUnavailable
-from gateway.webhooks.base import MALFORMED, SignatureError, SignedRequest, Verifier
-from gateway.webhooks.events import EventFields, read_event
+from gateway.webhooks.base import MALFORMED, NOWHERE, SignatureError, SignedRequest, Verified, Verifier
+from gateway.webhooks.events import AmbiguousField, EventFields, read_event
 
 __all__ = ["DUPLICATE_WINDOW_S", "DropDuplicates", "ReadCallback", "VerifySignature", "e164_of"]
 
@@ -82,6 +83,7 @@ class VerifySignature:
             raise _refusal(exc) from None
         except UnicodeError:  # bytes that are not UTF-8 in a header or the query: nothing to verify
             raise _refusal(SignatureError(MALFORMED)) from None
+        ex.signature = verified
         if verified.replay_nonce is not None:
             await self._bind_nonce(verified.replay_nonce, signed)
 
@@ -118,7 +120,9 @@ def e164_of(raw: str) -> str | None:
 
 class ReadCallback:
     """The vendor's message id and status (for duplicates and the audit record) and the numbers
-    and text the callback carries, for the audit record only through the Redactor."""
+    and text the callback carries, for the audit record only through the Redactor; read only
+    where the signature covers the vendor's own fields (``events.read_event``). One of the
+    vendor's field names given twice there is 400 ``bad_request`` (``ambiguous_field``)."""
 
     name = "read_callback"
     __slots__ = ("_fields", "_redactor")
@@ -129,12 +133,20 @@ class ReadCallback:
 
     async def run(self, ex: Exchange) -> None:
         request = ex.request
-        event = read_event(
-            self._fields,
-            request.raw_path.partition("?")[2],
-            ex.body or b"",
-            request.headers.get("Content-Type", ""),
-        )
+        # Without a verified signature (never: the verify stage comes first) nothing is trusted.
+        verified = ex.signature or Verified(NOWHERE, query_signed=False)
+        try:
+            event = read_event(
+                self._fields,
+                verified,
+                request.raw_path.partition("?")[2],
+                ex.body or b"",
+                request.headers.get("Content-Type", ""),
+            )
+        except AmbiguousField:
+            raise bad_request(
+                "the callback gives one of its vendor's fields twice", detail="ambiguous_field"
+            ) from None
         ex.callback = event
         ex.vendor_message_id = event.log_message_id
         ex.vendor_status = event.log_status
@@ -164,8 +176,8 @@ class DropDuplicates:
 
     def _key(self, ex: Exchange) -> str | None:
         event = ex.callback
-        if event is None or not event.message_id:
-            return None
+        if event is None or not event.message_id or not event.verified:
+            return None  # an id the signature does not cover must not drop another callback
         identity = json.dumps([event.message_id, event.status or "", sorted(event.numbers)])
         return self._storage.key("webhook", self._route, hashlib.sha256(identity.encode()).hexdigest()[:40])
 

@@ -17,6 +17,8 @@ import hmac
 from collections.abc import Iterable
 
 from gateway.webhooks.base import (
+    BODY,
+    QUERY,
     SignatureError,
     SignedRequest,
     Verified,
@@ -114,4 +116,5 @@ class TwilioVerifier:
             raise SignatureError("bad_signature")
         if not body_ok:
             raise SignatureError("body_mismatch")
-        return Verified()
+        # Twilio signs the whole URL: its fields are in the body, or in the query of a GET.
+        return Verified(BODY if request.body else QUERY, query_signed=True)

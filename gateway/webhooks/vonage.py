@@ -19,6 +19,8 @@ from collections.abc import Mapping
 from typing import Final
 
 from gateway.webhooks.base import (
+    BODY,
+    QUERY,
     SignatureError,
     SignedRequest,
     Verified,
@@ -51,9 +53,14 @@ def signature(secret: bytes, params: Mapping[str, str], algorithm: str = "md5-ha
     return hmac.new(secret, text, _HMAC[algorithm]).hexdigest()
 
 
+def signs_query(request: SignedRequest) -> bool:
+    """Vonage signs the query of a GET (or of a request without a body), else the body only."""
+    return request.method == "GET" or not request.body
+
+
 def params_of(request: SignedRequest) -> dict[str, str]:
     """The parameters Vonage signed: the query of a GET, else the form or flat JSON body."""
-    if request.method == "GET" or not request.body:
+    if signs_query(request):
         return single_valued(query_pairs(request.url))
     if is_form(request.content_type):
         return single_valued(form_pairs(request.body))
@@ -98,4 +105,5 @@ class VonageSigVerifier:
         if timestamp is None:
             raise SignatureError("missing_timestamp")
         within(timestamp, now, self._tolerance)
-        return Verified()
+        in_query = signs_query(request)
+        return Verified(QUERY if in_query else BODY, query_signed=in_query)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 
 from gateway.webhooks import jws
-from gateway.webhooks.base import SignatureError, SignedRequest, Verified, equal, one_header
+from gateway.webhooks.base import BODY, SignatureError, SignedRequest, Verified, equal, one_header
 
 __all__ = ["LEEWAY_S", "VonageJwtVerifier", "verify_token"]
 
@@ -54,4 +54,4 @@ class VonageJwtVerifier:
             hashlib.sha256(request.body).hexdigest(), payload_hash.lower()
         ):
             raise SignatureError("body_mismatch")
-        return Verified()
+        return Verified(BODY, query_signed=False)
