@@ -18,11 +18,18 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 ARG EXTRAS=""
 
 WORKDIR /opt/smsgw
-COPY pyproject.toml README.md ./
+# The dependencies first, in a layer that changes only with pyproject.toml: a rebuild after a code
+# change downloads nothing.
+COPY pyproject.toml ./
+RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
+      >/tmp/requirements.txt \
+ && pip install -r /tmp/requirements.txt \
+ && rm /tmp/requirements.txt
+COPY README.md ./
 COPY gateway ./gateway
-# The user and its group share one numeric id, so `user: "10001:10001"` and a tmpfs or volume
-# owned by 10001:10001 name a group that exists; the log folder is 0750 (the gateway warns when
-# the audit log's folder is wider).
+# The user and its group share one numeric id, so `user: "10001:10001"` and a volume owned by
+# 10001:10001 name a group that exists; the log folder is 0750 (the gateway warns when the audit
+# log's folder is wider).
 RUN pip install ".${EXTRAS}" \
  && groupadd --system --gid 10001 smsgw \
  && useradd --system --uid 10001 --gid 10001 --home-dir /var/lib/smsgw --no-create-home \
@@ -35,7 +42,8 @@ USER 10001:10001
 WORKDIR /var/lib/smsgw
 # 8443: the public TLS listener; 9000: admin (/healthz, /readyz). Set [admin] listen = "0.0.0.0:9000"
 # only if the orchestrator must reach it from outside the container, and keep it off public networks.
-# Services of the same image that serve no admin port (the sandbox, one-shot jobs) turn it off.
+# Services of the same image that serve no admin port replace the check (the sandbox) or turn it
+# off (one-shot jobs).
 EXPOSE 8443 9000
 HEALTHCHECK --interval=15s --timeout=3s --start-period=10s --retries=3 \
   CMD ["python", "-c", "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:9000/healthz', timeout=2).status == 200 else 1)"]

@@ -22,8 +22,17 @@ PROMETHEUS_IMAGE="docker.io/prom/prometheus:v2.53.0"
 STANDIN_LABEL="org.opencontainers.image.description=stand-in made from Debian packages by deploy/podman/image.sh"
 
 WORK=""
+LOGS=""
+builders=()
 cleanup() {
+  # a build still running when image.sh ends (a failure, Ctrl-C) ends with it
+  local builder pid
+  for builder in "${builders[@]}"; do
+    read -r pid _ <<<"$builder"
+    kill "$pid" 2>/dev/null || true
+  done
   if [ -n "$WORK" ] && [ -d "$WORK" ]; then rm -rf -- "$WORK"; fi
+  if [ -n "$LOGS" ] && [ -d "$LOGS" ]; then rm -rf -- "$LOGS"; fi
 }
 trap cleanup EXIT
 
@@ -58,12 +67,26 @@ debian_image() {
 }
 
 # podman build of a Containerfile from deploy/podman, FROM the local Debian image.
-build_local() {
-  local tag="$1" file="$2"
-  say "making $tag from Debian's packages ($file)"
-  podman build -q --format docker --network=host --label "$STANDIN_LABEL" \
-    --build-arg "DEBIAN=$DEBIAN_IMAGE" -t "$tag" -f "$PODMAN_DIR/$file" "$PODMAN_DIR" >/dev/null
+# (An argument list, so a build in the background is podman itself and its pid stops it.)
+build_args() {
+  BUILD=(podman build -q --format docker --network=host --label "$STANDIN_LABEL"
+    --build-arg "DEBIAN=$DEBIAN_IMAGE" -t "$1" -f "$PODMAN_DIR/$2" "$PODMAN_DIR")
 }
+
+# Redis and Prometheus for the compose file: pulled, else made from Debian's packages. Their
+# builds run beside the project's image (downloads from different places); image.sh waits for them.
+standins=()
+for pair in "$REDIS_IMAGE redis.Containerfile" "$PROMETHEUS_IMAGE prometheus.Containerfile"; do
+  read -r tag file <<<"$pair"
+  if [ "${SMSGW_REBUILD_BASE:-0}" = 1 ]; then
+    # only a stand-in is made again, never an image that was pulled
+    label="$(podman image inspect --format '{{index .Labels "org.opencontainers.image.description"}}' "$tag" 2>/dev/null || true)"
+    if have "$tag" && [ -z "$label" ]; then continue; fi
+  elif have "$tag" || pull "$tag"; then
+    continue
+  fi
+  standins+=("$tag $file")
+done
 
 # The base of the project's image: the official one, else a local one.
 base=""
@@ -73,22 +96,31 @@ elif have "$OFFICIAL_BASE" || pull "$OFFICIAL_BASE"; then
   base="$OFFICIAL_BASE"
 else
   say "no registry answers for $OFFICIAL_BASE: using a base made from Debian's packages"
-  if ! fresh "$LOCAL_BASE"; then
-    debian_image
-    build_local "$LOCAL_BASE" python.Containerfile
-  fi
+  fresh "$LOCAL_BASE" || standins=("$LOCAL_BASE python.Containerfile" "${standins[@]}")
   base="$LOCAL_BASE"
 fi
 
-for pair in "$REDIS_IMAGE redis.Containerfile" "$PROMETHEUS_IMAGE prometheus.Containerfile"; do
-  read -r tag file <<<"$pair"
-  if have "$tag" && { [ "${SMSGW_REBUILD_BASE:-0}" != 1 ] || [ -z "$(podman image inspect --format '{{index .Labels "org.opencontainers.image.description"}}' "$tag" 2>/dev/null)" ]; }; then
-    continue
-  fi
-  if [ "${SMSGW_REBUILD_BASE:-0}" != 1 ] && pull "$tag"; then continue; fi
+if [ ${#standins[@]} -gt 0 ]; then
   debian_image
-  build_local "$tag" "$file"
-done
+  LOGS="$(mktemp -d /var/tmp/smsgw-standins.XXXXXX)"
+  for pair in "${standins[@]}"; do
+    read -r tag file <<<"$pair"
+    say "making $tag from Debian's packages ($file)"
+    if [ "$tag" = "$LOCAL_BASE" ]; then
+      # the project's image waits for this one
+      build_args "$tag" "$file"
+      "${BUILD[@]}" >"$LOGS/$file.log" 2>&1 || {
+        tail -20 "$LOGS/$file.log"
+        say "FAILED: $tag ($file; its output above)"
+        exit 1
+      }
+    else
+      build_args "$tag" "$file"
+      "${BUILD[@]}" >"$LOGS/$file.log" 2>&1 &
+      builders+=("$! $tag $file")
+    fi
+  done
+fi
 
 # The project's image. The build reaches PyPI through the host's network; the host's CA bundle is
 # lent read-only for the build, for machines behind a TLS-inspecting proxy (the local base's pip
@@ -107,5 +139,15 @@ if ! podman build --format docker --network=host "${ca_mount[@]}" \
   exit 1
 fi
 grep -E '^STEP' "$WORK/build.log" || true
+failed=0
+for builder in "${builders[@]}"; do
+  read -r pid tag file <<<"$builder"
+  if ! wait "$pid"; then
+    tail -20 "$LOGS/$file.log"
+    say "FAILED: $tag ($file; its output above)"
+    failed=1
+  fi
+done
+[ "$failed" = 0 ] || exit 1
 created="$(podman image inspect --format '{{.Created}}' "$IMAGE")"
 say "OK: $IMAGE (created $created), base $base, in $((SECONDS - started)) s"

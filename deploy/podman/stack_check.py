@@ -395,16 +395,16 @@ def check_shared_limit(stack: Stack, folder: Path, ports: dict[str, int], passwo
 
 def check_reload(stack: Stack) -> str:
     """Defect: the pid file's tmpfs came up root-owned, so ``smsgw reload`` exited 2."""
-    pid_file = tomllib.loads((DEPLOY / "config.toml").read_text())["server"]["pid_file"]
-    owner = stack.exec("gateway1", "stat", "-c", "%u:%g", pid_file).stdout.strip()
-    if owner != "10001:10001":
-        raise CheckFailed(f"no pid file written by the gateway at {pid_file} ({owner or 'missing'})")
     before = stack.admin_json("gateway1", "/readyz").get("config_generation")
     if not isinstance(before, int):
         raise CheckFailed(f"/readyz has no config_generation: {before!r}")
     done = stack.exec("gateway1", "smsgw", "reload", "-c", "/etc/smsgw/config.toml", timeout=60)
     if done.returncode != 0:
         raise CheckFailed(f"smsgw reload exited {done.returncode}: {last_line(done.stderr or done.stdout)}")
+    pid_file = tomllib.loads((DEPLOY / "config.toml").read_text())["server"]["pid_file"]
+    owner = stack.exec("gateway1", "stat", "-c", "%u:%g", pid_file).stdout.strip()
+    if owner != "10001:10001":
+        raise CheckFailed(f"no pid file written by the gateway at {pid_file} ({owner or 'missing'})")
     deadline = time.monotonic() + RELOAD_TIMEOUT_S
     seen: object = before
     while time.monotonic() < deadline:
