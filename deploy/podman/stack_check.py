@@ -79,7 +79,7 @@ class Report:
             detail, ok = func(), True
         except CheckFailed as exc:
             detail, ok = str(exc), False
-        except (subprocess.TimeoutExpired, OSError, ValueError, KeyError) as exc:
+        except Exception as exc:  # a surprise is a failed check, never a skipped clean-up
             detail, ok = f"{type(exc).__name__}: {exc}", False
         self.results.append(Result(name, ok, detail, time.monotonic() - began))
         say(f"{'PASS' if ok else 'FAIL'}: {name}: {detail}")
@@ -484,25 +484,46 @@ def check_stop(stack: Stack) -> str:
 # --- clean-up ------------------------------------------------------------------------------------
 
 
-def cleanup(project: str) -> None:
-    """Removes the project's containers, pods, volumes and networks, each by id."""
+def cleanup(project: str) -> str:
+    """Removes the project's containers, pods, volumes and networks, each by id, and says what is
+    left (nothing, when it worked). Containers go first and in passes: podman refuses to remove
+    one that another still depends on."""
     label = f"label=io.podman.compose.project={project}"
-    removed = []
-    steps = (
-        ("containers", ["ps", "-a", "-q", "--filter", label], ["rm", "-f", "-v", "-t", "5"]),
-        ("pods", ["pod", "ps", "-q", "--filter", label], ["pod", "rm", "-f"]),
-        ("volumes", ["volume", "ls", "-q", "--filter", label], ["volume", "rm", "-f"]),
-        ("networks", ["network", "ls", "-q", "--filter", label], ["network", "rm", "-f"]),
-    )
-    for kind, listing, remove in steps:
+    listings = {
+        "containers": ["ps", "-a", "-q", "--filter", label],
+        "pods": ["pod", "ps", "-q", "--filter", label],
+        "volumes": ["volume", "ls", "-q", "--filter", label],
+        "networks": ["network", "ls", "-q", "--filter", label],
+    }
+    removals = {
+        "containers": ["rm", "-f", "-v", "--depend", "-t", "5"],
+        "pods": ["pod", "rm", "-f"],
+        "volumes": ["volume", "rm", "-f"],
+        "networks": ["network", "rm", "-f"],
+    }
+    removed: dict[str, set[str]] = {kind: set() for kind in listings}
+    for kind, listing in listings.items():
+        for _ in range(3):
+            try:
+                ids = podman(*listing, check=False).split()
+                if not ids:
+                    break
+                run(["podman", *removals[kind], *ids], timeout=120)
+                removed[kind] |= set(ids)
+            except (subprocess.TimeoutExpired, OSError) as exc:
+                say(f"clean-up of {kind}: {exc}")
+    left = []
+    for kind, listing in listings.items():
         try:
             ids = podman(*listing, check=False).split()
-            if ids:
-                run(["podman", *remove, *ids], timeout=120)
-            removed.append(f"{len(ids)} {kind}")
-        except (subprocess.TimeoutExpired, OSError) as exc:
-            say(f"clean-up of {kind} failed: {exc}")
-    say(f"removed {', '.join(removed)}")
+        except (subprocess.TimeoutExpired, OSError):
+            ids = ["?"]
+        if ids:
+            left.append(f"{len(ids)} {kind} ({' '.join(ids)})")
+    done = ", ".join(f"{len(ids)} {kind}" for kind, ids in removed.items())
+    if left:
+        raise CheckFailed(f"removed {done}; LEFT BEHIND: {'; '.join(left)}")
+    return f"removed {done}; nothing of the project is left"
 
 
 @contextmanager
@@ -578,8 +599,10 @@ def main() -> int:
     except KeyboardInterrupt as exc:
         report.results.append(Result("interrupted", False, str(exc) or "Ctrl-C", 0.0))
     finally:
-        say("cleaning up")
-        cleanup(project)
+        # the clean-up is bounded by its commands' timeouts; a second Ctrl-C does not cut it short
+        for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(number, signal.SIG_IGN)
+        report.check("clean-up by id", lambda: cleanup(project))
         shutil.rmtree(folder, ignore_errors=True)
     return report.summary()
 
