@@ -281,3 +281,42 @@ def test_secrets_example_names_every_env_reference() -> None:
     ]
     referenced = {m for text in texts for m in re.findall(r'"env:([A-Z0-9_]+)"', text)}
     assert referenced == set(example_env())
+
+
+def stack_check_module() -> Any:
+    """deploy/podman/stack_check.py (a script, not a package module), loaded from its file."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("stack_check", DEPLOY / "podman" / "stack_check.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("stack_check", module)  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_stack_check_secrets_are_fresh_for_every_name() -> None:
+    """The stack check writes its own secrets.env: every name of the example, none of its values,
+    a log hash key long enough for check-config, and a different set on every run."""
+    check = stack_check_module()
+    example = example_env()
+    first, second = check.secrets_env(), check.secrets_env()
+    assert set(first) == set(example)
+    assert not set(first.values()) & set(example.values())
+    assert first != second
+    assert len(first["SMSGW_LOG_HASH_KEY"]) >= 32
+
+
+def test_stack_check_moves_a_taken_port_and_reads_the_shared_limit() -> None:
+    """A default port already taken on 127.0.0.1 is replaced by a free one (another stack or a
+    developer's gateway may hold 8443); the limit the check must reach is the deploy policy's."""
+    import socket
+
+    check = stack_check_module()
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        taken = held.getsockname()[1]
+        moved = check.free_port(taken)
+    assert moved != taken and moved > 0
+    assert check.recipient_limit() == 10

@@ -269,7 +269,18 @@ def wait_healthy(stack: Stack) -> str:
                 if done.returncode != 0:
                     waiting.append(f"{service} (not healthy yet)")
         if not waiting:
-            return f"{len(containers)} containers: certs done, the rest running, every health check passes"
+            # and both gateways ready: Redis reached (a send before that would be refused 503)
+            for service in GATEWAYS:
+                ready = stack.admin_json(service, "/readyz")
+                if ready.get("status") != "ready":
+                    waiting.append(
+                        f"{service} (/readyz: {ready.get('status')}, storage {ready.get('storage')})"
+                    )
+        if not waiting:
+            return (
+                f"{len(containers)} containers: certs done, the rest running, every health check "
+                "passes, both gateways ready"
+            )
         time.sleep(2)
     raise CheckFailed(f"not healthy within {HEALTHY_TIMEOUT_S:.0f} s: {', '.join(waiting)}")
 
