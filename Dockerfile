@@ -18,8 +18,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 ARG EXTRAS=""
 
 WORKDIR /opt/smsgw
-# The dependencies first, in a layer that changes only with pyproject.toml: a rebuild after a code
-# change downloads nothing.
+# The dependencies first, in a layer that changes only with pyproject.toml: after a code change
+# only the layers below are built again.
 COPY pyproject.toml ./
 RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
       >/tmp/requirements.txt \
