@@ -16,9 +16,10 @@ impossible() {
   exit "$STACK_IMPOSSIBLE"
 }
 
-# The Debian packages: podman and its network stack, runc (crun refuses hybrid cgroups), buildah,
-# and debootstrap for a local base image when no registry answers.
-STACK_PACKAGES=(podman buildah runc netavark aardvark-dns debootstrap ca-certificates)
+# The Debian packages: podman and its network stack (netavark publishes ports with iptables),
+# runc (crun refuses hybrid cgroups), buildah, and debootstrap for a local base image when no
+# registry answers. Recommended packages come along, as they did where this was tried.
+STACK_PACKAGES=(podman buildah runc netavark aardvark-dns iptables debootstrap ca-certificates)
 
 ensure_tools() {
   local missing=()
@@ -28,6 +29,7 @@ ensure_tools() {
   command -v debootstrap >/dev/null 2>&1 || [ -x /usr/sbin/debootstrap ] || missing+=(debootstrap)
   [ -x /usr/lib/podman/netavark ] || command -v netavark >/dev/null 2>&1 || missing+=(netavark)
   [ -x /usr/lib/podman/aardvark-dns ] || command -v aardvark-dns >/dev/null 2>&1 || missing+=(aardvark-dns)
+  command -v iptables >/dev/null 2>&1 || [ -x /usr/sbin/iptables ] || missing+=(iptables)
   [ ${#missing[@]} -eq 0 ] && return 0
   if [ "$(id -u)" != 0 ]; then
     impossible "missing ${missing[*]}, and installing them needs root (Debian: sudo apt-get install ${STACK_PACKAGES[*]})"
@@ -37,7 +39,7 @@ ensure_tools() {
   fi
   say "installing ${STACK_PACKAGES[*]} (Debian packages)"
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${STACK_PACKAGES[@]}" >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${STACK_PACKAGES[@]}" >/dev/null
 }
 
 ensure_root() {
