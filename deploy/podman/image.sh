@@ -11,6 +11,7 @@
 # Environment: SMSGW_IMAGE (default smsgw:local), SMSGW_BASE (a base image to use as it is),
 # SMSGW_REBUILD_BASE=1 (make the local images again).
 set -euo pipefail
+# shellcheck source=deploy/podman/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 IMAGE="${SMSGW_IMAGE:-smsgw:local}"

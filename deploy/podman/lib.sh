@@ -1,7 +1,9 @@
+# shellcheck shell=bash
 # Shared by image.sh and stack-check: podman's settings and the tools the two need.
 # Sourced, not run.
 
 PODMAN_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+export REPO_DIR
 REPO_DIR="$(cd "$PODMAN_DIR/../.." && pwd)"
 export CONTAINERS_CONF="$PODMAN_DIR/containers.conf"
 export CONTAINERS_REGISTRIES_CONF="$PODMAN_DIR/registries.conf"

@@ -3,6 +3,7 @@
 # says what is checked). Needs the images of `make image` and podman-compose (the Makefile
 # installs it into the project's venv); PYTHON is that venv's python.
 set -euo pipefail
+# shellcheck source=deploy/podman/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 ensure_root
 ensure_tools
