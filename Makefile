@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 
-.PHONY: demo test lint bench check-config clean
+.PHONY: demo test lint bench check-config clean image stack-check
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "smsgw needs Python 3.11 or newer (found " + sys.version.split()[0] + ")")'
@@ -62,6 +62,18 @@ bench: $(STAMP) redis-server
 	  else echo "nginx is missing: the bench uses its slower asyncio stand-in vendor (Debian: sudo apt-get install nginx-light)"; fi; \
 	fi
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+# The container image from the Dockerfile, with podman (installed when root on Debian); where no
+# registry answers, its base and the compose file's Redis and Prometheus are made from Debian's
+# packages (deploy/podman/image.sh).
+image:
+	bash deploy/podman/image.sh
+
+# deploy/compose.yaml (gateway x2, Redis, sandbox, Prometheus) brought up and checked end to end,
+# then removed (deploy/podman/stack_check.py).
+stack-check: image $(STAMP)
+	@test -x $(BIN)/podman-compose || $(BIN)/python -m pip install -q -e '.[stack]'
+	PYTHON=$(abspath $(BIN))/python bash deploy/podman/stack-check.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .smsgw-demo

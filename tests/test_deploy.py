@@ -1,13 +1,14 @@
 """The example deployment (deploy/): its configs pass ``smsgw check-config``, the compose file and
 the Prometheus scrape config hang together, and ``smsgw sandbox`` serves on its own.
 
-Docker cannot run where these tests run, so the compose file is checked as data: its services,
-what they mount, and that every smsgw command line in it parses with the real CLI.
+These tests check the compose file and the Dockerfile as data: services, mounts, hardening, every
+smsgw command line parsed by the real CLI. ``make stack-check`` runs them for real with podman.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -121,8 +122,8 @@ def test_compose_file_structure() -> None:
         grace = int(gateway["stop_grace_period"].rstrip("s"))
         assert grace > load_shutdown_timeout() + 10  # the drain is never cut short
         assert gateway["env_file"] == "secrets.env"
-        host_ports |= {p.split(":")[0] for p in gateway["ports"]}
-        assert all(p.endswith(":8443") for p in gateway["ports"])  # the admin port is not published
+        host_ports |= {published(p)[1] for p in gateway["ports"]}
+        assert all(published(p)[2] == 8443 for p in gateway["ports"])  # the admin port is not published
     assert len(host_ports) == 2
     sandbox = services["sandbox"]
     cli_ok(sandbox["command"])
@@ -136,6 +137,120 @@ def test_compose_file_structure() -> None:
         m.split(":")[0] for s in services.values() for m in s.get("volumes", []) if not m.startswith(".")
     }
     assert named <= set(doc["volumes"])
+
+
+PORT = re.compile(r"^(?P<ip>[0-9.]+):\$\{(?P<var>[A-Z0-9_]+):-(?P<port>\d+)\}:(?P<target>\d+)$")
+
+
+def published(mapping: str) -> tuple[str, int, int]:
+    """``"127.0.0.1:${VAR:-8443}:8443"`` → (host address, default host port, container port)."""
+    match = PORT.match(mapping)
+    assert match, f"{mapping!r} is not HOST_IP:${{VAR:-PORT}}:PORT"
+    return match["ip"], int(match["port"]), int(match["target"])
+
+
+def test_published_ports_listen_on_loopback_only() -> None:
+    """Every published port is bound to 127.0.0.1, and its host port can be moved by a variable
+    (make stack-check picks free ones when the defaults are taken)."""
+    services = compose()["services"]
+    mappings = [m for s in services.values() for m in s.get("ports", [])]
+    assert len(mappings) == 3
+    assert {published(m)[0] for m in mappings} == {"127.0.0.1"}
+    assert len({PORT.match(m)["var"] for m in mappings}) == 3  # type: ignore[index]
+
+
+def dockerfile() -> str:
+    return (ROOT / "Dockerfile").read_text()
+
+
+def image_ids() -> tuple[int, int]:
+    """The numeric USER uid:gid of the Dockerfile."""
+    (line,) = [line for line in dockerfile().splitlines() if line.startswith("USER ")]
+    uid, _, gid = line.split()[1].partition(":")
+    assert uid.isdigit() and gid.isdigit(), f"{line}: the user and group must be numeric"
+    return int(uid), int(gid)
+
+
+def test_image_user_is_numeric_and_its_group_exists() -> None:
+    """The group of the image's user is created with the same id compose uses (10001:10001): before,
+    useradd --system left it at gid 999 and compose named a group that did not exist."""
+    uid, gid = image_ids()
+    assert uid == gid == 10001
+    text = dockerfile()
+    assert f"groupadd --system --gid {gid} smsgw" in text
+    assert f"useradd --system --uid {uid} --gid {gid}" in text
+    # the log folder is 0750 (the gateway warns at every start when the audit log's folder is wider)
+    assert re.search(r"install -d -m 0750 -o 10001 -g 10001 [^\n]*/var/log/smsgw", text)
+    # the base is an argument whose default stays the official slim image
+    assert "ARG BASE=python:3.11-slim" in text and "FROM ${BASE}" in text
+
+
+def test_smsgw_containers_are_hardened() -> None:
+    """Gateways and sandbox: the image's numeric user, read-only root, every capability dropped and
+    no new privileges; the certs job is root only to hand its volume over, with CHOWN alone."""
+    services = compose()["services"]
+    uid, gid = image_ids()
+    for name in ("gateway1", "gateway2", "sandbox"):
+        service = services[name]
+        assert service["user"] == f"{uid}:{gid}", name
+        assert service["read_only"] is True, name
+        assert service["cap_drop"] == ["ALL"] and "cap_add" not in service, name
+        assert "no-new-privileges:true" in service["security_opt"], name
+    certs = services["certs"]
+    assert certs["cap_drop"] == ["ALL"] and certs["cap_add"] == ["CHOWN"]
+    assert "no-new-privileges:true" in certs["security_opt"] and certs["read_only"] is True
+    assert f"chown -R {uid}:{gid} /certs" in " ".join(certs["command"])
+
+
+def test_pid_file_is_on_a_tmpfs_the_gateway_user_can_write() -> None:
+    """A tmpfs comes up with the mode of the image's folder but root-owned, so a pid file in
+    /var/lib/smsgw (0750, 10001) could not be written and ``smsgw reload`` exited 2. The pid file is
+    on the /tmp tmpfs (1777 in the image), and no tmpfs needs owner options (Docker's uid=/gid=
+    are refused by podman 4, podman's U by Docker)."""
+    import tomllib
+
+    pid_file = Path(tomllib.loads((DEPLOY / "config.toml").read_text())["server"]["pid_file"])
+    assert pid_file.is_absolute() and pid_file.parts[1] == "tmp"
+    for name in ("gateway1", "gateway2"):
+        assert compose()["services"][name]["tmpfs"] == ["/tmp"]
+    assert "/var/lib/smsgw" not in (DEPLOY / "compose.yaml").read_text()
+
+
+def test_health_checks_fit_each_service() -> None:
+    """The image's HEALTHCHECK asks the gateway's admin port: the sandbox has its own check on its
+    port and the one-shot certs job has none (it turned the sandbox unhealthy, so ``up --wait`` failed)."""
+    services = compose()["services"]
+    assert services["certs"]["healthcheck"] == {"disable": True}
+    sandbox = services["sandbox"]
+    test = " ".join(sandbox["healthcheck"]["test"])
+    port = parse_listen(build_parser().parse_args(sandbox["command"][1:]).listen)[1]
+    assert str(port) in test and "9000" not in test
+    assert "healthcheck" not in services["gateway1"]  # the image's own /healthz check
+    assert "127.0.0.1:9000/healthz" in dockerfile()
+    assert services["prometheus"]["healthcheck"]["test"][0] == "CMD"
+    for name in ("gateway1", "gateway2"):
+        assert services[name]["depends_on"]["sandbox"]["condition"] == "service_healthy"
+
+
+def test_stack_check_is_wired_into_make_and_ci() -> None:
+    """``make image`` and ``make stack-check`` exist, CI runs the stack check after the tests, and the
+    deploy policy's per-recipient limit is small enough for the check to reach it in a few sends."""
+    import tomllib
+
+    makefile = (ROOT / "Makefile").read_text()
+    assert "\nimage:" in makefile and "\nstack-check: image" in makefile
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert ci.index("make test") < ci.index("make stack-check")
+    limits = [
+        int(limit.split("/")[0])
+        for path in (DEPLOY / "policies").glob("*.toml")
+        for route in tomllib.loads(path.read_text()).get("route", [])
+        for limit in route.get("recipient_limits", [])
+    ]
+    assert limits and limits[0] <= 20
+    for script in ("image.sh", "stack-check.sh", "lib.sh"):
+        text = (DEPLOY / "podman" / script).read_text()
+        assert "deb.debian.org" not in text and "http://" not in text  # the mirror is read at run time
 
 
 def load_shutdown_timeout() -> float:
@@ -166,3 +281,42 @@ def test_secrets_example_names_every_env_reference() -> None:
     ]
     referenced = {m for text in texts for m in re.findall(r'"env:([A-Z0-9_]+)"', text)}
     assert referenced == set(example_env())
+
+
+def stack_check_module() -> Any:
+    """deploy/podman/stack_check.py (a script, not a package module), loaded from its file."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("stack_check", DEPLOY / "podman" / "stack_check.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("stack_check", module)  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_stack_check_secrets_are_fresh_for_every_name() -> None:
+    """The stack check writes its own secrets.env: every name of the example, none of its values,
+    a log hash key long enough for check-config, and a different set on every run."""
+    check = stack_check_module()
+    example = example_env()
+    first, second = check.secrets_env(), check.secrets_env()
+    assert set(first) == set(example)
+    assert not set(first.values()) & set(example.values())
+    assert first != second
+    assert len(first["SMSGW_LOG_HASH_KEY"]) >= 32
+
+
+def test_stack_check_moves_a_taken_port_and_reads_the_shared_limit() -> None:
+    """A default port already taken on 127.0.0.1 is replaced by a free one (another stack or a
+    developer's gateway may hold 8443); the limit the check must reach is the deploy policy's."""
+    import socket
+
+    check = stack_check_module()
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        taken = held.getsockname()[1]
+        moved = check.free_port(taken)
+    assert moved != taken and moved > 0
+    assert check.recipient_limit() == 10
