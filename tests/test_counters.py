@@ -29,13 +29,28 @@ async def storage(redis_server: RedisServer) -> AsyncIterator[StorageService]:
     await service.close()
 
 
-def hits(tag: str, *costs: int) -> list[Hit]:
+def hits(tag: str, *costs: int, rates: tuple[str, ...] = ("5/minute", "7/hour", "3/second")) -> list[Hit]:
     """Three limits of different periods, each hit with its cost."""
-    items = [parse("5/minute"), parse("7/hour"), parse("3/second")]
+    items = [parse(rate) for rate in rates]
     return [
         Hit(type(i)(i.amount, i.multiples, namespace="t"), (tag,), c)
         for i, c in zip(items, costs, strict=True)
     ]
+
+
+#: Periods no window can finish within the test's few round trips, however slow the machine: a
+#: one-second window could move on between the script's count and the library's, at different
+#: instants for the two keys (made a round trip apart), and the two would then disagree.
+LONG_RATES = ("5/minute", "7/hour", "3/day")
+
+
+def reset_agrees(strategy: str, ours: int, theirs: int, expiry: int) -> bool:
+    """Our reset is the library's, to the second; except the one documented difference: a sliding
+    window the library reads in the millisecond it was made (TTL exactly two periods) resets, by
+    its reckoning, in 0 s, by ours in a whole period (see the last test of this file)."""
+    if strategy == "sliding-window-counter" and theirs == 0:
+        return ours == expiry
+    return abs(ours - theirs) <= 1
 
 
 @pytest.mark.parametrize("strategy", sorted(STRATEGIES))
@@ -45,16 +60,22 @@ async def test_one_script_answers_as_the_library_does(storage: StorageService, s
     library = LibraryCounters(STRATEGIES[strategy](storage.limiter), gather)
     mine, theirs = f"script-{next(NAMES)}", f"library-{next(NAMES)}"
     for costs in [(1, 1, 1), (2, 2, 1), (1, 1, 1), (2, 1, 4), (1, 1, 1), (1, 3, 1)]:
-        by_script = await script.count(hits(mine, *costs))
-        by_library = await library.count(hits(theirs, *costs))
+        by_script = await script.count(hits(mine, *costs, rates=LONG_RATES))
+        by_library = await library.count(hits(theirs, *costs, rates=LONG_RATES))
         assert [t.allowed for t in by_script] == [t.allowed for t in by_library], costs
-        figures = await library.figures(hits(theirs, *costs))
-        for tally, (remaining, reset_s) in zip(by_script, figures, strict=True):
+        figures = await library.figures(hits(theirs, *costs, rates=LONG_RATES))
+        for hit, tally, (remaining, reset_s) in zip(
+            hits(theirs, *costs, rates=LONG_RATES), by_script, figures, strict=True
+        ):
             assert tally.figures is not None
             assert tally.figures[0] == remaining
-            assert abs(tally.figures[1] - reset_s) <= 1
+            assert reset_agrees(strategy, tally.figures[1], reset_s, hit.item.get_expiry()), (
+                costs,
+                tally.figures,
+                reset_s,
+            )
         # the script counted on the library's keys: the library reads the same figures back
-        again = await library.figures(hits(mine, *costs))
+        again = await library.figures(hits(mine, *costs, rates=LONG_RATES))
         assert [f[0] for f in again] == [t.figures[0] for t in by_script if t.figures]
 
 
