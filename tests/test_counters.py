@@ -79,6 +79,49 @@ async def test_one_script_answers_as_the_library_does(storage: StorageService, s
         assert [f[0] for f in again] == [t.figures[0] for t in by_script if t.figures]
 
 
+@pytest.mark.parametrize("strategy", sorted(STRATEGIES))
+async def test_the_script_writes_the_keys_the_installed_limits_writes(
+    storage: StorageService, redis_server: RedisServer, strategy: str
+) -> None:
+    """counters.py copies a private part of ``limits``: the storage prefix, the sliding window's
+    ``{key}`` and ``{key}/-1`` keys, the moving window's list of timestamps. The same hits through
+    the script and through the installed ``limits`` leave the same keys, of the same types, values
+    and lifetimes; a ``limits`` release that changed its layout fails here, not in production."""
+    n = next(NAMES)
+    mine, theirs = f"layout-script-{n}", f"layout-library-{n}"
+    script = make_counters(storage, strategy)
+    library = LibraryCounters(STRATEGIES[strategy](storage.limiter), gather)
+    r = redis_server.client()
+    for costs in [(1, 2, 1), (1, 1, 2)]:
+        await script.count(hits(mine, *costs, rates=LONG_RATES))
+        await library.count(hits(theirs, *costs, rates=LONG_RATES))
+    if strategy == "sliding-window-counter":
+        # a period passes for both (every TTL one period shorter): the next hit makes the current
+        # window the previous one, under the previous window's key
+        for tag in (mine, theirs):
+            for hit in hits(tag, 1, 1, 1, rates=LONG_RATES):
+                for key in [k for k in r.keys() if hit.item.key_for(tag).encode() in k]:
+                    r.pexpire(key, r.pttl(key) - hit.item.get_expiry() * 1000)
+        await script.count(hits(mine, 1, 1, 1, rates=LONG_RATES))
+        await library.count(hits(theirs, 1, 1, 1, rates=LONG_RATES))
+    dump = redis_server.dump()
+    ours = {k.decode().replace(mine, theirs): v for k, v in dump.items() if mine.encode() in k}
+    library_keys = {k.decode(): v for k, v in dump.items() if theirs.encode() in k}
+    assert sorted(ours) == sorted(library_keys)
+    assert len(ours) == (6 if strategy == "sliding-window-counter" else 3)  # previous + current
+    assert all(k.startswith(storage.limiter_prefix + ":") for k in ours)
+    for key, value in ours.items():
+        theirs_value = library_keys[key]
+        if strategy == "moving-window":  # timestamps: as many, each within the test's seconds
+            assert len(value) == len(theirs_value)
+            assert all(abs(float(a) - float(b)) < 30 for a, b in zip(value, theirs_value, strict=True))
+        else:
+            assert value == theirs_value, key
+        ttl_ours, ttl_theirs = r.pttl(key.replace(theirs, mine)), r.pttl(key)
+        assert ttl_ours > 0 and ttl_theirs > 0
+        assert abs(ttl_ours - ttl_theirs) < 30_000, key
+
+
 async def test_a_request_costs_one_round_trip(storage: StorageService) -> None:
     counters = make_counters(storage, "sliding-window-counter")
     await counters.count(hits("warm", 1, 1, 1))  # the first call loads the script
