@@ -3,11 +3,14 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
+PYPROJECT_SHA := $(shell cat pyproject.toml | sha256sum | cut -c1-12)
+STAMP := $(VENV)/.installed-$(PYPROJECT_SHA)
+RUNTIME_STAMP := $(VENV)/.runtime-$(PYPROJECT_SHA)
 
 .PHONY: demo test lint bench check-config clean image stack-check
 
-$(STAMP): pyproject.toml
+# The venv itself (once): Python 3.11+ and its venv module, installed with apt-get when root.
+$(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "smsgw needs Python 3.11 or newer (found " + sys.version.split()[0] + ")")'
 	@if ! $(PYTHON) -m venv --help >/dev/null 2>&1 || ! $(PYTHON) -c 'import ensurepip' >/dev/null 2>&1; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
@@ -16,9 +19,18 @@ $(STAMP): pyproject.toml
 	fi
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
+
+# smsgw and its runtime dependencies only: what `make demo` needs.
+$(RUNTIME_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e .
+	@rm -f $(VENV)/.runtime-*
+	@touch $(RUNTIME_STAMP)
+
+# With the test extra (the vendors' SDKs, sslyze, ruff ...): tests, lint, bench.
+$(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[test]'
-	@rm -f $(VENV)/.installed-*
-	@touch $(STAMP)
+	@rm -f $(VENV)/.installed-* $(VENV)/.runtime-*
+	@touch $(STAMP) $(RUNTIME_STAMP)
 
 redis-server:
 	@if ! command -v redis-server >/dev/null 2>&1; then \
@@ -38,8 +50,9 @@ chromium:
 	fi
 .PHONY: chromium
 
-demo: $(STAMP)
-	$(BIN)/smsgw demo
+# DEMO_ARGS passes options: make demo DEMO_ARGS="--port 0" (free ports) or "--port 8444 --admin-port 9001"
+demo: $(RUNTIME_STAMP)
+	$(BIN)/smsgw demo $(DEMO_ARGS)
 
 test: $(STAMP) redis-server chromium
 	$(BIN)/python -m pytest -q

@@ -13,6 +13,7 @@ import time
 import urllib.error
 import urllib.request
 from datetime import UTC, datetime
+from importlib import metadata
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -22,7 +23,7 @@ from gateway.config.schema import HMACKeyConfig
 from gateway.conversion_cli import add_alerts_parser
 from gateway.explain import add_explain_parser
 from gateway.init import add_init_parser
-from gateway.keygen import basic_credential, hmac_key_lines, random_token, sdk_username
+from gateway.keygen import basic_credential, basic_lines, hmac_key_lines, random_token, sdk_username
 from gateway.oplog import configure as configure_oplog
 from gateway.review import add_audit_parser
 
@@ -178,57 +179,143 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(exc, file=sys.stderr)
         return 2
     except OSError as exc:
-        print(f"smsgw demo: cannot listen: {exc.strerror} (try --port/--admin-port)", file=sys.stderr)
+        print(
+            f"smsgw demo: cannot listen: {exc.strerror} (try --port/--admin-port, --port 0 for free "
+            'ports; through make: make demo DEMO_ARGS="--port 0")',
+            file=sys.stderr,
+        )
         return 1
     return 0
 
 
-def cmd_keygen(args: argparse.Namespace) -> int:
-    if args.kind == "cert":
-        from gateway.demo import make_self_signed
+def cmd_keygen_cert(args: argparse.Namespace) -> int:
+    from gateway.demo import make_self_signed
 
-        cert, key = Path(args.cert), Path(args.key)
-        if cert.exists() or key.exists():
-            print(f"smsgw keygen cert: {cert} or {key} exists; not overwritten", file=sys.stderr)
-            return 2
-        make_self_signed(cert, key, tuple(args.host) or ("localhost",), args.days or 365)
-        names = ", ".join(args.host) or "localhost"
-        print(f"wrote {cert} (a self-signed certificate for {names}) and {key} (mode 0600)")
-        return 0
-    if args.kind == "seal":
-        from gateway.seal import SealError, write_key_pair
-
-        private, public = Path(args.private), Path(args.public)
-        try:
-            key_id = write_key_pair(private, public, args.type)
-        except (SealError, OSError) as exc:
-            print(f"smsgw keygen seal: {exc}", file=sys.stderr)
-            return 2
-        print(f"wrote {private} (private key, mode 0600: give it to the reviewers, never to the gateway)")
-        print(f"wrote {public} (public key, {key_id})")
-        print(f'[logging] body = "seal", seal_public_key_file = "{public}"')
-        return 0
-    if args.kind == "hash-key":
-        print(random_token(32))
-    elif args.kind == "hmac":
-        today = datetime.now(UTC).date()
-        key_id = args.key_id or f"{args.client}-{today:%Y-%m}"
-        secret, lines = hmac_key_lines(args.client, key_id, today, args.days or 90)
-        try:
-            HMACKeyConfig(id=key_id, secret=secret)  # what [[client.hmac_keys]] will accept
-        except ValidationError:
-            print(f"smsgw keygen: {key_id!r} is not a valid key id (letters, digits, _.:-)", file=sys.stderr)
-            return 2
-        print(secret)
-        print("# ^ the secret: give it to the client (it signs with it); store it only where 'secret' points")
-        print("\n".join(lines))
-    else:
-        password, digest = basic_credential()
-        print(f"password        = {password}   # give this to the client, store it nowhere else")
-        print("[[client.basic]]")
-        print(f'username        = "{args.username or sdk_username()}"')
-        print(f'password_sha256 = "{digest}"   # SHA-256 of the password')
+    cert, key = Path(args.cert), Path(args.key)
+    if cert.exists() or key.exists():
+        print(f"smsgw keygen cert: {cert} or {key} exists; not overwritten", file=sys.stderr)
+        return 2
+    make_self_signed(cert, key, tuple(args.host) or ("localhost",), args.days)
+    names = ", ".join(args.host) or "localhost"
+    print(f"wrote {cert} (a self-signed certificate for {names}) and {key} (mode 0600)")
     return 0
+
+
+def cmd_keygen_seal(args: argparse.Namespace) -> int:
+    from gateway.seal import SealError, write_key_pair
+
+    private, public = Path(args.private), Path(args.public)
+    try:
+        key_id = write_key_pair(private, public, args.type)
+    except (SealError, OSError) as exc:
+        print(f"smsgw keygen seal: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {private} (private key, mode 0600: give it to the reviewers, never to the gateway)")
+    print(f"wrote {public} (public key, {key_id})")
+    print(f'[logging] body = "seal", seal_public_key_file = "{public}"')
+    return 0
+
+
+def cmd_keygen_hash_key(args: argparse.Namespace) -> int:
+    print(random_token(32))
+    return 0
+
+
+def cmd_keygen_hmac(args: argparse.Namespace) -> int:
+    today = datetime.now(UTC).date()
+    key_id = args.key_id or f"{args.client}-{today:%Y-%m}"
+    secret, lines = hmac_key_lines(args.client, key_id, today, args.days)
+    try:
+        HMACKeyConfig(id=key_id, secret=secret)  # what [[client.hmac_keys]] will accept
+    except ValidationError:
+        print(f"smsgw keygen: {key_id!r} is not a valid key id (letters, digits, _.:-)", file=sys.stderr)
+        return 2
+    print(secret)
+    print("# ^ the secret: give it to the client (it signs with it); store it only where 'secret' points")
+    print("\n".join(lines))
+    return 0
+
+
+def cmd_keygen_basic(args: argparse.Namespace) -> int:
+    password, digest = basic_credential()
+    print("\n".join(basic_lines(args.username or sdk_username(), password, digest)))
+    return 0
+
+
+def _positive_days(text: str) -> int:
+    try:
+        days = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of days") from None
+    if days < 1:
+        raise argparse.ArgumentTypeError(f"{days} days: give at least 1")
+    return days
+
+
+def _add_keygen_parser(sub: argparse._SubParsersAction) -> None:
+    """``smsgw keygen KIND``: one subcommand per kind of secret, each with its own flags."""
+    keygen = sub.add_parser(
+        "keygen",
+        help="make a secret: hmac | hash-key | basic (with the config lines) | seal | cert",
+        description="Make a secret and print the config lines for it. `smsgw keygen KIND --help` "
+        "lists the flags of one kind.",
+    )
+    kinds = keygen.add_subparsers(dest="kind", required=True, metavar="KIND")
+
+    p = kinds.add_parser(
+        "hmac",
+        help="an HMAC request-signing secret and its [[client.hmac_keys]] lines",
+        description="A new HMAC secret (32 random bytes, base64url; the first line) and the "
+        "[[client.hmac_keys]] lines that reference it.",
+    )
+    p.add_argument("--client", default="client", help="the client id the key is for (default: client)")
+    p.add_argument("--key-id", help="the key id (default: CLIENT-YYYY-MM)")
+    p.add_argument("--days", type=_positive_days, default=90, help="days until it expires (default: 90)")
+    p.set_defaults(func=cmd_keygen_hmac)
+
+    p = kinds.add_parser(
+        "hash-key",
+        help="a log hash key (logging.hash_key, logging.chain_key)",
+        description="32 random bytes, base64url: the text is the key.",
+    )
+    p.set_defaults(func=cmd_keygen_hash_key)
+
+    p = kinds.add_parser(
+        "basic",
+        help="a gateway-issued client password and its [[client.basic]] lines",
+        description="A gateway-issued password (in a comment: give it to the client) and the "
+        "[[client.basic]] lines with its password_sha256; paste them under the [[client]].",
+    )
+    p.add_argument("--username", help="the username (default: AC + 32 random hex digits)")
+    p.set_defaults(func=cmd_keygen_basic)
+
+    p = kinds.add_parser(
+        "seal",
+        help='the reviewers\' key pair for logging.body = "seal"',
+        description="A key pair for sealed audit bodies; never overwrites a file.",
+    )
+    p.add_argument(
+        "--type", choices=["x25519", "rsa"], default="x25519", help="the key type (default: x25519)"
+    )
+    p.add_argument("--private", default="seal-private.pem", help="where the private key goes (mode 0600)")
+    p.add_argument("--public", default="seal-public.pem", help="where the public key goes")
+    p.set_defaults(func=cmd_keygen_seal)
+
+    p = kinds.add_parser(
+        "cert",
+        help="a self-signed certificate for examples and tests",
+        description="A self-signed certificate (its own CA) for each --host, 127.0.0.1 and ::1; "
+        "never overwrites a file.",
+    )
+    p.add_argument("--cert", default="cert.pem", help="where the certificate goes (default: cert.pem)")
+    p.add_argument(
+        "--key", default="key.pem", help="where its private key goes, mode 0600 (default: key.pem)"
+    )
+    p.add_argument(
+        "--host", action="append", default=[], help="a DNS name it is for (repeatable; default: localhost)"
+    )
+    p.add_argument("--days", type=_positive_days, default=365, help="days it is valid (default: 365)")
+    p.set_defaults(func=cmd_keygen_cert)
 
 
 def cmd_sign(args: argparse.Namespace) -> int:
@@ -278,8 +365,28 @@ async def _send(
             return response.status, await response.read()
 
 
+def package_version() -> str:
+    """The installed package's version, from its metadata (pyproject.toml's ``version``)."""
+    try:
+        return metadata.version("smsgw")
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed: no package metadata)"
+
+
+class _VersionAction(argparse.Action):
+    """``--version``: the metadata is read only when asked for, not on every command."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="print the version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
+        print(f"smsgw {package_version()}")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="smsgw", description="SMS security gateway")
+    parser.add_argument("--version", action=_VersionAction)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("serve", help="run the gateway")
@@ -296,23 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--admin-port", type=int, default=9000)
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser(
-        "keygen", help="make a secret: hmac | hash-key | basic (with the config lines) | seal | cert"
-    )
-    p.add_argument("kind", choices=["hmac", "hash-key", "basic", "seal", "cert"])
-    p.add_argument("--type", choices=["x25519", "rsa"], default="x25519", help="seal: the key type")
-    p.add_argument("--private", default="seal-private.pem", help="seal: where the private key goes")
-    p.add_argument("--public", default="seal-public.pem", help="seal: where the public key goes")
-    p.add_argument("--client", default="client", help="hmac: the client id the key is for")
-    p.add_argument("--key-id", help="hmac: the key id (default CLIENT-YYYY-MM)")
-    p.add_argument(
-        "--days", type=int, help="hmac: days until it expires (default 90); cert: days it is valid (365)"
-    )
-    p.add_argument("--username", help="basic: the username (default: AC + 32 random hex digits)")
-    p.add_argument("--cert", default="cert.pem", help="cert: where the certificate goes")
-    p.add_argument("--key", default="key.pem", help="cert: where its private key goes (mode 0600)")
-    p.add_argument("--host", action="append", default=[], help="cert: a DNS name it is for (repeatable)")
-    p.set_defaults(func=cmd_keygen)
+    _add_keygen_parser(sub)
 
     p = sub.add_parser("reload", help="check the config, then make the running gateway reload it (SIGHUP)")
     p.add_argument("-c", "--config", required=True)

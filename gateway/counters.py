@@ -18,6 +18,10 @@ by one limit spends no other limit's quota (nor its own):
   figures (remaining, reset) in the same call: an allowed request costs one round trip whatever
   the number of limits and OTP slots, and a refused one no more. With three limits that is one
   EVALSHA instead of four.
+
+The script writes ``limits``' private key layout (the storage prefix, the sliding window's
+``{key}`` and ``{key}/-1``): ``pyproject.toml`` pins ``limits`` to the major release it was
+checked against, and ``tests/test_counters.py`` compares the layout with the installed release.
 """
 
 from __future__ import annotations

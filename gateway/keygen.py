@@ -19,6 +19,22 @@ def basic_credential() -> tuple[str, str]:
     return password, hashlib.sha256(password.encode("utf-8")).hexdigest()
 
 
+def basic_lines(username: str, password: str, digest: str) -> list[str]:
+    """The ``[[client.basic]]`` lines for a credential, the password in a comment above them.
+
+    The password is never a ``key = value`` line: the whole output pasted under a ``[[client]]``
+    is a valid table that holds only the digest, and the clear password is not left in the file
+    as configuration (it is a comment the operator removes once the client has it).
+    """
+    return [
+        f"# password: {password}",
+        "# ^ give the password to the client, then delete this comment: the gateway keeps only its SHA-256",
+        "[[client.basic]]",
+        f'username        = "{username}"',
+        f'password_sha256 = "{digest}"   # SHA-256 of the password',
+    ]
+
+
 def hmac_key_lines(client: str, key_id: str, created: date, days: int) -> tuple[str, list[str]]:
     """A new HMAC secret and the ``[[client.hmac_keys]]`` lines that configure it."""
     secret = random_token(32)

@@ -23,6 +23,7 @@ import subprocess
 import sys
 import threading
 import time
+import tomllib
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -201,7 +202,7 @@ def test_keygen_basic_password_matches_its_digest() -> None:
     for _ in range(2):
         result = run("keygen", "basic")
         assert result.returncode == 0, result.stderr
-        password = re.search(r"^password\s*=\s*(\S+)", result.stdout, re.M)
+        password = re.search(r"^# password: (\S+)$", result.stdout, re.M)
         digest = re.search(r'^password_sha256\s*=\s*"([^"]*)"', result.stdout, re.M)
         assert password and digest, result.stdout
         assert hashlib.sha256(password[1].encode()).hexdigest() == digest[1]
@@ -211,10 +212,95 @@ def test_keygen_basic_password_matches_its_digest() -> None:
     assert outputs[0] != outputs[1]
 
 
+def test_keygen_basic_output_pasted_under_a_client_is_a_valid_policy(
+    tmp_path: Path, pki: dict[str, Path]
+) -> None:
+    """The password is a comment, not a ``password =`` line next to ``password_sha256``: pasted as
+    printed, the lines configure the digest only and the clear password is no key of the policy."""
+    config = write_config(tmp_path, pki, "https://127.0.0.1:1")
+    result = run("keygen", "basic", "--username", "pasted-user")
+    assert result.returncode == 0, result.stderr
+    password = re.search(r"^# password: (\S+)$", result.stdout, re.M)
+    assert password, result.stdout
+    assert not [line for line in result.stdout.splitlines() if re.match(r"\s*password\s*=", line)]
+    policy = tmp_path / "policies" / "pasted.toml"
+    policy.write_text(f'[[client]]\nid = "pasted"\nscopes = ["sms:send"]\n\n{result.stdout}')
+    checked = run("check-config", "-c", str(config))
+    assert (checked.returncode, checked.stderr) == (0, "")
+    assert checked.stdout == f"{config}: OK (2 clients, 1 routes)\n"
+    pasted = tomllib.loads(policy.read_text())["client"][0]["basic"]
+    assert pasted == [
+        {"username": "pasted-user", "password_sha256": hashlib.sha256(password[1].encode()).hexdigest()}
+    ]
+
+
+@pytest.mark.parametrize(
+    ("kind", "own", "others"),
+    [
+        ("hmac", ["--client", "--key-id", "--days"], ["--private", "--username", "--host"]),
+        ("hash-key", [], ["--client", "--days", "--private", "--username", "--cert"]),
+        ("basic", ["--username"], ["--client", "--days", "--type", "--host"]),
+        ("seal", ["--type", "--private", "--public"], ["--client", "--days", "--username", "--host"]),
+        ("cert", ["--cert", "--key", "--host", "--days"], ["--client", "--private", "--username"]),
+    ],
+)
+def test_keygen_each_kind_has_its_own_flags(kind: str, own: list[str], others: list[str]) -> None:
+    result = run("keygen", kind, "--help")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"usage: smsgw keygen {kind} ")
+    for flag in own:
+        assert flag in result.stdout, flag
+    for flag in others:
+        assert flag not in result.stdout, flag
+    refused = run("keygen", kind, others[0], "x")  # another kind's flag is an error, not ignored
+    assert refused.returncode == 2
+    assert refused.stdout == ""
+    assert f"unrecognized arguments: {others[0]} x" in refused.stderr
+
+
+def test_keygen_lists_its_kinds() -> None:
+    result = run("keygen", "--help")
+    assert result.returncode == 0, result.stderr
+    for kind in ("hmac", "hash-key", "basic", "seal", "cert"):
+        assert re.search(rf"^\s+{kind}\s+\S", result.stdout, re.M), kind
+    missing = run("keygen")
+    assert missing.returncode == 2
+    assert "the following arguments are required: KIND" in missing.stderr
+
+
+@pytest.mark.parametrize("kind", ["hmac", "cert"])
+def test_keygen_refuses_days_under_one(kind: str, tmp_path: Path) -> None:
+    result = run("keygen", kind, "--days", "0", cwd=tmp_path)
+    assert result.returncode == 2
+    assert (result.stdout, list(tmp_path.iterdir())) == ("", [])
+    assert "argument --days: 0 days: give at least 1" in result.stderr
+
+
+def test_keygen_hmac_flags_still_work() -> None:
+    result = run("keygen", "hmac", "--client", "billing", "--key-id", "billing-k1", "--days", "30")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert re.fullmatch(r"[A-Za-z0-9_-]{43}", lines[0])
+    table = tomllib.loads("\n".join(lines[1:]))["client"]["hmac_keys"][0]
+    assert table["id"] == "billing-k1"
+    assert table["secret"] == "env:SMSGW_HMAC_BILLING_K1"
+    assert (table["expires"] - table["created"]).days == 30
+
+
 def test_keygen_unknown_kind() -> None:
     result = run("keygen", "rsa")
     assert result.returncode == 2
     assert "invalid choice" in result.stderr
+
+
+# -- version ---------------------------------------------------------------------------------------------
+
+
+def test_version_is_the_package_version() -> None:
+    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]
+    result = run("--version")
+    assert (result.returncode, result.stdout, result.stderr) == (0, f"smsgw {project['version']}\n", "")
+    assert "--version" in run("--help").stdout
 
 
 # -- demo ------------------------------------------------------------------------------------------------
@@ -245,7 +331,7 @@ class Demo:
 
 
 @contextlib.asynccontextmanager
-async def demo(directory: Path, log: Path) -> AsyncIterator[Demo]:
+async def demo(directory: Path, log: Path, env: Mapping[str, str] | None = None) -> AsyncIterator[Demo]:
     with log.open("ab") as err:
         proc = await asyncio.create_subprocess_exec(
             *SMSGW,
@@ -258,6 +344,7 @@ async def demo(directory: Path, log: Path) -> AsyncIterator[Demo]:
             "0",
             stdout=asyncio.subprocess.PIPE,
             stderr=err,
+            env=env,
         )
     try:
         lines: list[str] = []
@@ -377,6 +464,112 @@ async def test_demo_end_to_end(tmp_path: Path) -> None:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
     assert stat.S_IMODE((directory / "logs" / "audit.jsonl").stat().st_mode) == 0o600
     assert password not in (directory / "config.toml").read_text()
+
+
+#: Import names of the packages only the ``test`` and ``aws`` extras install (``make demo`` installs
+#: neither), refused in the demo's process by a ``sitecustomize`` put first on its path.
+_BLOCKER = """
+import importlib.abc, sys
+BLOCKED = frozenset({names!r})
+class _Blocked(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in BLOCKED:
+            raise ModuleNotFoundError(f"{{name}} is not installed (test or aws extra)", name=name)
+        return None
+sys.meta_path.insert(0, _Blocked())
+"""
+
+
+def _extras_import_names() -> set[str]:
+    from importlib.metadata import packages_distributions
+
+    extras = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    dists = {
+        re.split(r"[<>=!~\[; ]", requirement)[0].lower().replace("_", "-")
+        for extra in ("test", "aws")
+        for requirement in extras[extra]
+    }
+    return {
+        name
+        for name, owners in packages_distributions().items()
+        if any(owner.lower().replace("_", "-") in dists for owner in owners)
+    }
+
+
+async def test_demo_runs_without_the_test_extra(tmp_path: Path) -> None:
+    """``make demo`` installs the runtime dependencies only: the demo sends and refuses as usual
+    with every package of the test (and aws) extra made unimportable."""
+    blocked = _extras_import_names()
+    assert {"trustme", "twilio", "hypothesis", "sslyze", "botocore"} <= blocked
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(_BLOCKER.format(names=sorted(blocked)))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+    probe = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-c", "import trustme"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    assert "trustme is not installed" in probe.stderr  # the blocker is in force
+    async with demo(tmp_path / "demo", tmp_path / "demo.stderr", env) as running:
+        ok, refused = (parse_curl(line) for line in running.curl)
+        assert (await post(ok))[0] == 201
+        assert (await post(refused))[0] == 401
+        assert await running.stop(signal.SIGINT) == 0
+    assert "not installed" not in read(tmp_path / "demo.stderr")
+
+
+def test_demo_on_a_taken_port_says_how_to_pick_another(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run("demo", "--dir", str(tmp_path / "demo"), "--port", str(port), "--admin-port", "0")
+    assert result.returncode == 1
+    (line,) = [line for line in result.stderr.splitlines() if "cannot listen" in line]
+    assert line.startswith("smsgw demo: cannot listen: ")
+    assert line.endswith(
+        '(try --port/--admin-port, --port 0 for free ports; through make: make demo DEMO_ARGS="--port 0")'
+    )
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_demo_installs_the_runtime_only_and_passes_demo_args(tmp_path: Path) -> None:
+    """What ``make`` would run (``make -n``, nothing is run), in a copy of the Makefile: ``demo``
+    installs smsgw without the test extra and hands DEMO_ARGS to ``smsgw demo``; ``test`` after it
+    still installs the test extra; a second ``demo`` installs nothing."""
+    root = Path(__file__).parents[1]
+    for name in ("Makefile", "pyproject.toml"):
+        shutil.copy(root / name, tmp_path / name)
+
+    def planned(*args: str) -> list[str]:
+        result = subprocess.run(
+            ["make", "-n", *args], cwd=tmp_path, capture_output=True, text=True, timeout=TIMEOUT, check=False
+        )
+        assert result.returncode == 0, result.stderr
+        return result.stdout.splitlines()
+
+    first = planned("demo", "DEMO_ARGS=--port 0 --admin-port 9001")
+    installs = [line for line in first if " pip install " in line and "--upgrade pip" not in line]
+    assert installs == [".venv/bin/python -m pip install -q -e ."]
+    assert first[-1] == ".venv/bin/smsgw demo --port 0 --admin-port 9001"
+
+    # as after that demo: the venv and the runtime stamp exist
+    (tmp_path / ".venv" / "bin").mkdir(parents=True)
+    (tmp_path / ".venv" / "bin" / "python").touch()
+    sha = hashlib.sha256((tmp_path / "pyproject.toml").read_bytes()).hexdigest()[:12]
+    stamp = tmp_path / ".venv" / f".runtime-{sha}"
+    stamp.touch()
+    later = time.time() + 5  # newer than pyproject.toml, whatever the file system's time resolution
+    os.utime(stamp, (later, later))
+    assert ".venv/bin/python -m pip install -q -e '.[test]'" in planned("test")
+    assert [line.strip() for line in planned("demo")] == [".venv/bin/smsgw demo"]
 
 
 async def test_demo_second_run_reuses_certificate_and_secrets(tmp_path: Path) -> None:

@@ -359,6 +359,67 @@ def test_jws_refuses_none_and_other_algorithms() -> None:
             jws.verify(broken, b"k", ("HS256",))
 
 
+def _signed_by_hand(header: dict, claims: dict, secret: bytes) -> str:
+    """A correctly HS256-signed token with exactly this header (no library would make some)."""
+
+    def b64(raw: bytes) -> str:
+        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+    head, body = b64(json.dumps(header).encode()), b64(json.dumps(claims).encode())
+    mac = hmac.new(secret, f"{head}.{body}".encode(), hashlib.sha256).digest()
+    return f"{head}.{body}.{b64(mac)}"
+
+
+def test_jws_refuses_a_critical_header_extension_nobody_checks() -> None:
+    """RFC 7515 4.1.11: a token that marks an extension critical must be refused by a verifier that
+    does not understand it; a correct signature does not make it acceptable."""
+    secret, claims = b"s" * 32, {"iat": 1}
+    assert (
+        jws.verify(_signed_by_hand({"alg": "HS256", "typ": "JWT"}, claims, secret), secret, ("HS256",))
+        == claims
+    )
+    for header in (
+        {"alg": "HS256", "crit": ["exp-window"], "exp-window": 5},
+        {"alg": "HS256", "crit": []},
+        {"alg": "HS256", "b64": False, "crit": ["b64"]},  # the payload segment is not base64 then
+    ):
+        with pytest.raises(SignatureError) as info:
+            jws.verify(_signed_by_hand(header, claims, secret), secret, ("HS256",))
+        assert info.value.detail == "malformed_token", header
+
+
+def test_jws_checks_hmac_only_whatever_the_caller_lists() -> None:
+    """An asymmetric ``alg`` is refused even when the caller's list names it, and a public key
+    used as an HMAC secret (the classic algorithm confusion) verifies nothing."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    private = ec.generate_private_key(ec.SECP256R1())
+    public_pem = private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    es256 = pyjwt.encode({"iat": 1}, private, algorithm="ES256")
+    with pytest.raises(SignatureError) as info:
+        jws.verify(es256, public_pem, ("ES256", "HS256"))
+    assert info.value.detail == "unsupported_algorithm"
+    confused = _signed_by_hand({"alg": "HS256"}, {"iat": 1}, public_pem)
+    with pytest.raises(SignatureError) as info:
+        jws.verify(confused, public_pem, ("HS256",))
+    assert info.value.detail == "bad_signature"
+
+
+def test_jws_takes_a_vendors_short_key_without_a_warning(recwarn: pytest.WarningsRecorder) -> None:
+    """The vendor chooses the signing key; a key under the digest size is its choice, not a
+    warning per callback in the gateway's log."""
+    for algorithm in messagebird.ALGORITHMS:
+        token = pyjwt.encode({"iat": 1}, "short", algorithm=algorithm)
+        assert jws.verify(token, b"short", messagebird.ALGORITHMS) == {"iat": 1}
+        assert jws.verify(jws.sign({"iat": 2}, b"short", algorithm), b"short", (algorithm,)) == {"iat": 2}
+    recwarn.clear()
+    jws.verify(jws.sign({"iat": 3}, b"k", "HS512"), b"k", ("HS512",))
+    assert [str(w.message) for w in recwarn] == []
+
+
 # --------------------------------------------------------------------------- Plivo
 
 PV3_TOKEN = b"Y2Q2ZDgxZmY5YWRiOTI5YmQ1Njg0MTAxZWIyOTc4"
