@@ -207,7 +207,8 @@ def test_codes_are_secrets_not_bodies() -> None:
         urlencode({"To": EE, "ContentSid": "HX1", "ContentVariables": '{"1":"123456"}'}).encode(),
         FORM,
     )
-    assert twilio.bodies == () and twilio.secrets == ('{"1":"123456"}',)
+    # the content SID is content too (logged like a body), and marks a template send
+    assert twilio.bodies == () and twilio.secrets == ("HX1", '{"1":"123456"}') and twilio.templated
     sinch = parse(
         "sinch", "/xms/v1/{plan}/batches", {"to": [EE], "body": "${code}", "parameters": {"code": {EE: "98"}}}
     )

@@ -22,6 +22,7 @@ import pytest
 
 from gateway.providers import REGISTRY, ProviderSettings
 from gateway.providers.base import Message
+from gateway.providers.fields import CHANNEL, Control
 from tests.conftest import (
     CLIENT_PASSWORD,
     CLIENT_USER,
@@ -149,7 +150,7 @@ async def test_twilio_verify_sdk(make_gateway: GatewayFactory, vendor: Vendor, p
     assert started.status == "pending" and checked.status == "approved"
     start_seen, check_seen = vendor.received
     assert read_back("twilio", "/v2/Services/{service}/Verifications", start_seen) == Message(
-        (EE,), default_sender=True, secrets=("482915",)
+        (EE,), default_sender=True, secrets=("482915",), controls=(Control("Channel", CHANNEL, "sms"),)
     )
     assert read_back("twilio", "/v2/Services/{service}/VerificationCheck", check_seen) == Message(
         (EE,), default_sender=True, secrets=("482915",)
