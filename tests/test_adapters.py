@@ -88,10 +88,7 @@ def refused(provider: str, path: str, body: bytes | dict[str, Any], content_type
             JSON,
             "not a JSON string",
         ),
-        # requests whose recipients the gateway cannot see, or that it cannot check
-        ("messagebird", "/messages", {"recipients": EE[1:], "groupIds": ["g1"], "body": "x"}, JSON, "groups"),
-        ("smsapi", "/sms.do", b"group=all&message=x", FORM, "groups"),
-        ("aws-sns", "/", b"Action=Publish&TopicArn=arn%3Aaws%3Asns%3Ax&Message=x", FORM, "topic"),
+        # requests the gateway cannot check (fan-out fields: tests/test_fields_spellings.py)
         (
             "aws-sns",
             "/",
@@ -231,7 +228,10 @@ def test_sns_sender_comes_from_the_sender_id_attribute() -> None:
             "MessageAttributes.entry.2.Value.StringValue": "MyBank",
         }
     ).encode()
-    assert parse("aws-sns", "/", body, FORM) == Message((EE,), ("MyBank",), ("hi",))
+    message = parse("aws-sns", "/", body, FORM)
+    assert (message.recipients, message.senders, message.bodies) == ((EE,), ("MyBank",), ("hi",))
+    # the SMS type is a control field, for the route's allow_fields
+    assert [c.name for c in message.controls] == ["MessageAttributes/AWS.SNS.SMS.SMSType"]
     unsigned = parse(
         "aws-sns", "/", urlencode({"Action": "Publish", "PhoneNumber": EE, "Message": "x"}).encode(), FORM
     )

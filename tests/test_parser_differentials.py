@@ -388,8 +388,9 @@ def nested(depth: int) -> Any:
 
 
 @pytest.mark.parametrize("case", JSON_CASES, ids=[c.name for c in JSON_CASES])
-def opaque_key(case: ReaderCase) -> str:
-    """A top-level key the reader lets through without looking into its value."""
+def opaque_key(case: ReaderCase) -> str | None:
+    """A top-level key the reader lets through without looking into its value (None: the vendor
+    API has none, as Infobip's ``/sms/3/messages``)."""
     table = getattr(case.reader(), "table", None)
     if table is None:
         return "zz"
@@ -397,21 +398,22 @@ def opaque_key(case: ReaderCase) -> str:
         name = f.name[1:] if f.name.startswith("/") else f.name
         if f.role == "harmless" and "/" not in name and name not in case.fields:
             return name
-    raise AssertionError(f"{case.name} declares no top-level harmless field")
+    return None
 
 
 @pytest.mark.parametrize("case", JSON_CASES, ids=[c.name for c in JSON_CASES])
 def test_json_nested_deeper_than_32_is_refused(case: ReaderCase) -> None:
     """Depth counts from the document's own braces; 32 is read, 33 is refused wherever it is."""
     zz = opaque_key(case)
-    fine = json.dumps({**case.fields, zz: nested(MAX_JSON_DEPTH - 1)}).encode()
-    assert case.parse(fine).recipients
-    deep = json.dumps({**case.fields, zz: nested(MAX_JSON_DEPTH)}).encode()
-    assert "nested deeper" in refusal(case, deep)
+    if zz is not None:
+        fine = json.dumps({**case.fields, zz: nested(MAX_JSON_DEPTH - 1)}).encode()
+        assert case.parse(fine).recipients
+        deep = json.dumps({**case.fields, zz: nested(MAX_JSON_DEPTH)}).encode()
+        assert "nested deeper" in refusal(case, deep)
+        # brackets inside strings are text, not depth
+        assert case.parse(json.dumps({**case.fields, zz: "[" * 40 + "{" * 40}).encode()).recipients
     for where in case.singles:  # inside a message field, too
         assert "nested deeper" in refusal(case, case.encode(case.with_value(where, nested(MAX_JSON_DEPTH))))
-    # brackets inside strings are text, not depth
-    assert case.parse(json.dumps({**case.fields, zz: "[" * 40 + "{" * 40}).encode()).recipients
 
 
 @pytest.mark.parametrize("case", FORM_CASES, ids=[c.name for c in FORM_CASES])
@@ -790,7 +792,8 @@ def test_every_declared_form_field_written_exactly_is_read(case: ReaderCase) -> 
     for f in table.fields:
         if f.name in case.fields or f.name.startswith("/"):
             continue
-        message = case.parse(urlencode([*case.fields.items(), (f.name, "x")]).encode())
+        value = "utf-8" if f.name == "encoding" else "x"  # SMSAPI: any other encoding is refused
+        message = case.parse(urlencode([*case.fields.items(), (f.name, value)]).encode())
         names = {c.name for c in message.controls}
         assert (f.name in names) == (f.role in ("control", "callback_url")), f.name
 
