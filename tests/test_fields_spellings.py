@@ -11,7 +11,17 @@ import pytest
 
 from gateway.errors import GatewayError
 from gateway.providers.base import Message
-from tests.vendor_fields import CASES, NAMES, NEVER, VendorCase, control_value, display, last_key, spellings
+from tests.vendor_fields import (
+    CASES,
+    NAMES,
+    NEVER,
+    VendorCase,
+    control_value,
+    display,
+    last_key,
+    segments,
+    spellings,
+)
 
 MATRIX = [(name, f.name) for name in NAMES for f in CASES[name].table.fields]
 
@@ -106,3 +116,39 @@ def test_fan_out_fields_are_refused_as_not_allowed_with_or_without_numbers(name:
     assert isinstance(outcome, GatewayError)
     assert (outcome.status, outcome.code) == (403, "field_not_allowed")
     assert outcome.detail is not None and outcome.detail.startswith("control:")
+
+
+NESTED = [
+    (name, f.name)
+    for name in NAMES
+    if CASES[name].kind == "json"
+    for f in CASES[name].table.fields
+    if len([s for s in segments(f.name) if s != "*"]) > 1
+]
+
+
+@pytest.mark.parametrize(("name", "field"), NESTED, ids=[f"{n}:{f}" for n, f in NESTED])
+def test_a_parent_object_in_another_spelling_never_hides_a_field(name: str, field: str) -> None:
+    """``Webhooks`` for ``webhooks`` on the way to a callback URL: a vendor that binds it reads the
+    URL, so the gateway must still see it as the callback field (or refuse the request)."""
+    case = CASES[name]
+    f = next(x for x in case.table.fields if x.name == field)
+    steps = segments(field)
+    for depth, seg in enumerate(steps[:-1]):
+        if seg == "*":
+            continue
+        for spelling in spellings(seg, "json"):
+            request = case.with_field(field, value_for(case, field))
+            node: object = request
+            for step in steps[:depth]:
+                node = node[0] if step == "*" else node[step]  # type: ignore[index]
+            assert isinstance(node, dict)
+            node[spelling] = node.pop(seg)
+            outcome = read(case, request)
+            if isinstance(outcome, GatewayError):
+                assert outcome.status in (400, 403), (seg, spelling, outcome)
+            elif f.role in ("control", "callback_url"):
+                assert display(f) in [c.name for c in outcome.controls], (seg, spelling)
+            else:
+                # read: then never as a message field read from somewhere else
+                assert f.role in ("content", "harmless"), (seg, spelling, outcome)
