@@ -349,3 +349,23 @@ def test_check_config_names_the_fields_a_route_may_allow(
         load_config(config)
     text = str(info.value)
     assert "p.toml" in text and "route[0].allow_fields[0]" in text and known in text
+
+
+async def test_plivo_type_is_a_channel_the_route_names(make_gateway: GatewayFactory, vendor: Vendor) -> None:
+    """``type=mms`` costs an MMS, ``whatsapp`` is another channel: each needs the route's
+    ``channels``; ``sms``, the default, needs nothing (the Plivo SDK always sends it)."""
+    case = CASES["plivo"]
+    gw = await open_case(make_gateway, vendor, case)
+    status, _ = await send(gw, case, case.with_field("type", "sms"))
+    assert status in OK
+    status, doc = await send(gw, case, case.with_field("type", "mms"))
+    assert (status, code_of(doc)) == (403, "field_not_allowed")
+    assert last_refusal(gw)["detail"] == "channel:type"
+    mms = await open_case(make_gateway, vendor, case, channels=["sms", "mms"])
+    status, _ = await send(mms, case, case.with_field("type", "mms"))
+    assert status in OK
+    status, doc = await send(mms, case, case.with_field("type", "whatsapp"))
+    assert (status, code_of(doc)) == (403, "field_not_allowed")
+    status, doc = await send(mms, case, case.with_field("type", "MMS"))  # named exactly as listed
+    assert status in (400, 403) and code_of(doc) in ("bad_request", "field_not_allowed")
+    assert len(vendor.received) == 2
