@@ -13,6 +13,7 @@ from gateway.config.schema import RouteConfig
 from gateway.errors import GatewayError
 from gateway.providers import REGISTRY, ProviderSettings
 from gateway.providers.base import Message
+from gateway.providers.fields import Control
 
 FORM = "application/x-www-form-urlencoded"
 JSON = "application/json"
@@ -163,7 +164,9 @@ def test_messente_legacy_reads_query_and_body_as_one() -> None:
 
 def test_vonage_reads_binary_body_and_text() -> None:
     msg = parse("vonage", "/sms/json", b"to=37255512367&from=MyBank&type=binary&body=0011&udh=06", FORM)
-    assert msg == Message(("37255512367",), ("MyBank",), ("0011",))
+    # binary and a user data header are control fields: the route's allow_fields decides
+    controls = (Control("type", "control", "binary"), Control("udh", "control", "06"))
+    assert msg == Message(("37255512367",), ("MyBank",), ("0011",), controls=controls)
 
 
 def test_plivo_dst_is_split_on_angle_brackets() -> None:

@@ -363,3 +363,183 @@ async def test_generic_lets_through_only_the_configured_fields(make_gateway: Gat
     status, _ = await send({"validityPeriod": 60, "templateId": "t1"}, bulkId="b1")
     assert status == 201
     assert len(recorder.seen) == 1
+
+
+# --------------------------------------------------------------------------- Vonage, Messente
+
+EE_BARE = EE[1:]
+FORM = "application/x-www-form-urlencoded"
+JSON = "application/json"
+
+
+async def _vendor_gateway(make_gateway: GatewayFactory, vendors, provider: str, path: str, **route: Any):
+    recorder = Recorder()
+    vendor = await vendors(recorder)
+    doc = copy.deepcopy(DEFAULT_POLICY)
+    doc["client"][0].update(countries=["EE"])
+    doc["route"][0].update(name="send", path=path, methods=["GET", "POST"], **route)
+    gw = await make_gateway(
+        vendor.base_url, settings={"upstream": {"provider": provider}}, policies={"default": doc}
+    )
+    return gw, recorder
+
+
+VONAGE_SMS = {"to": EE_BARE, "from": "MyBank", "text": "hi"}
+VONAGE_MSG = {"message_type": "text", "channel": "sms", "to": EE_BARE, "from": "MyBank", "text": "hi"}
+OMNI = {"to": EE, "messages": [{"channel": "sms", "sender": "MyBank", "text": "hi"}]}
+LEGACY = {"to": EE, "from": "MyBank", "text": "hi"}
+
+
+@pytest.mark.parametrize(
+    ("provider", "path", "content_type", "body", "status", "detail"),
+    [
+        (
+            "vonage",
+            "/sms/json",
+            FORM,
+            {**VONAGE_SMS, "callback": "https://a.example/"},
+            403,
+            "callback_url:callback",
+        ),
+        ("vonage", "/sms/json", FORM, {**VONAGE_SMS, "protocol-id": "64"}, 403, "control:protocol-id"),
+        ("vonage", "/sms/json", FORM, {**VONAGE_SMS, "message-class": "0"}, 403, "control:message-class"),
+        ("vonage", "/sms/json", FORM, {**VONAGE_SMS, "type": "binary", "body": "00"}, 403, "control:type"),
+        (
+            "vonage",
+            "/sms/json",
+            FORM,
+            {**VONAGE_SMS, "trusted-number": "true"},
+            403,
+            "control:trusted-number",
+        ),
+        (
+            "vonage",
+            "/sms/json",
+            FORM,
+            {**VONAGE_SMS, "Callback": "https://a.example/"},
+            403,
+            "callback_url:callback",
+        ),
+        ("vonage", "/sms/json", FORM, {**VONAGE_SMS, "group": "g1"}, 400, "body:group"),
+        (
+            "vonage-messages",
+            "/v1/messages",
+            JSON,
+            {**VONAGE_MSG, "webhook_url": "https://a.example/"},
+            403,
+            "callback_url:webhook_url",
+        ),
+        (
+            "vonage-messages",
+            "/v1/messages",
+            JSON,
+            {**VONAGE_MSG, "channel": "whatsapp"},
+            403,
+            "channel:channel",
+        ),
+        (
+            "vonage-messages",
+            "/v1/messages",
+            JSON,
+            {**VONAGE_MSG, "failover": [{**VONAGE_MSG, "webhook_url": "https://a.example/"}]},
+            403,
+            "callback_url:failover/*/webhook_url",
+        ),
+        (
+            "vonage-messages",
+            "/v1/messages",
+            JSON,
+            {**VONAGE_MSG, "sms": {"pool_id": "p1"}},
+            403,
+            "control:sms/pool_id",
+        ),
+        ("vonage-messages", "/v1/messages", JSON, {**VONAGE_MSG, "sms": {"x": 1}}, 400, "body:sms/x"),
+        (
+            "messente",
+            "/v1/omnimessage",
+            JSON,
+            {**OMNI, "dlr_url": "https://a.example/"},
+            403,
+            "callback_url:dlr_url",
+        ),
+        (
+            "messente",
+            "/v1/omnimessage",
+            JSON,
+            {**OMNI, "time_to_send": "2030-01-01T00:00"},
+            403,
+            "control:time_to_send",
+        ),
+        (
+            "messente",
+            "/v1/omnimessage",
+            JSON,
+            {"to": EE, "messages": [{"channel": "whatsapp", "sender": "MyBank", "text": "hi"}]},
+            403,
+            "channel:messages/*/channel",
+        ),
+        ("messente", "/v1/omnimessage", JSON, {**OMNI, "groups": ["g1"]}, 400, "body:groups"),
+        (
+            "messente",
+            "/send_sms/",
+            FORM,
+            {**LEGACY, "dlr-url": "https://a.example/"},
+            403,
+            "callback_url:dlr-url",
+        ),
+        (
+            "messente",
+            "/send_sms/",
+            FORM,
+            {**LEGACY, "time_to_send": "1900000000"},
+            403,
+            "control:time_to_send",
+        ),
+        ("messente", "/send_sms/", FORM, {**LEGACY, "charset": "latin1"}, 403, "control:charset"),
+    ],
+)
+async def test_vonage_and_messente_control_fields_and_strangers_are_refused(
+    make_gateway: GatewayFactory,
+    vendors,
+    provider: str,
+    path: str,
+    content_type: str,
+    body: dict[str, Any],
+    status: int,
+    detail: str,
+) -> None:
+    gw, recorder = await _vendor_gateway(make_gateway, vendors, provider, path)
+    data = urlencode(body).encode() if content_type == FORM else json.dumps(body).encode()
+    response, payload = await post(gw, data, content_type=content_type, path=path)
+    assert response.status == status, payload
+    assert error_of(payload)["code"] == ("unknown_field" if status == 400 else "field_not_allowed")
+    assert recorder.seen == []
+    assert _denials(gw) == [(error_of(payload)["code"], detail)]
+    # the same request without the field goes through
+    plain = {"vonage": VONAGE_SMS, "vonage-messages": VONAGE_MSG}.get(provider) or (
+        OMNI if content_type == JSON else LEGACY
+    )
+    data = urlencode(plain).encode() if content_type == FORM else json.dumps(plain).encode()
+    response, payload = await post(gw, data, content_type=content_type, path=path)
+    assert response.status in (200, 201, 202), payload
+
+
+async def test_messente_legacy_query_takes_only_its_own_parameters(
+    make_gateway: GatewayFactory, vendors
+) -> None:
+    gw, recorder = await _vendor_gateway(make_gateway, vendors, "messente", "/send_sms/")
+    for query, code in (
+        ("dlr-url=https://a.example/", "field_not_allowed"),
+        ("DLR-URL=https://a.example/", "field_not_allowed"),
+        ("foo=1", "unknown_field"),
+    ):
+        response, payload = await post(gw, urlencode(LEGACY).encode(), path="/send_sms/", query=query)
+        assert response.status in (400, 403), payload
+        assert error_of(payload)["code"] == code
+    assert recorder.seen == []
+    gw2, recorder2 = await _vendor_gateway(
+        make_gateway, vendors, "messente", "/send_sms/", allow_fields=["validity"]
+    )
+    response, payload = await post(gw2, urlencode(LEGACY).encode(), path="/send_sms/", query="validity=60")
+    assert response.status == 201, payload
+    assert recorder2.seen[0].raw_query.startswith("validity=60")

@@ -243,10 +243,8 @@ CASES: dict[str, VendorCase] = {
 }
 NAMES = sorted(CASES)
 
-#: Declared fields the reader refuses whatever their value (a fan-out field, a text per protocol),
-#: and the reason code.
+#: Declared fields the reader refuses whatever their value (a text per protocol), and the reason code.
 NEVER: dict[tuple[str, str], str] = {
-    ("messagebird", "groupIds"): "field_not_allowed",
     ("aws-sns", "MessageStructure"): "bad_request",
 }
 

@@ -62,7 +62,7 @@ PUBLISH_FIELDS: Final = FieldTable(
         F("PhoneNumber", "recipient"),
         F("Message", "content", text=True),
         F("Subject", "content", note="email subject; SNS includes it in other deliveries"),
-        F("MessageStructure", "content", note="'json' (a text per protocol) is refused"),
+        F("MessageStructure", "content", note="'json' (a text per protocol) is not accepted"),
         F("MessageDeduplicationId", "harmless", note="FIFO topics only"),
         F("MessageGroupId", "harmless", note="FIFO topics only"),
         *(

@@ -318,12 +318,12 @@ class JsonFieldsReader:
         doc = read_json(body)
         if not isinstance(doc, dict):
             raise bad_request("the JSON body must be an object")
-        read = self.table.read_json(doc) if self.table is not None else None
         for segments, why in self._refused:
             if resolve(doc, segments, strict=False)[0]:
                 raise bad_request(why)
         if self._check is not None:
             self._check(doc)
+        read = self.table.read_json(doc) if self.table is not None else None
         texts = [t for spec in self._recipients for t in json_recipients(doc, spec, self._ints)]
         senders: list[str] = []
         default_sender = False

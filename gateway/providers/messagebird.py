@@ -44,7 +44,6 @@ SEND_FIELDS: Final = FieldTable(
         F("shortenUrls", "control", note="MessageBird rewrites links and tracks clicks"),
         F("datacoding", "harmless", note="plain, unicode or auto"),
         F("reference", "harmless", note="the client's reference, echoed in reports"),
-        F("groupIds", "control", note="contact groups: their members are not in the request; never allowed"),
     )
 )
 #: Fields that send to numbers not in the request: refused, however written.
