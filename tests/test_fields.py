@@ -95,7 +95,14 @@ async def test_an_undeclared_body_field_is_400_unknown_field(
 
 
 @pytest.mark.parametrize(
-    "query", ["Foo=%2B37255512399", "x=1;StatusCallback=https://a.example/", "api_key=k", "PageSize=50"]
+    "query",
+    [
+        "Foo=%2B37255512399",
+        "%2B37255512399=x",  # a number as the name: the audit detail names it, its digits hidden
+        "x=1;StatusCallback=https://a.example/",
+        "api_key=k",
+        "PageSize=50",
+    ],
 )
 async def test_an_undeclared_query_parameter_is_400_unknown_field(
     make_gateway: GatewayFactory, vendors, query: str

@@ -48,6 +48,7 @@ __all__ = [
     "FieldTable",
     "FormRead",
     "JsonRead",
+    "shown_name",
     "unknown_field",
 ]
 
@@ -62,6 +63,9 @@ _MESSAGE_ROLES: Final = frozenset({"recipient", "sender", "content"})
 _DETAIL_MAX: Final = 64
 _UNPRINTABLE: Final = re.compile(r"[^\x21-\x7e]")
 _INDEX: Final = re.compile(r"0|[1-9][0-9]*")
+_DIGIT: Final = re.compile(r"[0-9]")
+#: A name with this many digits or more may be a phone number: its digits are not shown.
+_NUMBER_DIGITS: Final = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,9 +104,18 @@ class Control:
     exact: bool = True
 
 
+def shown_name(name: str) -> str:
+    """A field name as the audit detail may show it: printable ASCII, cut, and with its digits
+    hidden when it holds enough of them to be a phone number (a client may put anything there)."""
+    shown = _UNPRINTABLE.sub("?", name)[:_DETAIL_MAX]
+    if sum(ch.isdigit() for ch in shown) >= _NUMBER_DIGITS:
+        shown = _DIGIT.sub("#", shown)
+    return shown
+
+
 def unknown_field(name: str, where: str = "body") -> GatewayError:
     """400 ``unknown_field``: the (sanitised, cut) name goes to the audit detail, never a value."""
-    shown = _UNPRINTABLE.sub("?", name)[:_DETAIL_MAX]
+    shown = shown_name(name)
     return refuse(
         "unknown_field",
         f"the request holds a field this route's vendor API does not declare (in the {where})",
@@ -222,7 +235,7 @@ class FieldTable:
                 if f.role not in POLICED:
                     raise bad_request(
                         f"a {f.role} field is written in a form the vendor could read differently",
-                        detail=f"field:{_UNPRINTABLE.sub('?', f.name)[:_DETAIL_MAX]}",
+                        detail=f"field:{shown_name(f.name)}",
                     )
             values[f.name].append(value)
             if f.role in POLICED:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from gateway.errors import bad_request
 from gateway.exchange import Exchange
 from gateway.providers.base import MessageReader
-from gateway.providers.fields import FieldPolicy
+from gateway.providers.fields import Control, FieldPolicy
 from gateway.providers.forms import check_name, field_base, query_names
 from gateway.redaction import Redactor
 
@@ -46,7 +46,7 @@ class ReadMessage:
         assert ex.body is not None
         content_type = request.headers.get("Content-Type", "")
         parse_request = getattr(reader, "parse_request", None)
-        query_controls: tuple = ()
+        query_controls: tuple[Control, ...] = ()
         if parse_request is not None:  # the vendor reads message fields from the query too
             message = parse_request(raw_query, ex.body, content_type)
         else:
