@@ -25,6 +25,8 @@ REASONS: Final[Mapping[str, int]] = MappingProxyType(
         "unauthenticated": 401,
         "forbidden": 403,
         "bad_request": 400,
+        "unknown_field": 400,
+        "field_not_allowed": 403,
         "invalid_recipient": 422,
         "destination_not_allowed": 403,
         "sender_not_allowed": 403,

@@ -73,10 +73,17 @@ class OtpCaps:
         if self._detect is None:
             return True
         message = ex.message
+        if message is None:
+            return False
+        if message.templated:
+            # Stored content (a template, a content SID): its text is not in the request, so the
+            # gateway cannot tell it is not a code; counted as an OTP send (fails closed).
+            return True
         detect = self._detect
-        return message is not None and any(
+        # Every content field, not only the text: template variables and custom codes carry codes.
+        return any(
             detect.search(text) or (not text.isascii() and detect.search(shown_as_ascii(text)))
-            for text in message.bodies
+            for text in (*message.bodies, *message.secrets)
         )
 
     def subjects(self, ex: Exchange) -> list[tuple[str, str]]:

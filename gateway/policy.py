@@ -35,7 +35,7 @@ from gateway.limits import build_limits
 from gateway.phone import CheckRecipients, DestinationPolicy
 from gateway.pipeline import Chain, Stage
 from gateway.providers import ProviderAdapter, ProviderSettings, build_adapter
-from gateway.providers.stage import ReadMessage
+from gateway.providers.stage import ReadMessage, build_field_checks
 from gateway.proxy import AnswerScrubber, CheckHopHeaders, Forward, client_query_credentials
 from gateway.redaction import Redactor
 from gateway.routing import PathTemplate, Router, RouteRequest
@@ -136,7 +136,8 @@ SEND: tuple[StageFactory, ...] = (
     lambda r, b: ClientAllowlist(),
     lambda r, b: CheckScopes(frozenset(r.scopes)) if r.scopes else None,
     lambda r, b: None if _needs_body_first(r, b) else _read_body(r, b),
-    lambda r, b: ReadMessage(b.adapter.reader(r), b.redactor),
+    lambda r, b: ReadMessage(b.adapter.reader(r), b.redactor, client_query_credentials(b.adapter)),
+    build_field_checks,
     lambda r, b: RefuseNul(),
     lambda r, b: CheckRecipients(b.redactor, b.adapter.reader(r).numbers, r.number_types),
     lambda r, b: CheckHopHeaders(),

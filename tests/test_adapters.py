@@ -13,6 +13,7 @@ from gateway.config.schema import RouteConfig
 from gateway.errors import GatewayError
 from gateway.providers import REGISTRY, ProviderSettings
 from gateway.providers.base import Message
+from gateway.providers.fields import Control
 
 FORM = "application/x-www-form-urlencoded"
 JSON = "application/json"
@@ -88,10 +89,7 @@ def refused(provider: str, path: str, body: bytes | dict[str, Any], content_type
             JSON,
             "not a JSON string",
         ),
-        # requests whose recipients the gateway cannot see, or that it cannot check
-        ("messagebird", "/messages", {"recipients": EE[1:], "groupIds": ["g1"], "body": "x"}, JSON, "groups"),
-        ("smsapi", "/sms.do", b"group=all&message=x", FORM, "groups"),
-        ("aws-sns", "/", b"Action=Publish&TopicArn=arn%3Aaws%3Asns%3Ax&Message=x", FORM, "topic"),
+        # requests the gateway cannot check (fan-out fields: tests/test_fields_spellings.py)
         (
             "aws-sns",
             "/",
@@ -166,7 +164,9 @@ def test_messente_legacy_reads_query_and_body_as_one() -> None:
 
 def test_vonage_reads_binary_body_and_text() -> None:
     msg = parse("vonage", "/sms/json", b"to=37255512367&from=MyBank&type=binary&body=0011&udh=06", FORM)
-    assert msg == Message(("37255512367",), ("MyBank",), ("0011",))
+    # binary and a user data header are control fields: the route's allow_fields decides
+    controls = (Control("type", "control", "binary"), Control("udh", "control", "06"))
+    assert msg == Message(("37255512367",), ("MyBank",), ("0011",), controls=controls)
 
 
 def test_plivo_dst_is_split_on_angle_brackets() -> None:
@@ -207,7 +207,8 @@ def test_codes_are_secrets_not_bodies() -> None:
         urlencode({"To": EE, "ContentSid": "HX1", "ContentVariables": '{"1":"123456"}'}).encode(),
         FORM,
     )
-    assert twilio.bodies == () and twilio.secrets == ('{"1":"123456"}',)
+    # the content SID is content too (logged like a body), and marks a template send
+    assert twilio.bodies == () and twilio.secrets == ("HX1", '{"1":"123456"}') and twilio.templated
     sinch = parse(
         "sinch", "/xms/v1/{plan}/batches", {"to": [EE], "body": "${code}", "parameters": {"code": {EE: "98"}}}
     )
@@ -230,7 +231,10 @@ def test_sns_sender_comes_from_the_sender_id_attribute() -> None:
             "MessageAttributes.entry.2.Value.StringValue": "MyBank",
         }
     ).encode()
-    assert parse("aws-sns", "/", body, FORM) == Message((EE,), ("MyBank",), ("hi",))
+    message = parse("aws-sns", "/", body, FORM)
+    assert (message.recipients, message.senders, message.bodies) == ((EE,), ("MyBank",), ("hi",))
+    # the SMS type is a control field, for the route's allow_fields
+    assert [c.name for c in message.controls] == ["MessageAttributes/AWS.SNS.SMS.SMSType"]
     unsigned = parse(
         "aws-sns", "/", urlencode({"Action": "Publish", "PhoneNumber": EE, "Message": "x"}).encode(), FORM
     )

@@ -22,6 +22,7 @@ import pytest
 
 from gateway.providers import REGISTRY, ProviderSettings
 from gateway.providers.base import Message
+from gateway.providers.fields import CHANNEL, Control
 from tests.conftest import (
     CLIENT_PASSWORD,
     CLIENT_USER,
@@ -149,7 +150,7 @@ async def test_twilio_verify_sdk(make_gateway: GatewayFactory, vendor: Vendor, p
     assert started.status == "pending" and checked.status == "approved"
     start_seen, check_seen = vendor.received
     assert read_back("twilio", "/v2/Services/{service}/Verifications", start_seen) == Message(
-        (EE,), default_sender=True, secrets=("482915",)
+        (EE,), default_sender=True, secrets=("482915",), controls=(Control("Channel", CHANNEL, "sms"),)
     )
     assert read_back("twilio", "/v2/Services/{service}/VerificationCheck", check_seen) == Message(
         (EE,), default_sender=True, secrets=("482915",)
@@ -196,7 +197,10 @@ async def test_vonage_messages_sdk(make_gateway: GatewayFactory, vendor: Vendor,
     )
     (seen,) = vendor.received
     message = read_back("vonage-messages", "/v1/messages", seen)
-    assert message == Message((EE[1:], LV[1:]), ("MyBank", "MyBank"), ("first try", "second try"))
+    channels = (Control("channel", CHANNEL, "sms"), Control("failover/*/channel", CHANNEL, "sms"))
+    assert message == Message(
+        (EE[1:], LV[1:]), ("MyBank", "MyBank"), ("first try", "second try"), controls=channels
+    )
     assert request_record(gw)["recipients"] == ["+3725****67", "+3712****45"]
     assert outcome(gw)["vendor_message_id"] == answer.message_uuid
 
@@ -209,20 +213,33 @@ async def test_messente_omnimessage_sdk(
 ) -> None:
     import messente_api
 
-    gw = await open_gateway(make_gateway, vendor, "messente", [route("omni", "/v1/omnimessage")])
-    conf = messente_api.Configuration(host=gw.base + "/v1", username=CLIENT_USER, password=CLIENT_PASSWORD)
-    conf.ssl_ca_cert = str(pki["ca"])
-    api = messente_api.OmnimessageApi(messente_api.ApiClient(conf))
+    # Viber is another channel (other prices): the route must name it in channels.
+    omni_route = route("omni", "/v1/omnimessage")
     sms = messente_api.SMS(sender="MyBank", text="hello messente")
     viber = messente_api.Viber(sender="MyBank", text="hello viber")
     omni = messente_api.Omnimessage(
         to=EE,
         messages=[messente_api.OmnimessageMessagesInner(viber), messente_api.OmnimessageMessagesInner(sms)],
     )
-    answer = await in_thread(lambda: api.send_omnimessage(omni))
+
+    def api(gw: Gateway) -> Any:
+        conf = messente_api.Configuration(
+            host=gw.base + "/v1", username=CLIENT_USER, password=CLIENT_PASSWORD
+        )
+        conf.ssl_ca_cert = str(pki["ca"])
+        return messente_api.OmnimessageApi(messente_api.ApiClient(conf))
+
+    sms_only = await open_gateway(make_gateway, vendor, "messente", [omni_route])
+    with pytest.raises(messente_api.exceptions.ForbiddenException) as refused:
+        await in_thread(lambda: api(sms_only).send_omnimessage(omni))
+    assert json.loads(refused.value.body)["error"]["code"] == "field_not_allowed"
+    assert vendor.received == []
+    gw = await open_gateway(make_gateway, vendor, "messente", [{**omni_route, "channels": ["sms", "viber"]}])
+    answer = await in_thread(lambda: api(gw).send_omnimessage(omni))
     (seen,) = vendor.received
+    channels = tuple(Control("messages/*/channel", CHANNEL, c) for c in ("viber", "sms"))
     assert read_back("messente", "/v1/omnimessage", seen) == Message(
-        (EE,), ("MyBank", "MyBank"), ("hello viber", "hello messente")
+        (EE,), ("MyBank", "MyBank"), ("hello viber", "hello messente"), controls=channels
     )
     assert outcome(gw)["vendor_message_id"] == answer.omnimessage_id
 

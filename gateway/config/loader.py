@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ValidationError
@@ -36,6 +36,9 @@ from gateway.config.schema import (
 from gateway.routing import overlap_example, route_shape
 from gateway.seal import seal_key_problem
 from gateway.webhooks.config import check_routes as webhook_problems
+
+if TYPE_CHECKING:
+    from gateway.providers.fields import FieldTable
 
 ONE_YEAR_S = 31536000
 
@@ -510,9 +513,11 @@ def _provider_checks(config: Config, file: str) -> list[Problem]:
         if route.kind == "webhook":
             continue
         try:
-            adapter.reader(route)
+            reader = adapter.reader(route)
         except ValueError as exc:
             problems.append(Problem(where.file, f"{where.key}.path", str(exc)))
+            continue
+        problems.extend(_field_checks(config, route, getattr(reader, "table", None), where))
     kind = s.upstream.credentials.type
     if s.upstream.provider == "aws-sns" and kind != "aws-sigv4":
         problems.append(
@@ -537,6 +542,49 @@ def _provider_checks(config: Config, file: str) -> list[Problem]:
                 )
             )
     return problems
+
+
+def _field_checks(
+    config: Config, route: RouteConfig, table: FieldTable | None, where: Located
+) -> list[Problem]:
+    """``allow_fields`` must name control or callback fields the route's reader declares; a
+    callback field needs ``server.public_url`` and a webhook route for the vendor to call."""
+    problems: list[Problem] = []
+    if table is None:
+        if route.allow_fields:
+            problems.append(
+                Problem(where.file, f"{where.key}.allow_fields", "this route's reader declares no fields")
+            )
+        return problems
+    callbacks = {_display_name(f.name) for f in table.fields if f.role == "callback_url"}
+    for i, name in enumerate(route.allow_fields):
+        key = f"{where.key}.allow_fields[{i}]"
+        if name.lstrip("/") not in table.control_names:
+            known = ", ".join(sorted(table.control_names)) or "none"
+            problems.append(
+                Problem(
+                    where.file,
+                    key,
+                    f"{name!r} is not a control or callback field of this route's vendor API "
+                    f"(known: {known})",
+                )
+            )
+        elif name.lstrip("/") in callbacks:
+            webhooks = [r for r in config.routes if r.kind == "webhook"]
+            if not config.settings.server.public_url or not webhooks:
+                problems.append(
+                    Problem(
+                        where.file,
+                        key,
+                        f"{name!r} is a callback URL: it may only name this gateway's own callback route, "
+                        "so it needs server.public_url and a webhook route",
+                    )
+                )
+    return problems
+
+
+def _display_name(name: str) -> str:
+    return name[1:] if name.startswith("/") else name
 
 
 def _route_overlaps(config: Config) -> list[Problem]:

@@ -802,6 +802,19 @@ class RouteConfig(Model):
     signing_secret: SecretStr | None = None
     forward_to: str = ""
     webhook: WebhookOptions | None = None  # [route.webhook]: checked per scheme in gateway/webhooks/config.py
+    #: Control and callback-URL fields of the vendor API this route lets through (names as in the
+    #: README's vendor tables); checked against the route's reader when the config loads.
+    allow_fields: tuple[str, ...] = ()
+    #: Channels a channel field (Twilio Verify ``Channel``, ``whatsapp:`` numbers ...) may name.
+    channels: tuple[str, ...] = ("sms",)
+
+    @field_validator("channels")
+    @classmethod
+    def _channels(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for channel in value:
+            if not channel or channel != channel.strip() or channel.casefold() != channel:
+                raise ValueError(f"{channel!r}: write channel names in lower case, without spaces")
+        return value
 
     @field_validator("path")
     @classmethod

@@ -2,8 +2,11 @@
 
 ``Action`` must be ``Publish``; ``PhoneNumber`` is the recipient (E.164), ``Message`` the text, and
 the ``AWS.SNS.SMS.SenderID`` / ``AWS.MM.SMS.OriginationNumber`` message attributes the sender.
-``TopicArn`` and ``TargetArn`` fan out to subscribers that are not in the request, and
-``MessageStructure=json`` carries a different text per protocol, so both are refused.
+Every ``Publish`` parameter and every SMS message attribute is declared in :data:`PUBLISH_FIELDS`
+with its role: the price cap (``AWS.SNS.SMS.MaxPrice``) and the SMS type are control fields, and
+any other attribute name is refused. ``TopicArn`` and ``TargetArn`` fan out to subscribers that are
+not in the request, and ``MessageStructure=json`` carries a different text per protocol, so both
+are refused.
 
 boto3 signs its request with SigV4: the access key id is the client's gateway-issued username
 and the secret key its password (``[[client.basic]] password``). The gateway checks that
@@ -15,39 +18,80 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import TYPE_CHECKING, Final
 
-from gateway.errors import bad_request
+from gateway.errors import GatewayError, bad_request
 from gateway.providers.base import E164, Message, NumberRule, Provider, UpstreamTarget
-from gateway.providers.forms import Role, field_base, form_fields, read_form
+from gateway.providers.fanout import FanOut
+from gateway.providers.fields import Field, FieldTable, unknown_field
+from gateway.providers.forms import field_base, read_form
 from gateway.providers.slots import BASIC, SigV4Slot
 
 if TYPE_CHECKING:
     from gateway.config.schema import RouteConfig
     from gateway.routing import PathTemplate
 
-__all__ = ["PROVIDER", "PublishReader", "SnsAdapter"]
+__all__ = ["ATTRIBUTE_FIELDS", "FANOUT", "PROVIDER", "PUBLISH_FIELDS", "PublishReader", "SnsAdapter"]
 
-_WANTED: Final[tuple[tuple[str, Role, bool], ...]] = (
-    ("Action", "body", False),
-    ("PhoneNumber", "recipient", False),
-    ("Message", "body", False),
-    ("Subject", "body", False),
-    ("MessageStructure", "body", False),
-    ("TopicArn", "recipient", True),
-    ("TargetArn", "recipient", True),
+F = Field
+#: Where the SMS message attributes are declared in :data:`PUBLISH_FIELDS` (and named in a
+#: route's ``allow_fields``): ``MessageAttributes/AWS.SNS.SMS.MaxPrice``.
+ATTRIBUTES_AT: Final = "MessageAttributes/"
+#: The message attributes SNS reads for SMS (docs: "Publishing to a mobile phone"), by name.
+ATTRIBUTE_FIELDS: Final = FieldTable(
+    (
+        F("AWS.SNS.SMS.SenderID", "sender", note="the alphanumeric sender"),
+        F("AWS.MM.SMS.OriginationNumber", "sender", note="the number sent from"),
+        F("AWS.SNS.SMS.MaxPrice", "control", note="the price cap per message, in USD"),
+        F(
+            "AWS.SNS.SMS.SMSType",
+            "control",
+            safe=frozenset({"promotional"}),
+            note="'Transactional' is routed for reliability and can cost more",
+        ),
+        F("AWS.MM.SMS.EntityId", "harmless", note="India DLT entity id"),
+        F("AWS.MM.SMS.TemplateId", "harmless", note="India DLT template id"),
+    )
+)
+#: ``Publish`` (botocore ``sns/2010-03-31`` ``PublishInput``), and the SMS message attributes.
+PUBLISH_FIELDS: Final = FieldTable(
+    (
+        F("Action", "harmless", note="must be Publish"),
+        F("Version", "harmless"),
+        F("PhoneNumber", "recipient"),
+        F("Message", "content", text=True),
+        F("Subject", "content", note="email subject; SNS includes it in other deliveries"),
+        F("MessageStructure", "content", note="'json' (a text per protocol) is not accepted"),
+        F("MessageDeduplicationId", "harmless", note="FIFO topics only"),
+        F("MessageGroupId", "harmless", note="FIFO topics only"),
+        *(
+            replace(f, name=f"/{ATTRIBUTES_AT}{f.name}", note=f"message attribute: {f.note}")
+            for f in ATTRIBUTE_FIELDS.fields
+        ),
+    )
+)
+#: Fields that publish to subscribers not in the request: refused, however written.
+FANOUT: Final = FanOut(
+    {
+        "TopicArn": "publishing to a topic is not supported: its subscribers cannot be checked",
+        "TargetArn": "publishing to an endpoint is not supported: its subscribers cannot be checked",
+    }
 )
 _ATTRIBUTE: Final = re.compile(
     r"MessageAttributes\.entry\.([1-9][0-9]{0,2})\.(Name|Value\.DataType|Value\.StringValue|Value\.BinaryValue)"
 )
-_SENDER_ATTRIBUTES: Final = frozenset({"AWS.SNS.SMS.SenderID", "AWS.MM.SMS.OriginationNumber"})
+_SENDERS: Final = tuple(f.name for f in ATTRIBUTE_FIELDS.fields if f.role == "sender")
 
 
-def _attributes(pairs: list[tuple[str, str]]) -> dict[str, str]:
-    """``MessageAttributes.entry.N.*`` as {name: string value}; anything unexpected is refused."""
+def _attributes(pairs: list[tuple[str, str]]) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """The request's own parameters, and its ``MessageAttributes.entry.N.*`` as (name, string
+    value) pairs; anything unexpected is refused."""
+    params: list[tuple[str, str]] = []
     entries: dict[str, dict[str, str]] = {}
     for name, value in pairs:
         if field_base(name) != "messageattributes":
+            params.append((name, value))
             continue
         match = _ATTRIBUTE.fullmatch(name)
         if match is None:
@@ -56,42 +100,55 @@ def _attributes(pairs: list[tuple[str, str]]) -> dict[str, str]:
         if match[2] in entry:
             raise bad_request("a message attribute field appears more than once")
         entry[match[2]] = value
-    out: dict[str, str] = {}
+    attributes: list[tuple[str, str]] = []
     for entry in entries.values():
         key = entry.get("Name")
-        if key is None or key in out:
-            raise bad_request("a message attribute has no name, or appears more than once")
-        out[key] = entry.get("Value.StringValue", "")
-    return out
+        if key is None:
+            raise bad_request("a message attribute has no name")
+        if "Value.BinaryValue" in entry:
+            raise bad_request("an SMS message attribute is a string, not a binary value")
+        attributes.append((key, entry.get("Value.StringValue", "")))
+    return params, attributes
 
 
 class PublishReader:
     __slots__ = ()
 
-    fields: frozenset[str] = frozenset(name.casefold() for name, _, _ in _WANTED) | {"messageattributes"}
+    table: FieldTable = PUBLISH_FIELDS
+    fields: frozenset[str] = PUBLISH_FIELDS.message_names | {"messageattributes"}
     numbers: NumberRule = E164
 
     def parse(self, body: bytes, content_type: str) -> Message:
         pairs = read_form(body, content_type)
-        fields = form_fields(pairs, _WANTED)
+        FANOUT.check_form(pairs)
+        params, attribute_pairs = _attributes(pairs)
+        read = PUBLISH_FIELDS.read_form(params)
+        fields = read.values
+        try:
+            attributes = ATTRIBUTE_FIELDS.read_form(attribute_pairs)
+        except GatewayError as exc:  # name the attribute where the table names a field
+            if exc.detail and exc.detail.startswith("body:"):
+                raise unknown_field(ATTRIBUTES_AT + exc.detail.removeprefix("body:")) from None
+            raise
         if fields["Action"] != ["Publish"]:
             raise bad_request("this route reads Action=Publish only")
-        if fields["TopicArn"] or fields["TargetArn"]:
-            raise bad_request(
-                "publishing to a topic or endpoint is not supported: its subscribers cannot be checked"
-            )
-        if fields["MessageStructure"]:
-            raise bad_request("MessageStructure is not supported: send one Message text")
+        if any(v.strip().casefold() == "json" for v in fields["MessageStructure"]):
+            raise bad_request("MessageStructure=json is not supported: send one Message text")
         phone = fields["PhoneNumber"]
         if not phone or not phone[0].strip():
             raise bad_request("the PhoneNumber field is missing or empty")
-        attributes = _attributes(pairs)
-        senders = tuple(attributes[name] for name in sorted(_SENDER_ATTRIBUTES) if attributes.get(name))
+        found = attributes.values
+        senders = tuple(v for name in _SENDERS for v in found[name] if v)
         return Message(
             recipients=(phone[0],),
             senders=senders,
-            bodies=(*fields["Message"], *fields["Subject"]),
+            bodies=tuple(fields["Message"]),
             default_sender=not senders,
+            secrets=read.secrets,  # Subject: content besides the text
+            controls=(
+                *read.controls,
+                *(replace(c, name=ATTRIBUTES_AT + c.name) for c in attributes.controls),
+            ),
         )
 
 

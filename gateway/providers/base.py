@@ -16,6 +16,7 @@ from pydantic import BaseModel
 
 if TYPE_CHECKING:
     from gateway.config.schema import RouteConfig
+    from gateway.providers.fields import Control, FieldTable
     from gateway.providers.slots import CredentialSlot
     from gateway.routing import PathTemplate
 
@@ -52,6 +53,11 @@ class Message:
     #: Ids of the verifications a check names instead of a number (Twilio ``VerificationSid``):
     #: OTP check caps count per id (an HMAC of it), as they count per number.
     verification_ids: tuple[str, ...] = ()
+    #: Policed fields present (control, callback URL, channel): the route's ``FieldPolicy`` decides.
+    controls: tuple[Control, ...] = ()
+    #: True when the request names stored content (a template or content id) whose text the gateway
+    #: cannot see: on a route with ``[route.otp]`` it counts as an OTP send.
+    templated: bool = False
 
     @property
     def sender(self) -> str | None:
@@ -93,6 +99,9 @@ class MessageReader(Protocol):
     fields: frozenset[str]
     #: How the vendor reads recipient numbers.
     numbers: NumberRule
+    #: Every field the reader lets through, with its role (``gateway/providers/fields.py``);
+    #: anything else in the body or query is refused. None only for readers not yet converted.
+    table: FieldTable | None
 
     def parse(self, body: bytes, content_type: str) -> Message:
         """Extract the message or raise ``GatewayError`` 400 ``bad_request`` (never echoing input)."""

@@ -28,11 +28,11 @@ from gateway.providers.base import (
     ProviderSettings,
     UpstreamTarget,
 )
+from gateway.providers.fields import Field, FieldTable
 from gateway.providers.forms import (
     Role,
     body_kind,
     check_text,
-    form_fields,
     json_key_fold,
     load_json_answer,
     read_form,
@@ -257,6 +257,10 @@ class JsonFieldsReader:
     ``refused`` pointers name fields the gateway cannot check (a group or topic id whose members
     are not in the request): a request holding one is refused with the reason given. ``check``
     sees the parsed document for vendor rules the pointers cannot say.
+
+    ``fields``: the vendor's whole request, declared (``gateway/providers/fields.py``). Any other
+    key is refused; recipients, senders and texts default to the table's pointers of those roles,
+    and every other content field is logged like a body.
     """
 
     __slots__ = (
@@ -270,12 +274,14 @@ class JsonFieldsReader:
         "_separator",
         "fields",
         "numbers",
+        "table",
     )
 
     def __init__(
         self,
         *,
-        recipients: Sequence[str],
+        fields: FieldTable | None = None,
+        recipients: Sequence[str] = (),
         senders: Sequence[str] = (),
         bodies: Sequence[str] = (),
         secrets: Sequence[str] = (),
@@ -285,6 +291,13 @@ class JsonFieldsReader:
         refused: Sequence[tuple[str, str]] = (),
         check: Callable[[dict[str, object]], None] | None = None,
     ) -> None:
+        if fields is not None:
+            recipients = recipients or fields.pointers("recipient")
+            senders = senders or fields.pointers("sender")
+            bodies = bodies or fields.pointers("content", text=True)
+        if not recipients:
+            raise ValueError("a JSON reader needs at least one recipient pointer")
+        self.table = fields
         self._recipients = tuple(compile_spec_path(p) for p in recipients)
         self._senders = tuple(compile_spec_path(p) for p in senders)
         self._bodies = tuple(compile_spec_path(p) for p in bodies)
@@ -298,7 +311,7 @@ class JsonFieldsReader:
             seg.folded
             for spec in (*self._recipients, *self._senders, *self._bodies, *self._secrets)
             if isinstance(seg := spec[0], _Key)
-        )
+        ) | (fields.message_names if fields is not None else frozenset())
 
     def parse(self, body: bytes, content_type: str) -> Message:
         body_kind(content_type, "json")
@@ -310,6 +323,7 @@ class JsonFieldsReader:
                 raise bad_request(why)
         if self._check is not None:
             self._check(doc)
+        read = self.table.read_json(doc) if self.table is not None else None
         texts = [t for spec in self._recipients for t in json_recipients(doc, spec, self._ints)]
         senders: list[str] = []
         default_sender = False
@@ -319,12 +333,16 @@ class JsonFieldsReader:
             default_sender = default_sender or bool(found and missing)
         bodies = [t for spec in self._bodies for t in json_strings(doc, spec, "body")[0]]
         secrets = [t for spec in self._secrets for t in json_texts(doc, spec)]
+        if read is not None:
+            secrets.extend(read.secrets)
         return Message(
             recipients=split_recipients(texts, self._separator),
             senders=tuple(senders),
             bodies=tuple(bodies),
             default_sender=default_sender or not senders,
             secrets=tuple(secrets),
+            controls=read.controls if read is not None else (),
+            templated=read.templated if read is not None else False,
         )
 
 
@@ -343,12 +361,24 @@ class GenericOptions(Model):
     body: str | None = None
     recipient_separator: str | None = None
     message_id: str | None = None
+    #: Every other field the vendor's request may hold, by name or JSON pointer, with its role
+    #: (closed by default: a field not named here or above is 400 unknown_field).
+    fields: dict[str, Literal["content", "template", "callback_url", "control", "harmless"]] = {}
+    #: Query parameters the vendor's API defines (let through as they are); any other is refused.
+    query: tuple[str, ...] = ()
 
     @field_validator("recipient", "sender", "body", "message_id")
     @classmethod
     def _path(cls, value: str | None) -> str | None:
         if value is not None:
             compile_spec_path(value)
+        return value
+
+    @field_validator("fields")
+    @classmethod
+    def _fields(cls, value: dict[str, str]) -> dict[str, str]:
+        for spec in value:
+            compile_spec_path(spec)
         return value
 
     @field_validator("recipient_separator")
@@ -365,7 +395,26 @@ class GenericOptions(Model):
                 spec = getattr(self, name)
                 if spec is not None and _form_name(compile_spec_path(spec)) is None:
                     raise KeyProblem(name, f"a form body has only top-level fields, not {spec!r}")
+        try:
+            generic_table(self)
+        except ValueError as exc:
+            raise KeyProblem("fields", str(exc)) from None
         return self
+
+
+def generic_table(options: GenericOptions) -> FieldTable:
+    """The configured fields as a table: recipient, sender and body, plus ``fields``."""
+    declared = [Field(options.recipient, "recipient", repeat=True)]
+    if options.sender is not None:
+        declared.append(Field(options.sender, "sender"))
+    if options.body is not None:
+        declared.append(Field(options.body, "content", text=True))
+    for spec, role in options.fields.items():
+        if role == "template":
+            declared.append(Field(spec, "content", template=True))
+        else:
+            declared.append(Field(spec, role))
+    return FieldTable(declared, query=[Field(name, "harmless") for name in options.query])
 
 
 # --------------------------------------------------------------------------- adapter
@@ -374,11 +423,13 @@ class GenericOptions(Model):
 class GenericReader:
     """Reads recipients, senders and texts from configured paths; refuses anything it cannot read exactly."""
 
-    __slots__ = ("_body", "_format", "_recipient", "_sender", "_separator", "fields")
+    __slots__ = ("_body", "_format", "_recipient", "_sender", "_separator", "_specs", "fields", "table")
 
     numbers: NumberRule = E164
 
     def __init__(self, options: GenericOptions) -> None:
+        self.table = generic_table(options)
+        self._specs = (options.recipient, options.sender, options.body)
         self._format = options.format
         self._separator = options.recipient_separator
         self._recipient = compile_spec_path(options.recipient)
@@ -398,6 +449,7 @@ class GenericReader:
     # JSON -----------------------------------------------------------------
 
     def _parse_json(self, doc: object) -> Message:
+        read = self.table.read_json(doc)
         texts = json_recipients(doc, self._recipient)
         senders, no_sender = json_strings(doc, self._sender, "sender")
         bodies, _ = json_strings(doc, self._body, "body")
@@ -406,26 +458,29 @@ class GenericReader:
             senders=senders,
             bodies=bodies,
             default_sender=no_sender,
+            secrets=read.secrets,
+            controls=read.controls,
+            templated=read.templated,
         )
 
     # form -----------------------------------------------------------------
 
     def _parse_form(self, pairs: list[tuple[str, str]]) -> Message:
-        recipient = self._form_field(self._recipient)
-        sender = self._form_field(self._sender) if self._sender is not None else None
-        text = self._form_field(self._body) if self._body is not None else None
-        wanted: list[tuple[str, Role, bool]] = [(recipient, "recipient", True)]
-        if sender is not None:
-            wanted.append((sender, "sender", False))
-        if text is not None:
-            wanted.append((text, "body", False))
-        fields = form_fields(pairs, wanted)
+        for segments in (self._recipient, self._sender, self._body):
+            if segments is not None:
+                self._form_field(segments)
+        read = self.table.read_form(pairs)
+        fields = read.values
+        recipient, sender, text = self._specs
         senders = tuple(fields[sender]) if sender is not None else ()
         return Message(
             recipients=split_recipients(fields[recipient], self._separator),
             senders=senders,
             bodies=tuple(fields[text]) if text is not None else (),
             default_sender=not senders,
+            secrets=read.secrets,
+            controls=read.controls,
+            templated=read.templated,
         )
 
     @staticmethod

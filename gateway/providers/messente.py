@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Final
 
 from gateway.errors import bad_request
 from gateway.providers.base import E164, Message, NumberRule, Provider, UpstreamTarget
-from gateway.providers.forms import FORM_TYPE, Role, form_fields, read_form
+from gateway.providers.fields import Field, FieldTable
+from gateway.providers.forms import FORM_TYPE, check_name, field_base, read_form
 from gateway.providers.generic import JsonFieldsReader, compile_spec_path, message_id_at
 from gateway.providers.slots import BASIC, QuerySlot
 
@@ -26,15 +27,34 @@ if TYPE_CHECKING:
     from gateway.config.schema import RouteConfig
     from gateway.routing import PathTemplate
 
-__all__ = ["PROVIDER", "MessenteAdapter", "SendSmsReader"]
+__all__ = ["LEGACY_FIELDS", "OMNIMESSAGE_FIELDS", "PROVIDER", "MessenteAdapter", "SendSmsReader"]
 
-_LEGACY: Final[tuple[tuple[str, Role, bool], ...]] = (
-    ("to", "recipient", False),
-    ("from", "sender", False),
-    ("text", "body", False),
+F = Field
+
+#: Legacy ``send_sms``: every parameter, in the query or the form body (the API merges both).
+LEGACY_FIELDS: Final = FieldTable(
+    (
+        F("to", "recipient"),
+        F("from", "sender"),
+        F("text", "content", text=True),
+        F("dlr-url", "callback_url", note="Messente calls it with delivery reports (numbers)"),
+        F("time_to_send", "control", note="scheduling: the send happens later"),
+        F("validity", "control", note="how long Messente keeps trying"),
+        F("udh", "control", note="user data header: ports, WAP push"),
+        F("mclass", "control", note="0: flash message; 2, 3: to the SIM"),
+        F(
+            "charset",
+            "control",
+            safe=frozenset({"utf-8", "utf8"}),
+            note="another one reads the text differently",
+        ),
+        F("autoconvert", "harmless", note="replaces non-GSM characters"),
+        F("text-store", "harmless", note="plaintext, nostore or sha256"),
+    )
 )
 #: Where the legacy API takes the account's credentials.
 QUERY_CREDENTIALS: Final = ("username", "password")
+_CONSUMED: Final = frozenset(QUERY_CREDENTIALS)
 
 
 class SendSmsReader:
@@ -42,7 +62,8 @@ class SendSmsReader:
 
     __slots__ = ()
 
-    fields: frozenset[str] = frozenset(name for name, _, _ in _LEGACY)
+    table: FieldTable = LEGACY_FIELDS
+    fields: frozenset[str] = LEGACY_FIELDS.message_names
     numbers: NumberRule = E164
 
     def parse(self, body: bytes, content_type: str) -> Message:
@@ -50,9 +71,12 @@ class SendSmsReader:
 
     def parse_request(self, raw_query: str, body: bytes, content_type: str) -> Message:
         pairs = read_form(raw_query.encode("utf-8"), FORM_TYPE) if raw_query else []
+        # The credentials are read (and replaced) by the gateway's query slot, never forwarded as sent.
+        pairs = [(name, value) for name, value in pairs if field_base(check_name(name)) not in _CONSUMED]
         if body:
             pairs += read_form(body, content_type)
-        fields = form_fields(pairs, _LEGACY)  # a field in both places counts as given twice
+        read = LEGACY_FIELDS.read_form(pairs)  # a field in both places counts as given twice
+        fields = read.values
         to = fields["to"]
         if not to or not to[0].strip():
             raise bad_request("the to field is missing or empty")
@@ -62,15 +86,48 @@ class SendSmsReader:
             senders=(sender[0],) if sender and sender[0] else (),
             bodies=tuple(fields["text"]),
             default_sender=not (sender and sender[0]),
+            secrets=read.secrets,
+            controls=read.controls,
         )
 
 
-OMNIMESSAGE_READER: Final = JsonFieldsReader(
-    recipients=("/to",),
-    senders=("/messages/*/sender",),
-    bodies=("/messages/*/text",),
-    numbers=E164,
+#: Omnimessage: ``to``, and the channels of its fallback chain (SMS, Viber, WhatsApp, Telegram,
+#: RCS); each message is the union of the channels' fields (messente_api models).
+OMNIMESSAGE_FIELDS: Final = FieldTable(
+    (
+        F("/to", "recipient"),
+        F("/messages/*/sender", "sender"),
+        F("/messages/*/text", "content", text=True),
+        F(
+            "/messages/*/channel",
+            "control",
+            channel=True,
+            note="sms; viber, whatsapp, telegram, rcs need channels",
+        ),
+        F("/messages/*/validity", "control", note="minutes before the next channel is tried"),
+        F("/messages/*/ttl", "control", note="seconds before the next channel is tried"),
+        F("/messages/*/udh", "control", note="user data header: ports, WAP push"),
+        F("/messages/*/autoconvert", "harmless", note="replaces non-GSM characters"),
+        F("/messages/*/image_url", "content", note="Viber: fetched and sent"),
+        F("/messages/*/button_url", "content", note="Viber: a link in the message"),
+        F("/messages/*/button_text", "content"),
+        F("/messages/*/video", "content"),
+        F("/messages/*/carousel", "content"),
+        F("/messages/*/template", "content", template=True, note="Viber or WhatsApp stored template"),
+        F("/messages/*/image", "content"),
+        F("/messages/*/audio", "content"),
+        F("/messages/*/document", "content"),
+        F("/messages/*/sticker", "content"),
+        F("/messages/*/suggestions", "content", note="RCS: links and actions"),
+        F("/messages/*/rich_card", "content"),
+        F("/messages/*/content_info", "content"),
+        F("/dlr_url", "callback_url", note="Messente posts delivery reports (numbers) there"),
+        F("/time_to_send", "control", note="scheduling: the send happens later"),
+        F("/priority", "control", note="high priority costs more"),
+        F("/text_store", "harmless", note="plaintext, nostore or sha256"),
+    )
 )
+OMNIMESSAGE_READER: Final = JsonFieldsReader(fields=OMNIMESSAGE_FIELDS, numbers=E164)
 _LEGACY_READER: Final = SendSmsReader()
 _OMNI_ID: Final = compile_spec_path("/omnimessage_id")
 

@@ -1,9 +1,12 @@
 """Plivo: ``POST /v1/Account/{auth_id}/Message/``, JSON.
 
 ``dst`` holds one or more numbers joined by ``<``; the sender is ``src`` or a ``powerpack_uuid``
-(both at once are refused, as the SDK does); ``text`` is the body, ``media_urls`` are logged like
-it. ``{auth_id}`` in the path is the client's gateway-issued id: upstream the real one goes there,
-and back in the answer the client's. Plivo reads numbers with or without ``+``.
+(both at once are refused, as the SDK does); ``text`` is the body, ``media_urls`` and the other
+content fields are logged like it. Every field ``messages.create`` sends is declared in
+:data:`SEND_FIELDS` with its role: ``url`` (the status callback) and ``message_expiry`` need the
+route's ``allow_fields``, ``type`` other than ``sms`` its ``channels``. ``{auth_id}`` in the path is
+the client's gateway-issued id: upstream the real one goes there, and back in the answer the
+client's. Plivo reads numbers with or without ``+``.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from typing import TYPE_CHECKING, Final
 
 from gateway.errors import bad_request
 from gateway.providers.base import AccountPath, NumberRule, Provider, UpstreamTarget
+from gateway.providers.fields import Field, FieldTable
 from gateway.providers.generic import JsonFieldsReader, compile_spec_path, message_id_at
 from gateway.providers.slots import BASIC
 
@@ -20,7 +24,40 @@ if TYPE_CHECKING:
     from gateway.config.schema import RouteConfig
     from gateway.routing import PathTemplate
 
-__all__ = ["PROVIDER", "PlivoAdapter"]
+__all__ = ["PROVIDER", "SEND_FIELDS", "PlivoAdapter"]
+
+
+F = Field
+
+#: ``Message`` create: every parameter plivo-python's ``messages.create`` sends.
+SEND_FIELDS: Final = FieldTable(
+    (
+        F("dst", "recipient", note="numbers joined by '<'; each is checked"),
+        F("src", "sender"),
+        F("powerpack_uuid", "sender", note="a number pool Plivo picks the sender from; instead of src"),
+        F("text", "content", text=True),
+        F("media_urls", "content", note="MMS: Plivo fetches each URL"),
+        F("media_ids", "content", note="MMS: media uploaded to Plivo before"),
+        F("template", "content", template=True, note="WhatsApp: a stored template and its values"),
+        F("interactive", "content", note="WhatsApp: buttons and lists"),
+        F("location", "content", note="WhatsApp: a place"),
+        F(
+            "type",
+            "control",
+            channel=True,
+            safe=frozenset({"sms"}),
+            note="channel: sms (the default), mms (priced per MMS), whatsapp",
+        ),
+        F("url", "callback_url", note="Plivo posts each status (numbers, units, price) there"),
+        F("method", "harmless", note="the HTTP method for url"),
+        F("message_expiry", "control", note="validity: how long Plivo keeps trying"),
+        F("log", "harmless", note="'false': Plivo keeps no copy of the text"),
+        F("trackable", "harmless"),
+        F("dlt_entity_id", "harmless", note="India DLT registration"),
+        F("dlt_template_id", "harmless", note="India DLT registration"),
+        F("dlt_template_category", "harmless", note="India DLT registration"),
+    )
+)
 
 
 def _one_sender(doc: dict[str, object]) -> None:
@@ -29,11 +66,8 @@ def _one_sender(doc: dict[str, object]) -> None:
 
 
 READER: Final = JsonFieldsReader(
-    recipients=("/dst",),
+    fields=SEND_FIELDS,
     separator="<",
-    senders=("/src", "/powerpack_uuid"),
-    bodies=("/text",),
-    secrets=("/media_urls",),
     numbers=NumberRule(bare_digits=True),
     check=_one_sender,
 )

@@ -1,8 +1,10 @@
 """SMSAPI: ``POST /sms.do``, form-encoded, ``Authorization: Bearer``.
 
 ``to`` holds one or more numbers joined by commas, ``from`` the sender, ``message`` the text;
-``param1``..``param4`` are substituted per recipient into the text and are logged like it.
-``group`` sends to a contact group whose members are not in the request, so it is refused, and
+``param1``..``param4`` are substituted per recipient into the text and are logged like it, and
+``template`` names a text stored at SMSAPI. Every other parameter of ``sms.do`` is declared in
+:data:`SEND_FIELDS` with its role; anything else is refused. ``group`` sends to a contact group whose
+members are not in the request, so it is refused under every spelling PHP would read as it, and
 so is an ``encoding`` other than UTF-8 (SMSAPI would decode the text differently). SMSAPI reads a
 number of nine digits or fewer as Polish, so bare numbers must be longer than that (or start
 with ``+``).
@@ -15,7 +17,9 @@ from typing import TYPE_CHECKING, Final
 
 from gateway.errors import bad_request
 from gateway.providers.base import Message, NumberRule, Provider, UpstreamTarget
-from gateway.providers.forms import Role, form_fields, read_form
+from gateway.providers.fanout import FanOut
+from gateway.providers.fields import Field, FieldTable
+from gateway.providers.forms import read_form
 from gateway.providers.generic import compile_spec_path, message_id_at, split_recipients
 from gateway.providers.slots import BASIC, TokenSlot
 
@@ -23,29 +27,66 @@ if TYPE_CHECKING:
     from gateway.config.schema import RouteConfig
     from gateway.routing import PathTemplate
 
-__all__ = ["PROVIDER", "SmsapiAdapter", "SmsapiReader"]
+__all__ = ["FANOUT", "PROVIDER", "SEND_FIELDS", "SmsapiAdapter", "SmsapiReader"]
 
-_PARAMS: Final = tuple(f"param{i}" for i in range(1, 5))
-_WANTED: Final[tuple[tuple[str, Role, bool], ...]] = (
-    ("to", "recipient", False),
-    ("from", "sender", False),
-    ("message", "body", False),
-    ("group", "recipient", True),
-    ("encoding", "body", False),
-    *((name, "code", False) for name in _PARAMS),
+F = Field
+_OFF: Final = frozenset({"0", "false", ""})
+
+#: ``sms.do``: every parameter smsapi-python-client, -php-client and -javascript-client send.
+SEND_FIELDS: Final = FieldTable(
+    (
+        F("to", "recipient", note="numbers joined by commas; each is checked"),
+        F("from", "sender", note="a registered sender name; empty or absent: the account's default"),
+        F("message", "content", text=True),
+        F("template", "content", template=True, note="a text stored at SMSAPI: not in the request"),
+        *(F(f"param{i}", "content", note="substituted into the text per recipient") for i in range(1, 5)),
+        F("udh", "content", note="binary message header"),
+        F("datacoding", "control", note="'bin': a binary message (udh + hex text)"),
+        F("flash", "control", safe=_OFF, note="shown on screen without being stored"),
+        F("fast", "control", safe=_OFF, note="priority delivery; SMSAPI charges 50% more"),
+        F("date", "control", note="scheduling: sent later, after the gateway's checks"),
+        F("time_restriction", "control", safe=frozenset({"follow"}), note="'ignore' sends at night"),
+        F("expiration_date", "control", note="validity: how long SMSAPI keeps trying"),
+        F("discount_group", "control", note="picks a price list"),
+        F(
+            "allow_duplicates",
+            "control",
+            safe=_OFF,
+            note="turns off SMSAPI's check against the same text to the same number",
+        ),
+        F("notify_url", "callback_url", note="SMSAPI calls it with each receipt (number, status, idx)"),
+        F("encoding", "harmless", note="only UTF-8 is accepted"),
+        F("date_validate", "harmless", note="refuse a date in the past"),
+        F("max_parts", "harmless", note="refuse a text longer than this many parts"),
+        F("skip_foreign", "harmless", note="send to Polish numbers only"),
+        F("idx", "harmless", note="the client's reference, echoed in receipts"),
+        F("check_idx", "harmless"),
+        F("nounicode", "harmless"),
+        F("normalize", "harmless", note="replaces accented letters"),
+        F("partner_id", "harmless"),
+        F("test", "harmless", note="checked by SMSAPI, not sent"),
+        F("details", "harmless", note="a longer answer"),
+        F("format", "harmless", note="'json': a JSON answer"),
+    )
+)
+#: Fields that send to numbers not in the request: refused, however written.
+FANOUT: Final = FanOut(
+    {"group": "sending to contact groups is not supported: their members cannot be checked"}
 )
 
 
 class SmsapiReader:
     __slots__ = ()
 
-    fields: frozenset[str] = frozenset(name for name, _, _ in _WANTED)
+    table: FieldTable = SEND_FIELDS
+    fields: frozenset[str] = SEND_FIELDS.message_names
     numbers: NumberRule = NumberRule(bare_digits=True, min_bare_digits=10)
 
     def parse(self, body: bytes, content_type: str) -> Message:
-        fields = form_fields(read_form(body, content_type), _WANTED)
-        if fields["group"]:
-            raise bad_request("sending to contact groups is not supported: their members cannot be checked")
+        pairs = read_form(body, content_type)
+        FANOUT.check_form(pairs)
+        read = SEND_FIELDS.read_form(pairs)
+        fields = read.values
         encoding = fields["encoding"]
         if encoding and encoding[0].lower() not in ("utf-8", "utf8"):
             raise bad_request("only the UTF-8 encoding is accepted")
@@ -55,7 +96,9 @@ class SmsapiReader:
             senders=(sender[0],) if sender and sender[0] else (),
             bodies=tuple(fields["message"]),
             default_sender=not (sender and sender[0]),
-            secrets=tuple(v for name in _PARAMS for v in fields[name]),
+            secrets=read.secrets,
+            controls=read.controls,
+            templated=read.templated,
         )
 
 

@@ -14,12 +14,14 @@ and the gateway must check the one that is sent. The reader is picked by the rou
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Final
 
 from gateway.errors import bad_request
 from gateway.providers.base import E164, AccountPath, Message, NumberRule, Provider, UpstreamTarget
-from gateway.providers.forms import Role, form_fields, load_json_answer, read_form
+from gateway.providers.fields import CHANNEL, Control, Field, FieldTable
+from gateway.providers.forms import load_json_answer, read_form
 from gateway.providers.slots import BASIC
 
 if TYPE_CHECKING:
@@ -27,40 +29,124 @@ if TYPE_CHECKING:
     from gateway.routing import PathTemplate
 
 __all__ = [
+    "CHECK_FIELDS",
+    "MESSAGES_FIELDS",
     "PROVIDER",
+    "VERIFY_FIELDS",
     "TwilioAdapter",
     "TwilioMessagesReader",
     "TwilioVerificationCheckReader",
     "TwilioVerifyReader",
 ]
 
-Wanted = tuple[tuple[str, Role, bool], ...]
+F = Field
 
-_MESSAGES: Final[Wanted] = (
-    ("To", "recipient", False),
-    ("From", "sender", False),
-    ("MessagingServiceSid", "sender", False),
-    ("Body", "body", False),
-    ("MediaUrl", "code", True),
-    ("ContentVariables", "code", False),
+#: Programmable Messaging, ``Messages.json`` create: every parameter twilio-python sends.
+MESSAGES_FIELDS: Final = FieldTable(
+    (
+        F("To", "recipient", note="a number, or channel:address (whatsapp:, messenger:, rcs:) - a channel"),
+        F("From", "sender"),
+        F(
+            "MessagingServiceSid",
+            "control",
+            note="sender pool; alone it is the sender, beside From it needs allowing",
+        ),
+        F("FallbackFrom", "sender", note="the sender used when an RCS send falls back to SMS"),
+        F("Body", "content", text=True),
+        F(
+            "MediaUrl",
+            "content",
+            repeat=True,
+            note="Twilio fetches each URL and sends it as MMS (costs more)",
+        ),
+        F("ContentSid", "content", template=True, note="a stored template: the text is not in the request"),
+        F("ContentVariables", "content", note="the template's values, often a code"),
+        F(
+            "PersistentAction",
+            "content",
+            repeat=True,
+            note="links (mailto:, geo:, tel:) shown with the message",
+        ),
+        F("StatusCallback", "callback_url", note="Twilio posts receipts, numbers and the account id there"),
+        F("ApplicationSid", "control", note="receipts go to the TwiML app's status callback URL"),
+        F("MaxPrice", "control", note="price cap"),
+        F("ValidityPeriod", "control", note="how long Twilio keeps trying"),
+        F("ForceDelivery", "control", note="reserved; bypasses Twilio's checks"),
+        F("TrafficType", "control", note="'free': the recipient does not pay (short codes)"),
+        F("ShortenUrls", "control", note="Twilio rewrites links and tracks clicks"),
+        F("ScheduleType", "control", note="scheduling"),
+        F("SendAt", "control", note="scheduling: the send happens later, after the gateway's checks"),
+        F("SendAsMms", "control", note="sends as MMS (costs more)"),
+        F(
+            "RiskCheck",
+            "control",
+            safe=frozenset({"enable"}),
+            note="'disable' turns off SMS pumping protection",
+        ),
+        F("ProvideFeedback", "harmless"),
+        F("Attempt", "harmless"),
+        F("ContentRetention", "harmless"),
+        F("AddressRetention", "harmless"),
+        F("SmartEncoded", "harmless"),
+        F("MessageIntent", "harmless"),
+    )
 )
-_VERIFY: Final[Wanted] = (
-    ("To", "recipient", False),
-    ("CustomMessage", "body", False),
-    ("CustomCode", "code", False),
+#: Verify, ``Verifications`` create.
+VERIFY_FIELDS: Final = FieldTable(
+    (
+        F("To", "recipient"),
+        F(
+            "Channel",
+            "control",
+            channel=True,
+            note="sms by default; call, whatsapp, email, sna, auto need channels",
+        ),
+        F("CustomMessage", "content", text=True),
+        F("CustomFriendlyName", "content", note="shown in the message"),
+        F("CustomCode", "content", note="the code itself"),
+        F("Amount", "content", note="PSD2: shown in the message"),
+        F("Payee", "content", note="PSD2: shown in the message"),
+        F("AppHash", "content", note="appended to the message"),
+        F("TemplateSid", "content", template=True, note="a stored template"),
+        F("TemplateCustomSubstitutions", "content", note="the template's values"),
+        F("Templates", "content", template=True, note="stored templates"),
+        F("SendDigits", "control", note="call channel: digits dialled on answer"),
+        F("ChannelConfiguration", "control", note="overrides the channel's sender, template, substitutions"),
+        F("EnableSnaClientToken", "control", note="silent network auth"),
+        F("RiskCheck", "control", safe=frozenset({"enable"}), note="'disable' turns off fraud guard"),
+        F("Locale", "harmless"),
+        F("RateLimits", "harmless", note="keys of the service's own rate limits"),
+        F("DeviceIp", "harmless", note="a fraud signal"),
+        F("Tags", "harmless"),
+    )
 )
-_CHECK: Final[Wanted] = (
-    ("To", "recipient", False),
-    ("Code", "code", False),
+#: Verify, ``VerificationCheck`` create.
+CHECK_FIELDS: Final = FieldTable(
+    (
+        F("To", "recipient"),
+        F("Code", "content", note="the code being checked"),
+        F("VerificationSid", "harmless", note="names the verification instead of To"),
+        F("Amount", "content"),
+        F("Payee", "content"),
+        F("SnaClientToken", "content", note="silent network auth token"),
+    )
 )
-
-
-def _names(wanted: Wanted) -> frozenset[str]:
-    return frozenset(name.casefold() for name, _, _ in wanted)
+#: ``whatsapp:+1...``: a channel prefix on a number (Twilio's channel addresses).
+_CHANNEL_PREFIX: Final = re.compile(r"([A-Za-z][A-Za-z0-9-]*):(.*)", re.DOTALL)
 
 
 def _one(values: list[str]) -> tuple[str, ...]:
     return (values[0],) if values else ()
+
+
+def _recipient(values: list[str]) -> tuple[str, tuple[Control, ...]]:
+    """The number Twilio dials, and the channel a ``channel:`` prefix names (checked as a channel)."""
+    if not values or not values[0].strip():
+        raise bad_request("the To field is missing or empty")
+    found = _CHANNEL_PREFIX.fullmatch(values[0])
+    if found is None:
+        return values[0], ()
+    return found[2], (Control("To", CHANNEL, found[1]),)
 
 
 class TwilioMessagesReader:
@@ -68,22 +154,32 @@ class TwilioMessagesReader:
 
     __slots__ = ()
 
-    fields: frozenset[str] = _names(_MESSAGES)
+    table: FieldTable = MESSAGES_FIELDS
+    fields: frozenset[str] = MESSAGES_FIELDS.message_names
     numbers: NumberRule = E164
 
     def parse(self, body: bytes, content_type: str) -> Message:
-        fields = form_fields(read_form(body, content_type), _MESSAGES)
-        to = fields["To"]
-        if not to or not to[0].strip():
-            raise bad_request("the To field is missing or empty")
+        read = MESSAGES_FIELDS.read_form(read_form(body, content_type))
+        fields = read.values
+        to, channel = _recipient(fields["To"])
+        service = fields["MessagingServiceSid"]
+        from_ = fields["From"]
+        controls = read.controls
+        if not (from_ and from_[0]):
+            # Alone, the messaging service is the sender, checked against the client's senders.
+            controls = tuple(c for c in controls if not (c.name == "MessagingServiceSid" and c.exact))
         # An empty From names no sender; the messaging service, if given, is then what gets checked.
-        sender = next((v[0] for v in (fields["From"], fields["MessagingServiceSid"]) if v and v[0]), None)
+        sender = next((v[0] for v in (from_, service) if v and v[0]), None)
+        senders = (sender,) if sender is not None else ()
+        senders += tuple(v for v in fields["FallbackFrom"] if v)
         return Message(
-            recipients=(to[0],),
-            senders=(sender,) if sender is not None else (),
+            recipients=(to,),
+            senders=senders,
             bodies=_one(fields["Body"]),
             default_sender=sender is None,
-            secrets=(*fields["MediaUrl"], *fields["ContentVariables"]),
+            secrets=read.secrets,
+            controls=(*channel, *controls),
+            templated=read.templated,
         )
 
 
@@ -93,19 +189,21 @@ class TwilioVerifyReader:
 
     __slots__ = ()
 
-    fields: frozenset[str] = _names(_VERIFY)
+    table: FieldTable = VERIFY_FIELDS
+    fields: frozenset[str] = VERIFY_FIELDS.message_names
     numbers: NumberRule = E164
 
     def parse(self, body: bytes, content_type: str) -> Message:
-        fields = form_fields(read_form(body, content_type), _VERIFY)
-        to = fields["To"]
-        if not to or not to[0].strip():
-            raise bad_request("the To field is missing or empty")
+        read = VERIFY_FIELDS.read_form(read_form(body, content_type))
+        fields = read.values
+        to, channel = _recipient(fields["To"])
         return Message(
-            recipients=(to[0],),
+            recipients=(to,),
             bodies=_one(fields["CustomMessage"]),
             default_sender=True,
-            secrets=_one(fields["CustomCode"]),
+            secrets=read.secrets,
+            controls=(*channel, *read.controls),
+            templated=read.templated,
         )
 
 
@@ -114,23 +212,24 @@ class TwilioVerificationCheckReader:
 
     __slots__ = ()
 
-    fields: frozenset[str] = _names(_CHECK)
+    table: FieldTable = CHECK_FIELDS
+    fields: frozenset[str] = CHECK_FIELDS.message_names
     numbers: NumberRule = E164
 
     def parse(self, body: bytes, content_type: str) -> Message:
-        pairs = read_form(body, content_type)
-        fields = form_fields(pairs, _CHECK)
-        extra = form_fields(pairs, (("VerificationSid", "recipient", False),))
+        read = CHECK_FIELDS.read_form(read_form(body, content_type))
+        fields = read.values
         if not fields["Code"]:
             raise bad_request("the Code field is missing")
         to = fields["To"]
-        if (to and not to[0].strip()) or (not to and not extra["VerificationSid"]):
+        if (to and not to[0].strip()) or (not to and not fields["VerificationSid"]):
             raise bad_request("the To field is missing or empty")
         return Message(
             recipients=_one(to),
             default_sender=True,
-            secrets=_one(fields["Code"]),
-            verification_ids=_one(extra["VerificationSid"]),
+            secrets=read.secrets,
+            controls=read.controls,
+            verification_ids=_one(fields["VerificationSid"]),
         )
 
 

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Final
 
 from gateway.errors import bad_request
 from gateway.providers.base import Message, NumberRule, Provider, UpstreamTarget
-from gateway.providers.forms import Role, form_fields, read_form
+from gateway.providers.fields import Field, FieldTable
+from gateway.providers.forms import read_form
 from gateway.providers.generic import JsonFieldsReader, compile_spec_path, message_id_at
 from gateway.providers.slots import BASIC
 
@@ -26,18 +27,44 @@ if TYPE_CHECKING:
     from gateway.config.schema import RouteConfig
     from gateway.routing import PathTemplate
 
-__all__ = ["MESSAGES_PROVIDER", "PROVIDER", "VonageAdapter", "VonageMessagesAdapter", "VonageSmsReader"]
+__all__ = [
+    "MESSAGES_FIELDS",
+    "MESSAGES_PROVIDER",
+    "PROVIDER",
+    "SMS_FIELDS",
+    "VonageAdapter",
+    "VonageMessagesAdapter",
+    "VonageSmsReader",
+]
 
 NUMBERS: Final = NumberRule(bare_digits=True)
 
-_SMS: Final[tuple[tuple[str, Role, bool], ...]] = (
-    ("to", "recipient", False),
-    ("from", "sender", False),
-    ("text", "body", False),
-    ("body", "body", False),
-    ("api_key", "code", True),
-    ("api_secret", "code", True),
-    ("sig", "code", True),
+F = Field
+
+#: ``POST /sms/json``: every parameter of the SMS API (vonage_sms ``SmsMessage``).
+SMS_FIELDS: Final = FieldTable(
+    (
+        F("to", "recipient"),
+        F("from", "sender"),
+        F("text", "content", text=True),
+        F("body", "content", text=True, note="binary messages: hex-encoded payload"),
+        F("type", "control", safe=frozenset({"text", "unicode"}), note="'binary' sends raw bytes (with udh)"),
+        F("udh", "control", note="user data header: ports, WAP push, concatenation"),
+        F("protocol-id", "control", note="e.g. silent (type 0) or SIM data download messages"),
+        F("message-class", "control", note="0: flash message; 2, 3: to the SIM"),
+        F("ttl", "control", note="how long Vonage keeps trying"),
+        F("callback", "callback_url", note="Vonage posts delivery receipts (numbers, account) there"),
+        F("account-ref", "control", note="billing sub-account"),
+        F("trusted-number", "control", note="'true' skips Fraud Defender"),
+        F("status-report-req", "harmless", note="receipts go to the account's own webhook"),
+        F("client-ref", "harmless"),
+        F("entity-id", "harmless", note="regulatory (India DLT)"),
+        F("content-id", "harmless", note="regulatory (India DLT) template id; the text is in text"),
+        F("api_key", "harmless", note="refused: a credential (HTTP Basic instead)"),
+        F("api_secret", "harmless", note="refused: a credential"),
+        F("sig", "harmless", note="refused: a signature the gateway cannot check"),
+        F("timestamp", "harmless", note="part of a signed request (with sig)"),
+    )
 )
 _CREDENTIALS: Final = ("api_key", "api_secret", "sig")
 
@@ -45,11 +72,13 @@ _CREDENTIALS: Final = ("api_key", "api_secret", "sig")
 class VonageSmsReader:
     __slots__ = ()
 
-    fields: frozenset[str] = frozenset(name for name, _, _ in _SMS)
+    table: FieldTable = SMS_FIELDS
+    fields: frozenset[str] = SMS_FIELDS.message_names
     numbers: NumberRule = NUMBERS
 
     def parse(self, body: bytes, content_type: str) -> Message:
-        fields = form_fields(read_form(body, content_type), _SMS)
+        read = SMS_FIELDS.read_form(read_form(body, content_type))
+        fields = read.values
         if any(fields[name] for name in _CREDENTIALS):
             raise bad_request(
                 "credentials belong in the Authorization header (HTTP Basic), not in the body; "
@@ -64,6 +93,8 @@ class VonageSmsReader:
             senders=(sender[0],) if sender and sender[0] else (),
             bodies=(*fields["text"], *fields["body"]),
             default_sender=not (sender and sender[0]),
+            secrets=read.secrets,
+            controls=read.controls,
         )
 
 
@@ -74,17 +105,47 @@ def _no_custom(doc: dict[str, object]) -> None:
             raise bad_request("a custom message cannot be checked; send text or media")
 
 
-_MEDIA: Final = ("image", "video", "file", "audio")
+_MEDIA: Final = ("image", "video", "audio", "file", "vcard")
 
-MESSAGES_READER: Final = JsonFieldsReader(
-    recipients=("/to", "/failover/*/to"),
-    senders=("/from", "/failover/*/from"),
-    bodies=("/text", "/failover/*/text", *(f"/{m}/caption" for m in _MEDIA)),
-    secrets=tuple(f"/{m}/url" for m in _MEDIA),
-    numbers=NUMBERS,
-    check=_no_custom,
-)
 
+def _message_fields(prefix: str) -> list[Field]:
+    """One Messages API message (SMS and MMS); the same fields in each ``failover`` message."""
+    out = [
+        F(f"{prefix}/to", "recipient"),
+        F(f"{prefix}/from", "sender"),
+        F(f"{prefix}/text", "content", text=True),
+        F(
+            f"{prefix}/channel",
+            "control",
+            channel=True,
+            note="sms; mms, whatsapp, rcs, viber, messenger need channels",
+        ),
+        F(f"{prefix}/message_type", "harmless", note="text or a media kind ('custom' is refused)"),
+        F(
+            f"{prefix}/webhook_url",
+            "callback_url",
+            note="Vonage posts status webhooks (numbers, account) there",
+        ),
+        F(f"{prefix}/ttl", "control", note="how long Vonage keeps trying"),
+        F(f"{prefix}/trusted_recipient", "control", note="'true' skips Fraud Defender"),
+        F(f"{prefix}/sms/pool_id", "control", note="number pool: a sender pool"),
+        F(f"{prefix}/sms/encoding_type", "harmless"),
+        F(f"{prefix}/sms/content_id", "harmless", note="regulatory (India DLT)"),
+        F(f"{prefix}/sms/entity_id", "harmless", note="regulatory (India DLT)"),
+        F(f"{prefix}/client_ref", "harmless"),
+        F(f"{prefix}/webhook_version", "harmless"),
+    ]
+    for media in _MEDIA:
+        out.append(F(f"{prefix}/{media}/url", "content", note="Vonage fetches it and sends it (MMS)"))
+        out.append(F(f"{prefix}/{media}/caption", "content", text=True))
+    return out
+
+
+#: ``POST /v1/messages``: a message and its failover messages (SMS and MMS fields; other
+#: channels' own objects are not declared, so they are refused).
+MESSAGES_FIELDS: Final = FieldTable((*_message_fields(""), *_message_fields("/failover/*")))
+
+MESSAGES_READER: Final = JsonFieldsReader(fields=MESSAGES_FIELDS, numbers=NUMBERS, check=_no_custom)
 _SMS_READER: Final = VonageSmsReader()
 _SMS_ID: Final = compile_spec_path("/messages/0/message-id")
 _UUID: Final = compile_spec_path("/message_uuid")
