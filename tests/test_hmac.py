@@ -130,7 +130,9 @@ async def test_requests_with_the_signer_as_auth_hook(
 
     import requests
 
-    gw = await signed_gateway(make_gateway, vendor)
+    # A vendor API that defines a query parameter (the signature covers the query too).
+    generic = {"format": "form", "recipient": "To", "sender": "From", "body": "Body", "query": ["Tag"]}
+    gw = await signed_gateway(make_gateway, vendor, upstream={"provider": "generic", "generic": generic})
     signer = Signer(HMAC_KEY_ID, HMAC_SECRET)
     form = {"To": "+37255512367", "From": "MyBank", "Body": "hello there"}
     response = await asyncio.to_thread(

@@ -19,10 +19,13 @@ async def test_message_field_in_query_string_is_refused(gateway, vendor):
     assert vendor.received == []
 
 
-async def test_other_query_parameters_pass_through(gateway, vendor):
+async def test_query_parameters_the_vendor_api_does_not_define_are_refused(gateway, vendor):
+    """Messages.json create defines no query parameter: the vendor could read a client's own."""
     response = await gateway.send(path=gateway.send_path + "?trace=abc")
-    assert response.status == 201
-    assert vendor.received[0].query == "trace=abc"
+    assert response.status == 400
+    assert vendor.received == []
+    (record,) = [r for r in gateway.audit() if r["event"] == "request"]
+    assert (record["reason"], record["detail"]) == ("unknown_field", "query:trace")
 
 
 async def test_malformed_request_line_leaves_no_trace_of_its_bytes(gateway, vendor, capfd, caplog):
