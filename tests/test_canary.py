@@ -58,6 +58,7 @@ def policies() -> dict[str, dict[str, Any]]:
         {
             "id": "remote",
             "scopes": ["sms:send"],
+            "countries": ["*"],
             "ip_allow": ["10.0.0.0/8"],
             "basic": [{"username": REMOTE_USER, "password_sha256": password_sha256}],
         },
