@@ -186,14 +186,13 @@ def _ip_change(old: Sequence[str], new: Sequence[str]) -> str:
     if not new:
         return f"dropped (was {', '.join(old)}): any address"
     added = _added_addresses(old, new)
-    return f"widened: now also {added}" if added else ""
+    return f"widened by {added}" if added else ""
 
 
 def _added_addresses(old: Iterable[str], new: Iterable[str]) -> str:
-    """The CIDRs in ``new`` that ``old`` did not cover, as text; empty when none."""
+    """The entries of ``new`` that reach beyond everything ``old`` covered, as text; empty when none."""
     before = netaddr.IPSet(old)
-    extra = netaddr.IPSet(new) - before
-    return ", ".join(str(cidr) for cidr in extra.iter_cidrs())
+    return ", ".join(cidr for cidr in new if not netaddr.IPSet([cidr]).issubset(before))
 
 
 def _rates_change(old: Sequence[str], new: Sequence[str]) -> str:
