@@ -21,6 +21,7 @@ from gateway.config import Config, ConfigError, load_config, parse_listen
 from gateway.config.schema import HMACKeyConfig
 from gateway.keygen import basic_credential, hmac_key_lines, random_token, sdk_username
 from gateway.review import add_audit_parser
+from gateway.weakening import Weakening, weakenings
 
 
 def _configure_logging(level: str) -> None:
@@ -53,10 +54,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     as ``policy_weakened``) is printed on stdout; that is a warning too, and exits 0.
     """
     config = _load(args.config)
-    weakened = []
+    weakened: list[Weakening] = []
     if args.against:
-        from gateway.weakening import weakenings
-
         try:
             old = load_config(args.against)
         except ConfigError as exc:
