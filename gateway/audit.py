@@ -51,6 +51,7 @@ LIFECYCLE_EVENTS = frozenset(
         "audit_purged",
         "certificate_reloaded",
         "config_rejected",
+        "policy_weakened",
         "gateway_stopped",
     }
 )

@@ -26,6 +26,7 @@ from gateway.init import add_init_parser
 from gateway.keygen import basic_credential, basic_lines, hmac_key_lines, random_token, sdk_username
 from gateway.oplog import configure as configure_oplog
 from gateway.review import add_audit_parser
+from gateway.weakening import Weakening, weakenings
 
 
 def _configure_logging(level: str, fmt: str = "text") -> None:
@@ -48,13 +49,34 @@ def _load(path: str) -> Config:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    """Exit 2 on any problem; warnings are printed on stderr and still exit 0."""
+    """Exit 2 on any problem (in either config); warnings are printed on stderr and still exit 0.
+
+    With ``--against OLD``, each way the config loosens OLD (what a reload from OLD would record
+    as ``policy_weakened``) is printed on stdout; that is a warning too, and exits 0.
+    """
     config = _load(args.config)
+    weakened: list[Weakening] = []
+    if args.against:
+        try:
+            old = load_config(args.against)
+        except ConfigError as exc:
+            for problem in exc.problems:
+                print(problem, file=sys.stderr)
+            print(
+                f"{len(exc.problems)} problem(s) in --against {args.against}; nothing compared.",
+                file=sys.stderr,
+            )
+            return 2
+        weakened = weakenings(old, config)
+        for weakening in weakened:
+            print(weakening)
     for warning in config.warnings:
         print(warning.as_warning(), file=sys.stderr)
     counts = f"{len(config.clients)} clients, {len(config.routes)} routes"
     if config.warnings:
         counts += f", {len(config.warnings)} warning(s)"
+    if args.against:
+        counts += f", {len(weakened)} weakening(s) against {args.against}"
     print(f"{args.config}: OK ({counts})")
     return 0
 
@@ -395,6 +417,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check-config", help="validate a config and its policies; exit 2 on any problem")
     p.add_argument("-c", "--config", required=True)
+    p.add_argument(
+        "--against",
+        metavar="OLD",
+        help="also list every way the config loosens OLD (the config it replaces); still exit 0",
+    )
     p.set_defaults(func=cmd_check_config)
 
     p = sub.add_parser("demo", help="run the sandbox vendor and a gateway in front of it")

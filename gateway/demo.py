@@ -142,6 +142,7 @@ dir = "policies"
 id = "demo-app"
 scopes = ["sms:send"]
 countries = ["EE", "LV", "LT", "FI", "US", "GB", "DE"]
+rate_limits = ["60/minute", "1000/day"]
 
 [[client.basic]]
 username = "{DEMO_CLIENT_USER}"

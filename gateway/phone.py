@@ -14,12 +14,21 @@ from dataclasses import dataclass
 import phonenumbers
 from phonenumbers import PhoneMetadata, phonenumberutil
 
+from gateway.config.schema import NON_GEOGRAPHIC_CODES
 from gateway.errors import GatewayError, invalid_recipient, refuse
 from gateway.exchange import Exchange
 from gateway.providers.base import E164, NumberRule
 from gateway.redaction import Redactor
 
-__all__ = ["NUMBER_TYPES", "CheckRecipients", "Destination", "DestinationPolicy", "parse_recipient"]
+__all__ = [
+    "ANY_COUNTRY",
+    "NON_GEOGRAPHIC_CODES",
+    "NUMBER_TYPES",
+    "CheckRecipients",
+    "Destination",
+    "DestinationPolicy",
+    "parse_recipient",
+]
 
 _E164 = re.compile(r"\+[1-9][0-9]{6,14}", re.ASCII)
 _BARE = re.compile(r"[1-9][0-9]{6,14}", re.ASCII)
@@ -42,6 +51,9 @@ NUMBER_TYPES: dict[str, int] = {
 _TYPE_NAMES = {value: name for name, value in NUMBER_TYPES.items()}
 _REGION = re.compile(r"[A-Z]{2}", re.ASCII)
 _COUNTRY_CODE = re.compile(r"[A-Za-z]{2}", re.ASCII)
+
+#: ``countries = ["*"]``: every geographic country, said in as many words.
+ANY_COUNTRY = "*"
 _CHANNEL_PREFIXES = ("sms:", "whatsapp:", "tel:")
 _MAX_RAW = 64  # far above any real address; bounds the work done on hostile input
 
@@ -53,6 +65,8 @@ class Destination:
     region: str | None
     #: phonenumbers' type name (``mobile``, ``premium_rate``, ...).
     type: str = "unknown"
+    #: A non-geographic number's calling code (``"+881"``); ``None`` for a number in a country.
+    network: str | None = None
 
 
 def _strip_channel(text: str) -> str:
@@ -86,10 +100,16 @@ def parse_recipient(raw: str, rule: NumberRule = E164) -> Destination:
     if number_type == _UNKNOWN:  # what phonenumbers.is_valid_number answers False for
         raise invalid_recipient()
     e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
-    # Non-geographic numbers ("001") and unknown ones ("ZZ") have no country to allow or deny.
+    # Non-geographic numbers ("001") and unknown ones ("ZZ") have no country to allow or deny;
+    # the former are allowed by their calling code instead.
+    network = None
+    if region == phonenumberutil.REGION_CODE_FOR_NON_GEO_ENTITY:
+        network = f"+{number.country_code}"
     if region is None or region == "ZZ" or not _REGION.fullmatch(region):
         region = None
-    return Destination(raw=raw, e164=e164, region=region, type=_TYPE_NAMES.get(number_type, "unknown"))
+    return Destination(
+        raw=raw, e164=e164, region=region, type=_TYPE_NAMES.get(number_type, "unknown"), network=network
+    )
 
 
 _UNKNOWN = phonenumbers.PhoneNumberType.UNKNOWN
@@ -122,18 +142,40 @@ def classify(number: phonenumbers.PhoneNumber) -> tuple[str | None, int]:
 
 
 class DestinationPolicy:
-    """A client's allowed countries and sender IDs; empty means any, so policies opt in to limits."""
+    """A client's allowed destinations and sender IDs.
 
-    __slots__ = ("countries", "senders")
+    Destinations are closed by default: no ``countries`` allows no recipient at all. ``"*"``
+    allows every country; non-geographic numbers (satellite, international networks) pass only
+    where their calling code is named (``"+881"``), never through ``"*"``. Senders: empty means any.
+    """
+
+    __slots__ = ("any_country", "countries", "networks", "senders")
 
     def __init__(self, countries: Iterable[str] = (), senders: Iterable[str] = ()) -> None:
         normalised: set[str] = set()
+        networks: set[str] = set()
+        any_country = False
         for code in countries:
-            if not isinstance(code, str) or not _COUNTRY_CODE.fullmatch(code):
-                raise ValueError(f"country {code!r} is not an ISO 3166 alpha-2 code (two letters A-Z)")
-            normalised.add(code.upper())
+            if code == ANY_COUNTRY:
+                any_country = True
+            elif isinstance(code, str) and code in NON_GEOGRAPHIC_CODES:
+                networks.add(code)
+            elif not isinstance(code, str) or not _COUNTRY_CODE.fullmatch(code):
+                raise ValueError(
+                    f"country {code!r} is not an ISO 3166 alpha-2 code (two letters A-Z), '*', "
+                    f"or a non-geographic calling code ({', '.join(sorted(NON_GEOGRAPHIC_CODES))})"
+                )
+            else:
+                normalised.add(code.upper())
+        self.any_country = any_country
         self.countries: frozenset[str] = frozenset(normalised)
+        self.networks: frozenset[str] = frozenset(networks)
         self.senders: frozenset[str] = frozenset(senders)
+
+    def allows(self, dest: Destination) -> bool:
+        if dest.region is None:
+            return dest.network is not None and dest.network in self.networks
+        return self.any_country or dest.region in self.countries
 
     def check(
         self, destinations: Sequence[Destination], senders: Sequence[str], default_sender: bool = False
@@ -142,13 +184,20 @@ class DestinationPolicy:
 
         With an allowlist of senders, a message that names none (the vendor's default) is refused too.
         """
-        if self.countries:
-            for position, dest in enumerate(destinations, start=1):
-                if dest.region is None or dest.region not in self.countries:
+        for position, dest in enumerate(destinations, start=1):
+            if not self.allows(dest):
+                if dest.network is not None:
                     raise refuse(
                         "destination_not_allowed",
-                        f"the destination country of recipient {position} is not allowed for this client",
+                        f"recipient {position} is a non-geographic number (satellite or international "
+                        f"network, {dest.network}); allowed only where the client's countries name "
+                        f"{dest.network}",
+                        detail=f"non_geographic:{dest.network}",
                     )
+                raise refuse(
+                    "destination_not_allowed",
+                    f"the destination country of recipient {position} is not allowed for this client",
+                )
         if self.senders and (default_sender or not senders or any(s not in self.senders for s in senders)):
             raise refuse("sender_not_allowed", "sender ID is not allowed for this client")
 

@@ -43,6 +43,7 @@ from gateway.policy import build_policy
 from gateway.reload import restart_problems
 from gateway.services import Services
 from gateway.transport import ReloadableServerTLS, security_headers
+from gateway.weakening import weakenings
 
 log = logging.getLogger("smsgw")
 
@@ -144,6 +145,7 @@ class Running:
                     [Problem(str(self.config.path), "", f"could not be applied ({type(exc).__name__})")]
                 )
             self.gateway.policy = policy  # from the next request on
+            weakened = weakenings(self.config, new)
             self.config = new
             self.generation += 1
             self.config_sha256 = config_sha256(new)
@@ -159,8 +161,17 @@ class Running:
                 )
                 if self.tls is not None:
                     audit.event("certificate_reloaded", ok=True)
+                if weakened:
+                    audit.event(
+                        "policy_weakened",
+                        trigger="reload",
+                        generation=self.generation,
+                        weakened=[w.as_record() for w in weakened],
+                    )
             for warning in new.warnings:
                 log.warning("%s", warning.as_warning())
+            for weakening in weakened:
+                log.warning("reload weakens the policy: %s", weakening)
             self.services.metrics.reload(True)
             self.services.metrics.config_loaded(self.generation)
             log.info("config reloaded: generation %d, sha256 %s", self.generation, self.config_sha256[:16])

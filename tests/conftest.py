@@ -141,6 +141,7 @@ DEFAULT_POLICY: dict[str, Any] = {
         {
             "id": "billing",
             "scopes": ["sms:send"],
+            "countries": ["*"],
             "basic": [
                 {
                     "username": CLIENT_USER,

@@ -43,6 +43,7 @@ from tests.conftest import (
     deep_merge,
     error_of,
     free_port,
+    policy,
     start_vendor,
 )
 
@@ -58,6 +59,7 @@ def policies() -> dict[str, dict[str, Any]]:
         {
             "id": "remote",
             "scopes": ["sms:send"],
+            "countries": ["*"],
             "ip_allow": ["10.0.0.0/8"],
             "basic": [{"username": REMOTE_USER, "password_sha256": password_sha256}],
         },
@@ -310,13 +312,18 @@ def relink(lines: list[str], key: bytes | None = None) -> list[int]:
     return broken
 
 
+#: The default policy with a rate limit, so that no config_warning joins the events listed below.
+LIMITED = policy(client={"rate_limits": ["600/minute"]})
+
+
 async def send_a_few(gw: Gateway) -> None:
     assert (await gw.send()).status == 201
     assert (await gw.send({"To": "12345", "From": "MyBank", "Body": "x"})).status == 422
     assert (await gw.send(auth=basic(CLIENT_USER, "nope"))).status == 401
 
 
-async def test_audit_chain_links_and_shows_an_edit(gateway: Gateway) -> None:
+async def test_audit_chain_links_and_shows_an_edit(make_gateway: GatewayFactory, vendor: Vendor) -> None:
+    gateway = await make_gateway(vendor.base_url, policies=LIMITED)
     await send_a_few(gateway)
     path = gateway.folder / "logs" / "audit.jsonl"
     lines = path.read_text().splitlines()
@@ -343,10 +350,10 @@ async def test_audit_chain_with_a_key_and_across_a_restart(
     key_file.chmod(0o600)
     settings = {"logging": {"chain_key": f"file:{key_file}"}}
     folder = tmp_path / "gw"
-    first = await make_gateway(vendor.base_url, settings=settings, folder=folder)
+    first = await make_gateway(vendor.base_url, settings=settings, policies=LIMITED, folder=folder)
     await send_a_few(first)
     await first.running.stop()
-    second = await make_gateway(vendor.base_url, settings=settings, folder=folder)
+    second = await make_gateway(vendor.base_url, settings=settings, policies=LIMITED, folder=folder)
     assert (await second.send()).status == 201
 
     lines = (folder / "logs" / "audit.jsonl").read_text().splitlines()

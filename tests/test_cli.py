@@ -44,8 +44,23 @@ from tests.conftest import (
     basic,
     client_ssl,
     free_port,
-    write_config,
+    policy,
 )
+from tests.conftest import write_config as write_any_config
+
+#: The default policy with a rate limit on its client (a client without one is a warning).
+LIMITED = policy(client={"rate_limits": ["600/minute"]})
+
+
+def write_config(
+    folder: Path,
+    pki: dict[str, Path],
+    vendor_url: str,
+    settings: dict[str, Any] | None = None,
+    policies: dict[str, dict[str, Any]] | None = None,
+) -> Path:
+    return write_any_config(folder, pki, vendor_url, settings, LIMITED if policies is None else policies)
+
 
 _SCRIPT = Path(sys.executable).with_name("smsgw")
 #: The console script when it is installed next to this interpreter, else ``python -m gateway``.

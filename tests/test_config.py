@@ -66,7 +66,8 @@ def hook(**changes: Any) -> dict[str, Any]:
 
 
 def client(**changes: Any) -> dict[str, Any]:
-    return {**copy.deepcopy(DEFAULT_POLICY["client"][0]), **changes}
+    """DEFAULT_POLICY's client with a rate limit (a client without one is a warning)."""
+    return {**copy.deepcopy(DEFAULT_POLICY["client"][0]), "rate_limits": ["600/minute"], **changes}
 
 
 def policy(routes: list[dict[str, Any]] | None = None, clients: list[dict[str, Any]] | None = None) -> dict:
@@ -97,7 +98,9 @@ class Folder:
         drop: tuple[str, ...] = (),
     ) -> Path:
         """``policies`` maps file stems to tables; a bare dict of tables goes to policies/p.toml."""
-        if policies is not None and not all(isinstance(v, dict) for v in policies.values()):
+        if policies is None:
+            policies = {"default": policy()}
+        elif not all(isinstance(v, dict) for v in policies.values()):
             policies = {"p": policies}
         path = write_config(self.root, self.pki, VENDOR_URL, settings, policies)
         if drop:

@@ -24,7 +24,7 @@ def mtls_settings(pki: dict[str, Path]) -> dict[str, Any]:
 def two_clients() -> dict[str, Any]:
     doc = policy(route={"auth": ["basic", "mtls"]}, client={"tls_subject": "billing-client"})
     doc["default"]["client"].append(
-        {"id": "reports", "scopes": ["sms:send"], "tls_subject": "reports.svc.internal"}
+        {"id": "reports", "scopes": ["sms:send"], "countries": ["*"], "tls_subject": "reports.svc.internal"}
     )
     return doc
 

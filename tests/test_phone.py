@@ -102,11 +102,41 @@ DE = parse_recipient("+4915123456789")
 NONGEO = parse_recipient("+80012345678")
 
 
-def test_empty_policy_allows_anything() -> None:
+def test_no_countries_allows_no_destination() -> None:
+    """Closed by default: a client must name its countries (check-config refuses one that may
+    send without them; this is the floor under that)."""
     policy = DestinationPolicy()
-    policy.check([EE, US, DE, NONGEO], ())
-    policy.check([EE], ("AnySender",))
+    for dest in (EE, US, DE, NONGEO):
+        with pytest.raises(GatewayError) as info:
+            policy.check([dest], ())
+        assert (info.value.status, info.value.code) == (403, "destination_not_allowed")
     policy.check([], ())
+
+
+def test_any_country_is_every_geographic_country_only() -> None:
+    policy = DestinationPolicy(countries=["*"])
+    policy.check([EE, US, DE], ("AnySender",))
+    for number in ("+881612345678", "+870301234567", "+8823421234", "+883510012345", "+80012345678"):
+        with pytest.raises(GatewayError) as info:
+            policy.check([EE, parse_recipient(number)], ())
+        err = info.value
+        assert (err.status, err.code) == (403, "destination_not_allowed")
+        assert "recipient 2 is a non-geographic number" in err.message
+        assert number not in err.message
+        assert err.detail == f"non_geographic:{number[:4]}"
+
+
+def test_a_non_geographic_calling_code_is_allowed_where_named() -> None:
+    iridium, inmarsat = parse_recipient("+881612345678"), parse_recipient("+870301234567")
+    assert (iridium.region, iridium.network, iridium.type) == (None, "+881", "mobile")
+    assert (inmarsat.region, inmarsat.network) == (None, "+870")
+    assert EE.network is None
+    policy = DestinationPolicy(countries=["EE", "+881"])
+    policy.check([EE, iridium], ())
+    with pytest.raises(GatewayError):
+        policy.check([inmarsat], ())
+    with pytest.raises(GatewayError):
+        policy.check([US], ())
 
 
 def test_countries_allowed_and_denied() -> None:
@@ -128,7 +158,7 @@ def test_unknown_region_denied_when_countries_set() -> None:
 
 
 def test_senders() -> None:
-    policy = DestinationPolicy(senders=["MyBank", "+15005550006"])
+    policy = DestinationPolicy(countries=["*"], senders=["MyBank", "+15005550006"])
     policy.check([EE], ("MyBank",))
     policy.check([EE], ("+15005550006",))
     for senders in [("mybank",), ("MyBank ",), ("Other",), ("",), (), ("MyBank", "Other")]:
@@ -149,7 +179,7 @@ def test_country_checked_before_sender() -> None:
     policy.check([EE], ("MyBank",))
 
 
-@pytest.mark.parametrize("code", ["EST", "E", "", "E1", "Ä1", "ÄÖ", " EE", "001", "ee "])
+@pytest.mark.parametrize("code", ["EST", "E", "", "E1", "Ä1", "ÄÖ", " EE", "001", "ee ", "+44", "+8", "**"])
 def test_bad_country_code_rejected(code: str) -> None:
     with pytest.raises(ValueError):
         DestinationPolicy(countries=[code])

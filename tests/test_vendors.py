@@ -68,7 +68,7 @@ def client(username: str = CLIENT_USER, **extra: Any) -> dict[str, Any]:
     entry: dict[str, Any] = {"username": username, "password_sha256": sha(CLIENT_PASSWORD)}
     if extra.pop("clear", False):
         entry = {"username": username, "password": f"env:{CLIENT_PASSWORD_ENV}"}
-    return {"id": "billing", "scopes": ["sms:send"], "basic": [entry], **extra}
+    return {"id": "billing", "scopes": ["sms:send"], "countries": ["*"], "basic": [entry], **extra}
 
 
 async def open_gateway(

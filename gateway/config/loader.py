@@ -252,7 +252,9 @@ def load_config(path: str | Path) -> Config:
     problems.extend(_alert_checks(config, file))
     problems.extend(_identity_checks(config, file))
     problems.extend(_limit_checks(config, file))
+    problems.extend(_destination_checks(config))
     warnings.extend(_limit_warnings(config, file))
+    warnings.extend(_unlimited_clients(config))
     warnings.extend(_warnings(config, file))
     warnings.extend(_identity_warnings(config, file, datetime.now(UTC).date()))
     problems.extend(_path_checks(config, file))
@@ -905,3 +907,57 @@ def _limit_warnings(config: Config, file: str) -> list[Problem]:
             )
         ]
     return []
+
+
+#: Route kinds whose requests carry recipients checked against the client's ``countries``.
+SEND_KINDS = frozenset({"sms", "otp", "otp-check"})
+
+
+def send_routes(config: Config, client: ClientConfig) -> list[RouteConfig]:
+    """The send routes a client may use: its scopes cover the route's. Credentials and addresses
+    are not weighed: a client that could be given one later is counted, so the checks fail closed."""
+    scopes = set(client.scopes)
+    return [r for r in config.routes if r.kind in SEND_KINDS and set(r.scopes) <= scopes]
+
+
+def _destination_checks(config: Config) -> list[Problem]:
+    """A client that may send needs ``countries``: a gateway against SMS pumping must not ship open."""
+    problems: list[Problem] = []
+    for client, where in zip(config.clients, config.client_sources, strict=True):
+        routes = send_routes(config, client)
+        if client.countries or not routes:
+            continue
+        problems.append(
+            Problem(
+                where.file,
+                f"{where.key}.countries",
+                f"client {client.id!r} may send (route {routes[0].name!r}) but names no countries, so "
+                'every destination would be refused: list them (countries = ["EE", "LV"]) or allow '
+                'every country in as many words (countries = ["*"])',
+            )
+        )
+    return problems
+
+
+def _unlimited_clients(config: Config) -> list[Problem]:
+    """A client that can reach a send route through which no rate limit counts its requests."""
+    warnings: list[Problem] = []
+    for client, where in zip(config.clients, config.client_sources, strict=True):
+        if client.rate_limits:
+            continue
+        open_routes = [
+            r.name
+            for r in send_routes(config, client)
+            if not (r.rate_limits or r.recipient_limits or r.country_limits)
+        ]
+        if open_routes:
+            warnings.append(
+                Problem(
+                    where.file,
+                    f"{where.key}.rate_limits",
+                    f"client {client.id!r} has no rate limit on route {open_routes[0]!r} (neither the "
+                    "client's rate_limits nor the route's rate_limits, recipient_limits or "
+                    'country_limits): set rate_limits = ["600/minute"] or similar',
+                )
+            )
+    return warnings

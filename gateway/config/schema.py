@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 from urllib.parse import parse_qsl, urlsplit
 
 import netaddr
+import phonenumbers
 from limits import parse_many
 from pydantic import (
     AfterValidator,
@@ -112,6 +113,26 @@ def _country(value: str) -> str:
     return value.upper()
 
 
+#: Calling codes that belong to no country (phonenumbers' region "001"): satellite phones
+#: (+870 Inmarsat, +881 Iridium/Globalstar), international networks (+882, +883), UIFN freephone
+#: and shared-cost (+800, +808), UPT (+878), +888 and premium rate (+979). Costly and rarely a
+#: real customer, so a classic toll-fraud target: a client reaches them only by naming the code
+#: in ``countries`` ("+881"); ``"*"`` never includes them (gateway/phone.py).
+NON_GEOGRAPHIC_CODES = frozenset(f"+{code}" for code in phonenumbers.COUNTRY_CODES_FOR_NON_GEO_REGIONS)
+
+
+def _destination(value: str) -> str:
+    if value == "*" or value in NON_GEOGRAPHIC_CODES:
+        return value
+    if value.startswith("+"):
+        codes = ", ".join(sorted(NON_GEOGRAPHIC_CODES))
+        raise ValueError(
+            f"{value!r} is not a non-geographic calling code ({codes}); name a country by its "
+            "ISO 3166 alpha-2 code"
+        )
+    return _country(value)
+
+
 Listen = Annotated[str, AfterValidator(_listen)]
 OptionalListen = Annotated[str, AfterValidator(_optional_listen)]
 Cidr = Annotated[str, AfterValidator(_cidr)]
@@ -120,6 +141,7 @@ Rates = tuple[Annotated[str, AfterValidator(_rate)], ...]
 Duration = Annotated[str, AfterValidator(_duration)]
 Country = Annotated[str, AfterValidator(_country)]
 CountryOrAny = Annotated[str, AfterValidator(lambda v: v if v == "*" else _country(v))]
+DestinationCode = Annotated[str, AfterValidator(_destination)]
 Timeout = Annotated[float, Field(gt=0, le=600)]
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")]
 
@@ -734,7 +756,9 @@ class ClientConfig(Model):
     tls_subject: str = ""
     ip_allow: tuple[Cidr, ...] = ()
     senders: tuple[str, ...] = ()
-    countries: tuple[Country, ...] = ()
+    #: ISO 3166 alpha-2 codes, "*" (every country), or non-geographic calling codes ("+881");
+    #: missing or empty allows no destination (loader.py refuses it for a client that may send).
+    countries: tuple[DestinationCode, ...] = ()
     rate_limits: Rates = ()
     hmac_keys: tuple[HMACKeyConfig, ...] = ()
     basic: tuple[BasicCredentialConfig, ...] = ()
