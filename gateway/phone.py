@@ -197,6 +197,7 @@ class DestinationPolicy:
                 raise refuse(
                     "destination_not_allowed",
                     f"the destination country of recipient {position} is not allowed for this client",
+                    detail=f"country:{dest.region or 'ZZ'}",  # the region phonenumbers placed it in
                 )
         if self.senders and (default_sender or not senders or any(s not in self.senders for s in senders)):
             raise refuse("sender_not_allowed", "sender ID is not allowed for this client")

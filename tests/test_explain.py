@@ -229,3 +229,14 @@ async def test_the_shipped_policy_cases_pass(tmp_path: Path, pki: dict[str, Path
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     assert " 0 failed" in done.stderr
+
+
+async def test_a_country_refusal_names_the_region_the_number_is_in(config_path: Path) -> None:
+    """+44 7911 is Guernsey to phonenumbers (and to the policy), not GB: the detail says so."""
+    explainer = await Explainer.open(load_config(config_path))
+    try:
+        got = await explainer.explain(case("To=%2B447911123456&From=MyBank&Body=hi", as_client="billing"))
+        assert (got.reason, got.detail) == ("destination_not_allowed", "country:GG")
+        assert got.audit is not None and got.audit["countries"] == ["GG"]
+    finally:
+        await explainer.close()
