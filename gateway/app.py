@@ -2,7 +2,7 @@
 
 Which stages run, and in what order, is decided in ``gateway/policy.py`` (the front chain for
 every request, then the matched route's chain); this module only runs them, turns a refusal into
-DESIGN.md's JSON error, adds the security headers every answer carries, and writes the access
+the documented JSON error, adds the security headers every answer carries, and writes the access
 record. None of that can change an answer the vendor already gave: a failing log write is
 counted, not raised.
 """

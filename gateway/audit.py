@@ -42,7 +42,7 @@ log = logging.getLogger("smsgw")
 GENESIS = "0" * 64
 DAY_S = 86400
 
-#: Events the gateway writes about itself (not about one request); README "Audit events".
+#: Events the gateway writes about itself (not about one request); docs/logs.md, "Audit events".
 LIFECYCLE_EVENTS = frozenset(
     {
         "config_loaded",

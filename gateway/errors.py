@@ -1,4 +1,4 @@
-"""Gateway-made errors: one exception type that carries a reason code of DESIGN.md.
+"""Gateway-made errors: one exception type that carries a reason code (docs/request-path.md).
 
 Stages raise :class:`GatewayError` (usually through :func:`refuse`); the pipeline turns it into the
 JSON error body. Messages are fixed strings chosen by the raiser and must never contain a body, a
@@ -16,7 +16,7 @@ from typing import Final
 #: Every reason code the gateway answers with, and its HTTP status: the one table of them.
 REASONS: Final[Mapping[str, int]] = MappingProxyType(
     {
-        # DESIGN.md's request-path table, in its order
+        # the request path's codes, in the order of the stages (docs/request-path.md)
         "tls_required": 403,
         "body_too_large": 413,
         "route_not_found": 404,
@@ -35,7 +35,7 @@ REASONS: Final[Mapping[str, int]] = MappingProxyType(
         "limiter_unavailable": 503,
         "upstream_unavailable": 502,
         "upstream_timeout": 504,
-        # extensions (README, "Reason codes")
+        # extensions (docs/request-path.md, "Reason codes")
         "expectation_failed": 417,
         "body_timeout": 408,
         "audit_unavailable": 503,

@@ -37,7 +37,7 @@ class Callback:
 
 @dataclass(frozen=True, slots=True)
 class Starter:
-    """What a first config for one vendor needs; the README's vendor section says the same."""
+    """What a first config for one vendor needs; docs/vendors.md says the same."""
 
     base_url: str
     credentials: tuple[tuple[str, str], ...]
@@ -114,7 +114,7 @@ STARTERS: Final[dict[str, Starter]] = {
         "infobip-send",
         "/sms/3/messages",
         None,
-        no_callback="Infobip's callback signature is not published: see the README, Vendor callbacks "
+        no_callback="Infobip's callback signature is not published: see docs/callbacks.md "
         '(signature = "hmac" with the header your Infobip subscription uses, and an ip_allow)',
         base_url_note="your account's base URL: https://<id>.api.infobip.com",
     ),
@@ -247,7 +247,7 @@ name = {_toml_str(starter.send_name)}
 methods = ["POST"]
 path = {_toml_str(starter.send_path)}
 kind = "sms"
-auth = ["basic"]                 # also "jwt", "hmac" (RFC 9421), "mtls": see the README, Identity
+auth = ["basic"]                 # also "jwt", "hmac" (RFC 9421), "mtls": see docs/identity.md
 scopes = ["sms:send"]
 number_types = ["mobile", "fixed_line_or_mobile"]   # no premium-rate, satellite or toll-free numbers
 rate_limits = ["50/second"]      # this route, all clients together

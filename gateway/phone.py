@@ -180,7 +180,7 @@ class DestinationPolicy:
     def check(
         self, destinations: Sequence[Destination], senders: Sequence[str], default_sender: bool = False
     ) -> None:
-        """Countries first, then senders, matching the order of DESIGN.md's request-path table.
+        """Countries first, then senders, matching the order of the request path (docs/request-path.md).
 
         With an allowlist of senders, a message that names none (the vendor's default) is refused too.
         """

@@ -4,7 +4,7 @@ A stage is one concern in its owner's module (``identity/ip.py`` checks allowlis
 ``proxy.py`` forwards, ...). Its contract is small:
 
 - ``async run(exchange)``: pass (return None), answer now (return a response: an idempotent
-  replay, a duplicate webhook), or refuse (raise ``GatewayError`` with a DESIGN.md reason code);
+  replay, a duplicate webhook), or refuse (raise ``GatewayError`` with a reason code);
 - optionally ``async after(exchange, response)``: called for every stage that ran, last first,
   once the answer is known (refusals included), for work on the response phase.
 

@@ -124,7 +124,7 @@ def _audit(route: RouteConfig, b: Build) -> AuditDecision:
     return AuditDecision(b.services.audit)
 
 
-#: Sends (kinds sms, otp, otp-check), in DESIGN.md's order. Idempotency comes before the limits
+#: Sends (kinds sms, otp, otp-check) (docs/request-path.md). Idempotency comes before the limits
 #: so that a replayed or refused repeat counts against nothing; the limits (rate limits and OTP
 #: caps, checked and counted together); the anomaly counters come after them, so a send a limit
 #: refused is not counted as volume.

@@ -1,7 +1,7 @@
 """How message bodies, numbers, paths and headers appear in logs.
 
 The audit log must be useful to reviewers without ever holding a body, a recipient or a
-credential in clear text (DESIGN.md, "Logs"). Everything here is pure and cheap: the
+credential in clear text (docs/logs.md). Everything here is pure and cheap: the
 :class:`Redactor` is built once from config and called on every request.
 """
 
@@ -231,7 +231,7 @@ class Redactor:
         return self._key_id
 
     def body(self, text: str | None) -> dict | None:
-        """The audit record's ``body`` field (DESIGN.md, "Logs")."""
+        """The audit record's ``body`` field (docs/logs.md)."""
         if text is None:
             return None
         mode = self._body_mode

@@ -276,7 +276,7 @@ def _masked_hint(number: str) -> str:
 
 
 def body_problem(value: Any) -> str | None:
-    """Why a ``body`` value is not one of the redacted shapes (README "Logs"); ``None`` when it is."""
+    """Why a ``body`` value is not one of the redacted shapes (docs/logs.md); ``None`` when it is."""
     if value is None:
         return None
     if isinstance(value, list):

@@ -605,7 +605,7 @@ def test_build_adapter() -> None:
 
 
 def test_provider_sets() -> None:
-    """Every provider DESIGN.md names (plus MessageBird and AWS SNS) is available."""
+    """Every provider the docs name (plus MessageBird and AWS SNS) is available."""
     assert (
         set(REGISTRY)
         == KNOWN_PROVIDERS

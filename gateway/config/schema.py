@@ -1,4 +1,4 @@
-"""The config contract of DESIGN.md as frozen pydantic models.
+"""The config contract (config.example.toml, docs/configuration.md) as frozen pydantic models.
 
 Validation here is per key; checks that span keys or files live in ``loader.py``.
 """
@@ -95,7 +95,7 @@ _UNIT_SECONDS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
 
 
 def parse_duration(value: str) -> int:
-    """Seconds in a DESIGN.md duration such as ``"15 minutes"``."""
+    """Seconds in a config duration such as ``"15 minutes"``."""
     match = _DURATION.match(value)
     if not match:
         raise ValueError(f"{value!r} is not a duration like '30 seconds' or '15 minutes'")
@@ -827,7 +827,7 @@ class RouteConfig(Model):
     forward_to: str = ""
     webhook: WebhookOptions | None = None  # [route.webhook]: checked per scheme in gateway/webhooks/config.py
     #: Control and callback-URL fields of the vendor API this route lets through (names as in the
-    #: README's vendor tables); checked against the route's reader when the config loads.
+    #: tables of docs/vendors.md); checked against the route's reader when the config loads.
     allow_fields: tuple[str, ...] = ()
     #: Channels a channel field (Twilio Verify ``Channel``, ``whatsapp:`` numbers ...) may name.
     channels: tuple[str, ...] = ("sms",)

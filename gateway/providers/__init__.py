@@ -60,7 +60,7 @@ REGISTRY: Final = MappingProxyType(
     }
 )
 
-#: Names DESIGN.md lists; those not in the registry are refused by check-config, not guessed at.
+#: Provider names the docs list; those not in the registry are refused by check-config, not guessed at.
 KNOWN_PROVIDERS: Final[frozenset[str]] = frozenset(
     {
         "twilio",

@@ -85,7 +85,7 @@ class Field:
     channel: bool = False
     #: control: values (case-folded) that are the vendor's default and need no allowance.
     safe: frozenset[str] = frozenset()
-    #: What the field costs or where it makes the vendor send data (for the README tables).
+    #: What the field costs or where it makes the vendor send data (for the tables of docs/vendors.md).
     note: str = ""
 
     def __post_init__(self) -> None:
@@ -199,7 +199,7 @@ class FieldTable:
                     node = node.keys[folded][1]
             node.leaf = f
         self._query = {f.name: f for f in self.query_fields}
-        #: Names a route's ``allow_fields`` may hold (as written in the README tables).
+        #: Names a route's ``allow_fields`` may hold (as written in the tables of docs/vendors.md).
         self.control_names: frozenset[str] = frozenset(
             _display(f.name) for f in (*self.fields, *self.query_fields) if f.role in POLICED
         )
