@@ -142,7 +142,7 @@ async def test_the_command_prints_every_stage_and_exits_by_verdict(config_path: 
     lines = done.stdout.splitlines()
     assert lines[0] == "route: twilio-send (sms)   client: billing"
     assert any(line.split()[:2] == ["route", "passed"] for line in lines)
-    assert lines[-1] == "verdict: 403 destination_not_allowed"
+    assert lines[-1] == "verdict: 403 destination_not_allowed (detail: country:DE)"
     assert "secret-body-marker" not in done.stdout + done.stderr
     assert "4915123456789" not in done.stdout + done.stderr
     ok = await asyncio.to_thread(
