@@ -62,7 +62,8 @@ from gateway.config.schema import (
     NumberPrefixRule,
     parse_duration,
 )
-from gateway.conversion import ConversionGuard, MemoryConversionStore, make_store
+from gateway.conversion import ConversionGuard
+from gateway.conversion_store import MemoryConversionStore, make_store
 from gateway.errors import GatewayError, refuse
 from gateway.exchange import Exchange
 from gateway.limits import NO_COUNTRY

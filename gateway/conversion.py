@@ -35,31 +35,23 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final
 
 from aiohttp import web
 
 from gateway.config.schema import ConversionRule, parse_duration
+from gateway.conversion_store import ConversionStore, SendCount, is_low
 from gateway.errors import refuse
 from gateway.exchange import Exchange
 from gateway.phone import parse_recipient
-from gateway.storage import RedisKeyValue, StorageService, StorageUnavailable, skipped
+from gateway.storage import StorageService, StorageUnavailable, skipped
 
 if TYPE_CHECKING:
     from gateway.alerts import AlertService
     from gateway.config.schema import RouteConfig
     from gateway.policy import Build
 
-__all__ = [
-    "ConversionGuard",
-    "ConversionStore",
-    "GuardConversion",
-    "MemoryConversionStore",
-    "RedisConversionStore",
-    "build_conversion",
-    "check_approved",
-    "is_low",
-]
+__all__ = ["ConversionGuard", "GuardConversion", "build_conversion", "check_approved", "is_low"]
 
 #: Every key of the rule carries this Redis Cluster hash tag (one script, one node).
 HASH_TAG: Final = "{cv}"
@@ -68,11 +60,6 @@ NO_COUNTRY: Final = "ZZ"
 #: A check answer's ``status`` that means approved, by vendor family (lower case).
 _APPROVED: Final = frozenset({"approved", "completed", "verified", "valid", "success", "0"})
 _REFUSED: Final = frozenset({"pending", "canceled", "cancelled", "failed", "expired", "denied", "rejected"})
-
-
-def is_low(sends: int, converted: int, min_sends: int, threshold: float) -> bool:
-    """Enough due sends, and too few of them converted."""
-    return sends >= min_sends and converted < threshold * sends
 
 
 def check_approved(status: int, body: bytes | None) -> bool:
@@ -115,225 +102,6 @@ def _answer_number(body: bytes | None) -> str | None:
         return None
     to = doc.get("to") if isinstance(doc, dict) else None
     return to if isinstance(to, str) else None
-
-
-# --------------------------------------------------------------------------- storage
-
-
-@dataclass(frozen=True, slots=True)
-class SendCount:
-    """One send's call: what to add, what to read (per subject: due sends, due conversions and
-    the subject's clear mark), and the marks that let checks find their send's bucket."""
-
-    adds: tuple[str, ...]
-    groups: tuple[tuple[tuple[str, ...], tuple[str, ...], str], ...]
-    marks: tuple[tuple[str, bytes], ...]
-    ttl_s: float
-    min_sends: int
-    threshold: float
-    block: bool
-
-
-class ConversionStore(Protocol):
-    async def send(self, call: SendCount) -> tuple[int, list[tuple[int, int]]]:
-        """Read every subject's due figures; unless ``block`` and one is low, count the send and
-        leave its marks. Returns (index of the first low subject + 1, or 0; (sends, converted)
-        per subject). A clear mark hides the buckets up to the one it names."""
-        ...
-
-    async def take_back(self, adds: Sequence[str], marks: Sequence[str]) -> None:
-        """Undo a counted send the vendor did not accept."""
-        ...
-
-    async def redeem(self, mark: str, ttl_s: float) -> int:
-        """Count the conversion a mark names, once; how many counters it added to."""
-        ...
-
-    async def clear(self, key: str, bucket: int, ttl_s: float) -> None: ...
-
-
-class MemoryConversionStore:
-    """This process's counters (``memory://``), the same steps as the Redis script."""
-
-    __slots__ = ("_counts", "_marks")
-
-    def __init__(self) -> None:
-        self._counts: dict[str, tuple[int, float]] = {}
-        self._marks: dict[str, tuple[bytes, float]] = {}
-
-    def _get(self, key: str, now: float) -> int:
-        item = self._counts.get(key)
-        if item is None or item[1] <= now:
-            return 0
-        return item[0]
-
-    def _incr(self, key: str, amount: int, ttl_s: float, now: float) -> None:
-        item = self._counts.get(key)
-        if item is None or item[1] <= now:
-            self._counts[key] = (amount, now + ttl_s)
-        else:
-            self._counts[key] = (item[0] + amount, item[1])
-
-    def _sweep(self, now: float) -> None:
-        if len(self._counts) + len(self._marks) > 100_000:
-            self._counts = {k: v for k, v in self._counts.items() if v[1] > now}
-            self._marks = {k: v for k, v in self._marks.items() if v[1] > now}
-
-    async def send(self, call: SendCount) -> tuple[int, list[tuple[int, int]]]:
-        now = time.monotonic()
-        figures: list[tuple[int, int]] = []
-        low = 0
-        for index, (sends, converted, clear) in enumerate(call.groups, 1):
-            cleared = self._get(clear, now)
-            pair = (_sum(self._get, sends, cleared, now), _sum(self._get, converted, cleared, now))
-            figures.append(pair)
-            if not low and is_low(*pair, call.min_sends, call.threshold):
-                low = index
-        if low and call.block:
-            return low, figures
-        self._sweep(now)
-        for key in call.adds:
-            self._incr(key, 1, call.ttl_s, now)
-        for key, value in call.marks:
-            self._marks[key] = (value, now + call.ttl_s)
-        return low, figures
-
-    async def take_back(self, adds: Sequence[str], marks: Sequence[str]) -> None:
-        now = time.monotonic()
-        for key in adds:
-            if self._get(key, now) > 0:
-                self._incr(key, -1, 0, now)
-        for key in marks:
-            self._marks.pop(key, None)
-
-    async def redeem(self, mark: str, ttl_s: float) -> int:
-        now = time.monotonic()
-        item = self._marks.pop(mark, None)
-        if item is None or item[1] <= now:
-            return 0
-        keys = item[0].decode("ascii").split("\n")
-        for key in keys:
-            self._incr(key, 1, ttl_s, now)
-        return len(keys)
-
-    async def clear(self, key: str, bucket: int, ttl_s: float) -> None:
-        now = time.monotonic()
-        self._counts[key] = (bucket, now + ttl_s)
-
-
-def _sum(get: Any, keys: Sequence[str], cleared: int, now: float) -> int:
-    """The counters of buckets after ``cleared`` (a key ends with its bucket number)."""
-    return sum(get(key, now) for key in keys if int(key.rpartition(":")[2]) > cleared)
-
-
-#: ``send``: KEYS = adds, then per subject m due send keys, m due conversion keys and its clear
-#: key, then the marks. ARGV = #adds, #subjects, m, ttl ms, min_sends, threshold, block, bucket
-#: numbers (m of them, oldest first), mark values.
-_SEND: Final = """
-local nadd, nsub, m = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local ttl, min, thr, block = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7] == '1'
-local out, low, k = {0}, 0, nadd + 1
-for i = 1, nsub do
-  local cleared = tonumber(redis.call('GET', KEYS[k + 2 * m]) or '-1')
-  local s, c = 0, 0
-  for j = 1, m do
-    if tonumber(ARGV[7 + j]) > cleared then
-      s = s + tonumber(redis.call('GET', KEYS[k + j - 1]) or '0')
-      c = c + tonumber(redis.call('GET', KEYS[k + m + j - 1]) or '0')
-    end
-  end
-  out[#out + 1] = s
-  out[#out + 1] = c
-  if low == 0 and s >= min and c < thr * s then low = i end
-  k = k + 2 * m + 1
-end
-out[1] = low
-if low > 0 and block then return out end
-for i = 1, nadd do
-  if redis.call('INCR', KEYS[i]) == 1 then redis.call('PEXPIRE', KEYS[i], ttl) end
-end
-for i = k, #KEYS do
-  redis.call('SET', KEYS[i], ARGV[7 + m + i - k + 1], 'PX', ttl)
-end
-return out
-"""
-
-#: ``redeem``: the mark names the counters to add to (one per line); it is used once.
-_REDEEM: Final = """
-local mark = redis.call('GET', KEYS[1])
-if not mark then return 0 end
-redis.call('DEL', KEYS[1])
-local n = 0
-for key in string.gmatch(mark, '[^\\n]+') do
-  if redis.call('INCR', key) == 1 then redis.call('PEXPIRE', key, ARGV[1]) end
-  n = n + 1
-end
-return n
-"""
-
-#: ``take_back``: KEYS = adds then marks; ARGV = #adds.
-_TAKE_BACK: Final = """
-local nadd = tonumber(ARGV[1])
-for i = 1, nadd do
-  if tonumber(redis.call('GET', KEYS[i]) or '0') > 0 then redis.call('DECR', KEYS[i]) end
-end
-for i = nadd + 1, #KEYS do redis.call('DEL', KEYS[i]) end
-return 1
-"""
-
-
-class RedisConversionStore:
-    """Shared by every replica and worker: one script call a send, one an approved check."""
-
-    __slots__ = ("_backend", "_redeem", "_send", "_take_back")
-
-    def __init__(self, backend: RedisKeyValue) -> None:
-        self._backend = backend
-        self._send = backend.script(_SEND)
-        self._redeem = backend.script(_REDEEM)
-        self._take_back = backend.script(_TAKE_BACK)
-
-    async def send(self, call: SendCount) -> tuple[int, list[tuple[int, int]]]:
-        keys: list[str] = list(call.adds)
-        buckets: list[int] = []
-        for sends, converted, clear in call.groups:
-            keys.extend(sends)
-            keys.extend(converted)
-            keys.append(clear)
-            if not buckets:
-                buckets = [int(key.rpartition(":")[2]) for key in sends]
-        keys.extend(key for key, _ in call.marks)
-        m = len(call.groups[0][0]) if call.groups else 0
-        args: list[Any] = [
-            len(call.adds),
-            len(call.groups),
-            m,
-            max(1, math.ceil(call.ttl_s * 1000)),
-            call.min_sends,
-            repr(call.threshold),
-            "1" if call.block else "0",
-            *buckets,
-            *(value for _, value in call.marks),
-        ]
-        answer = await self._backend.run_script(self._send, keys, args)
-        values = [int(v) for v in answer]
-        return values[0], [(values[i], values[i + 1]) for i in range(1, len(values), 2)]
-
-    async def take_back(self, adds: Sequence[str], marks: Sequence[str]) -> None:
-        await self._backend.run_script(self._take_back, [*adds, *marks], [len(adds)])
-
-    async def redeem(self, mark: str, ttl_s: float) -> int:
-        return int(await self._backend.run_script(self._redeem, [mark], [max(1, math.ceil(ttl_s * 1000))]))
-
-    async def clear(self, key: str, bucket: int, ttl_s: float) -> None:
-        await self._backend.set(key, str(bucket).encode("ascii"), ttl_s)
-
-
-def make_store(storage: StorageService, memory: MemoryConversionStore) -> ConversionStore:
-    backend = storage.backend
-    if isinstance(backend, RedisKeyValue):
-        return RedisConversionStore(backend)
-    return memory
 
 
 # --------------------------------------------------------------------------- the rule

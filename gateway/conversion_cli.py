@@ -11,14 +11,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from pathlib import Path
 from typing import Any
 
 import netaddr
 
 from gateway.config import Config, ConfigError, load_config
-from gateway.conversion import ConversionGuard, RedisConversionStore
-from gateway.conversion_review import add_conversion_parser
+from gateway.conversion import ConversionGuard
+from gateway.conversion_review import ConversionTally
+from gateway.conversion_store import RedisConversionStore
 from gateway.phone import parse_recipient
+from gateway.review import read_records
 from gateway.storage import RedisKeyValue, StorageUnavailable, open_storage
 
 __all__ = ["add_alerts_parser"]
@@ -106,3 +109,42 @@ def add_alerts_parser(sub: Any) -> None:
     which.add_argument("--address", help="a client address, or the address_id of the alert")
     clear.set_defaults(func=cmd_alerts_clear)
     add_conversion_parser(verbs)
+
+
+def _text(rows: list[dict[str, Any]]) -> str:
+    lines = [f"{'kind':8} {'subject':18} {'sends':>7} {'entered':>8} {'rate':>6} {'refused':>8} {'would':>6}"]
+    for r in rows:
+        rate = f"{r['conversion']:.0%}" if r["conversion"] is not None else "-"
+        would = "yes" if r["would_refuse"] else ""
+        lines.append(
+            f"{r['kind']:8} {r['subject'][:18]:18} {r['sends']:>7} {r['converted']:>8} {rate:>6} "
+            f"{r['refused']:>8} {would:>6}"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def cmd_conversion(args: argparse.Namespace) -> int:
+    tally = ConversionTally()
+    for name in args.files:
+        for _, record, _ in read_records(Path(name)):
+            if record is not None:
+                tally.count(record)
+    rows = tally.rows(args.min_sends, args.threshold)
+    sys.stdout.write(_text(rows))
+    would = sum(1 for r in rows if r["would_refuse"])
+    print(
+        f"{would} subject(s) under {args.threshold:.0%} conversion with at least {args.min_sends} sends",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def add_conversion_parser(verbs: Any) -> None:
+    p = verbs.add_parser(
+        "conversion",
+        help="OTP conversion by country and prefix from audit logs, and what a threshold would refuse",
+    )
+    p.add_argument("--threshold", type=float, default=0.2, help="the rule's threshold to try (0 to 1)")
+    p.add_argument("--min-sends", type=int, default=20, help="the rule's min_sends to try")
+    p.add_argument("files", nargs="+", help="audit log files")
+    p.set_defaults(func=cmd_conversion)

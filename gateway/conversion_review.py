@@ -9,15 +9,13 @@ are what the records carry: no number is read or shown.
 
 from __future__ import annotations
 
-import argparse
-import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.conversion import is_low
+from gateway.conversion_store import is_low
 
-__all__ = ["ConversionTally", "add_conversion_parser"]
+__all__ = ["ConversionTally"]
 
 _KINDS = ("country", "prefix")
 
@@ -72,46 +70,3 @@ class ConversionTally:
             )
         out.sort(key=lambda r: (r["conversion"] if r["conversion"] is not None else 2.0, -r["sends"]))
         return out
-
-
-def _text(rows: list[dict[str, Any]]) -> str:
-    lines = [f"{'kind':8} {'subject':18} {'sends':>7} {'entered':>8} {'rate':>6} {'refused':>8} {'would':>6}"]
-    for r in rows:
-        rate = f"{r['conversion']:.0%}" if r["conversion"] is not None else "-"
-        would = "yes" if r["would_refuse"] else ""
-        lines.append(
-            f"{r['kind']:8} {r['subject'][:18]:18} {r['sends']:>7} {r['converted']:>8} {rate:>6} "
-            f"{r['refused']:>8} {would:>6}"
-        )
-    return "\n".join(lines) + "\n"
-
-
-def cmd_conversion(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from gateway.review import read_records
-
-    tally = ConversionTally()
-    for name in args.files:
-        for _, record, _ in read_records(Path(name)):
-            if record is not None:
-                tally.count(record)
-    rows = tally.rows(args.min_sends, args.threshold)
-    sys.stdout.write(_text(rows))
-    would = sum(1 for r in rows if r["would_refuse"])
-    print(
-        f"{would} subject(s) under {args.threshold:.0%} conversion with at least {args.min_sends} sends",
-        file=sys.stderr,
-    )
-    return 0
-
-
-def add_conversion_parser(verbs: Any) -> None:
-    p = verbs.add_parser(
-        "conversion",
-        help="OTP conversion by country and prefix from audit logs, and what a threshold would refuse",
-    )
-    p.add_argument("--threshold", type=float, default=0.2, help="the rule's threshold to try (0 to 1)")
-    p.add_argument("--min-sends", type=int, default=20, help="the rule's min_sends to try")
-    p.add_argument("files", nargs="+", help="audit log files")
-    p.set_defaults(func=cmd_conversion)

@@ -260,12 +260,17 @@ window = "15 minutes"
 min_interval = "30 seconds"
 """
     ]
+    return "".join((*parts, callback_text(provider, starter)))
+
+
+def callback_text(provider: str, starter: Starter) -> str:
+    """The vendor's signed callback route, or why there is none."""
     callback = starter.callback
-    if callback is not None:
-        methods = ", ".join(_toml_str(m) for m in callback.methods)
-        secret = f"\nsigning_secret = {_toml_str(callback.signing_env)}" if callback.signing_env else ""
-        parts.append(
-            f"""
+    if callback is None:
+        return f"\n# No callback route: {starter.no_callback}.\n"
+    methods = ", ".join(_toml_str(m) for m in callback.methods)
+    secret = f"\nsigning_secret = {_toml_str(callback.signing_env)}" if callback.signing_env else ""
+    return f"""
 [[route]]                        # {provider} -> this gateway -> your service, signed by {provider}
 name = {_toml_str(callback.name)}
 methods = [{methods}]
@@ -275,10 +280,6 @@ auth = []
 signature = {_toml_str(callback.signature)}{secret}
 forward_to = "http://sms-events.internal:8080/{provider}"   # CHANGE: your internal service
 """
-        )
-    else:
-        parts.append(f"\n# No callback route: {starter.no_callback}.\n")
-    return "".join(parts)
 
 
 def env_example(starter: Starter) -> str:

@@ -10,8 +10,8 @@ numbers; addresses are the client addresses the records already hold.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 __all__ = ["ReportTables"]
@@ -55,12 +55,11 @@ class ReportTables:
             kept = {k: v for k, v in record.items() if k not in ("chain", "provider", "event")}
             self.weakened.append(kept)
 
-    def count_access(self, path: Path) -> None:
-        """Probes: requests no route served (404 ``route_not_found``, 405 ``method_not_allowed``)."""
-        from gateway.review import read_records
-
+    def count_access(self, records: Iterable[dict[str, Any] | None]) -> None:
+        """Probes: requests no route served (404 ``route_not_found``, 405 ``method_not_allowed``),
+        from an access log's records."""
         self.access_read = True
-        for _, record, _ in read_records(path):
+        for record in records:
             if record is not None and record.get("status") in (404, 405) and record.get("route") is None:
                 self.probes[(str(record.get("ip") or "(unknown)"), int(record["status"]))] += 1
 
@@ -84,10 +83,8 @@ class ReportTables:
         }
 
 
-def html_sections(data: dict[str, Any], table: Any, rows: Any, escape: Any) -> str:
-    """The report's sections for these tables (``table``/``rows``/``escape`` are the report's)."""
-    t = data["tables"]
-    weakened = "".join(
+def _weakened_html(t: dict[str, Any], escape: Any) -> str:
+    items = "".join(
         f"<li>{escape(w.get('ts'))} (generation {escape(w.get('generation'))}): "
         + "; ".join(
             escape(f"{c.get('file')}: {c.get('key')}: {c.get('change')}") for c in w.get("weakened") or []
@@ -95,57 +92,33 @@ def html_sections(data: dict[str, Any], table: Any, rows: Any, escape: Any) -> s
         + "</li>"
         for w in t["policy_weakened"]
     )
-    return f"""<h2>By destination country</h2>
-{
-        table(
-            "countries",
-            ("country", "allowed", "refused"),
-            rows((c["country"], c["allow"], c["deny"]) for c in t["countries"][:_TOP]),
-        )
-    }
-<h2>Config generations</h2>
-{
-        table(
-            "generations",
-            ("loaded", "generation", "trigger", "config_sha256"),
-            rows(
-                (
-                    (g["ts"], g["generation"], g["trigger"], g["config_sha256"])
-                    for g in t["config_generations"][:_TOP]
-                ),
-                9,
-            ),
-        )
-    }
-{
-        f'<p class="bad">Reloads that weakened the policy:</p><ul id="weakened">{weakened}</ul>'
-        if weakened
-        else '<p id="weakened">No reload weakened the policy.</p>'
-    }
-<h2>Failed authentications by address</h2>
-{
-        table(
-            "auth-failures",
-            ("address", "failures"),
-            rows((a["ip"], a["failures"]) for a in t["auth_failures_by_address"][:_TOP]),
-        )
-    }
-<h2>The vendor's 4xx answers</h2>
-{
-        table(
-            "vendor-4xx",
-            ("client", "route", "status", "answers"),
-            rows(((v["client"], v["route"], v["status"], v["answers"]) for v in t["vendor_4xx"][:_TOP]), 2),
-        )
-    }
-<h2>Probes (404/405, from the access log)</h2>
-{
-        table(
-            "probes",
-            ("address", "status", "requests"),
-            rows(((p["ip"], p["status"], p["requests"]) for p in t["probes"][:_TOP]), 1),
-        )
-        if t["probes"] or data.get("access_read")
-        else "<p>Give the access log with --access to count probes.</p>"
-    }
-"""
+    if not items:
+        return '<p id="weakened">No reload weakened the policy.</p>'
+    return f'<p class="bad">Reloads that weakened the policy:</p><ul id="weakened">{items}</ul>'
+
+
+def html_sections(data: dict[str, Any], table: Any, rows: Any, escape: Any) -> str:
+    """The report's sections for these tables (``table``/``rows``/``escape`` are the report's)."""
+    t = data["tables"]
+    specs = [
+        ("By destination country", "countries", ("country", "allowed", "refused"), 1,
+         [(c["country"], c["allow"], c["deny"]) for c in t["countries"]]),
+        ("Config generations", "generations", ("loaded", "generation", "trigger", "config_sha256"), 9,
+         [(g["ts"], g["generation"], g["trigger"], g["config_sha256"]) for g in t["config_generations"]]),
+        ("Failed authentications by address", "auth-failures", ("address", "failures"), 1,
+         [(a["ip"], a["failures"]) for a in t["auth_failures_by_address"]]),
+        ("The vendor's 4xx answers", "vendor-4xx", ("client", "route", "status", "answers"), 2,
+         [(v["client"], v["route"], v["status"], v["answers"]) for v in t["vendor_4xx"]]),
+    ]  # fmt: skip
+    out = []
+    for title, table_id, headers, numeric_from, items in specs:
+        out.append(f"<h2>{escape(title)}</h2>\n{table(table_id, headers, rows(items[:_TOP], numeric_from))}")
+        if table_id == "generations":
+            out.append(_weakened_html(t, escape))
+    out.append("<h2>Probes (404/405, from the access log)</h2>")
+    if t["access_read"]:
+        probes = [(p["ip"], p["status"], p["requests"]) for p in t["probes"]]
+        out.append(table("probes", ("address", "status", "requests"), rows(probes[:_TOP], 1)))
+    else:
+        out.append("<p>Give the access log with --access to count probes.</p>")
+    return "\n".join(out) + "\n"

@@ -1160,7 +1160,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     keys = load_keys(args)
     result = scan([Path(p) for p in args.files], keys.chain_key, expected=expected_files(args))
     for access in args.access or ():
-        result.tables.count_access(Path(access))
+        result.tables.count_access(record for _, record, _ in read_records(Path(access)))
     data = report_data(result)
     if args.format == "json":
         text = json.dumps(data, ensure_ascii=False, indent=2) + "\n"

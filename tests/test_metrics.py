@@ -207,9 +207,11 @@ async def test_two_workers_metrics_add_up(
     route = "twilio-send"
 
     def added_up(m: Samples) -> bool:
+        # each worker flushes its counters and histograms one after the other: wait for both
         return (
             value(m, "smsgw_requests_total", route=route, client="billing", decision="allow", status="201")
             == 60
+            and value(m, "smsgw_request_duration_seconds_count", route=route) == 60
         )
 
     m = await scrape_until(admin, added_up)
