@@ -239,7 +239,9 @@ def test_keygen_basic_output_pasted_under_a_client_is_a_valid_policy(
     assert password, result.stdout
     assert not [line for line in result.stdout.splitlines() if re.match(r"\s*password\s*=", line)]
     policy = tmp_path / "policies" / "pasted.toml"
-    client = '[[client]]\nid = "pasted"\nscopes = ["sms:send"]\ncountries = ["EE"]\nrate_limits = ["10/minute"]\n'
+    client = (
+        '[[client]]\nid = "pasted"\nscopes = ["sms:send"]\ncountries = ["EE"]\nrate_limits = ["10/minute"]\n'
+    )
     policy.write_text(f"{client}\n{result.stdout}")
     checked = run("check-config", "-c", str(config))
     assert (checked.returncode, checked.stderr) == (0, "")
