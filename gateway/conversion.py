@@ -20,7 +20,8 @@ Counting, per subject (country, prefix, address), in buckets of ``check_window``
 A low subject is recorded on the send's audit record (``conversion.low``) under ``learn``, alerted
 once per subject and window under ``alert``, and refused (429 ``anomaly_blocked``, detail
 ``conversion``) under ``block``; a refused send is not counted, so its block lifts when old sends
-leave the window or late checks of them arrive. ``smsgw alerts clear`` lifts it at once.
+leave the window or late checks of them arrive. ``smsgw alerts clear`` lifts it at once (it
+deletes the subject's counters).
 
 Cost: one storage call per OTP send (read, decide and count in one Lua script on Redis), one per
 approved check; a send the vendor did not accept (no 2xx) is taken back with one more. Keys hold
@@ -159,8 +160,10 @@ class ConversionGuard:
         assert keys is not None
         return self.key("m", keys.digest("number", e164)[:32])
 
-    def clear_key(self, kind: str, subject_id: str) -> str:
-        return self.key("x", kind, subject_id)
+    def subject_keys(self, kind: str, subject_id: str, bucket: int) -> list[str]:
+        """Every counter a subject may have in the window up to ``bucket`` (for a clear)."""
+        span = range(bucket - self.buckets - 1, bucket + 1)
+        return [self.key(what, kind, subject_id, str(b)) for what in ("s", "c") for b in span]
 
     def send_call(self, numbers: Sequence[tuple[str, list[Subject]]], bucket: int) -> SendCount:
         subjects = list({(s.kind, s.id): s for _, subs in numbers for s in subs}.values())
@@ -169,7 +172,6 @@ class ConversionGuard:
             (
                 tuple(self.key("s", s.kind, s.id, str(b)) for b in due),
                 tuple(self.key("c", s.kind, s.id, str(b)) for b in due),
-                self.clear_key(s.kind, s.id),
             )
             for s in subjects
         )

@@ -1,9 +1,9 @@
 """``smsgw alerts clear``: lift a pumping-guard block at once, for every replica.
 
-The clear is a mark in the shared storage naming the current bucket: the guard then ignores every
-send counted before it for that subject (country, number prefix or client address), so the subject
-starts afresh. Under ``memory://`` the counters live inside the gateway process, which a command
-cannot reach: restart it, or reload with ``action = "learn"``.
+The clear deletes the subject's send and conversion counters in the shared storage (country, number
+prefix or client address), so the subject starts afresh; sends after it count as usual. Under
+``memory://`` the counters live inside the gateway process, which a command cannot reach: restart
+it, or reload with ``action = "learn"``.
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ async def _clear(config: Config, args: argparse.Namespace) -> int:
             return 2
         kind, subject_id = subject
         try:
-            await guard.store.clear(guard.clear_key(kind, subject_id), guard.bucket(), guard.window_s)
+            await guard.store.clear(guard.subject_keys(kind, subject_id, guard.bucket()))
         except StorageUnavailable as exc:
             print(f"{config.path}: storage.url: storage did not answer ({exc})", file=sys.stderr)
             return 1

@@ -32,11 +32,11 @@ def is_low(sends: int, converted: int, min_sends: int, threshold: float) -> bool
 
 @dataclass(frozen=True, slots=True)
 class SendCount:
-    """One send's call: what to add, what to read (per subject: due sends, due conversions and
-    the subject's clear mark), and the marks that let checks find their send's bucket."""
+    """One send's call: what to add, what to read (per subject: due sends and due conversions),
+    and the marks that let checks find their send's bucket."""
 
     adds: tuple[str, ...]
-    groups: tuple[tuple[tuple[str, ...], tuple[str, ...], str], ...]
+    groups: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...]
     marks: tuple[tuple[str, bytes], ...]
     ttl_s: float
     min_sends: int
@@ -48,7 +48,7 @@ class ConversionStore(Protocol):
     async def send(self, call: SendCount) -> tuple[int, list[tuple[int, int]]]:
         """Read every subject's due figures; unless ``block`` and one is low, count the send and
         leave its marks. Returns (index of the first low subject + 1, or 0; (sends, converted)
-        per subject). A clear mark hides the buckets up to the one it names."""
+        per subject)."""
         ...
 
     async def take_back(self, adds: Sequence[str], marks: Sequence[str]) -> None:
@@ -59,7 +59,9 @@ class ConversionStore(Protocol):
         """Count the conversion a mark names, once; how many counters it added to."""
         ...
 
-    async def clear(self, key: str, bucket: int, ttl_s: float) -> None: ...
+    async def clear(self, keys: Sequence[str]) -> None:
+        """Forget these counters (a subject's, up to now: ``smsgw alerts clear``)."""
+        ...
 
 
 class MemoryConversionStore:
@@ -93,9 +95,8 @@ class MemoryConversionStore:
         now = time.monotonic()
         figures: list[tuple[int, int]] = []
         low = 0
-        for index, (sends, converted, clear) in enumerate(call.groups, 1):
-            cleared = self._get(clear, now)
-            pair = (_sum(self._get, sends, cleared, now), _sum(self._get, converted, cleared, now))
+        for index, (sends, converted) in enumerate(call.groups, 1):
+            pair = (sum(self._get(k, now) for k in sends), sum(self._get(k, now) for k in converted))
             figures.append(pair)
             if not low and is_low(*pair, call.min_sends, call.threshold):
                 low = index
@@ -126,36 +127,27 @@ class MemoryConversionStore:
             self._incr(key, 1, ttl_s, now)
         return len(keys)
 
-    async def clear(self, key: str, bucket: int, ttl_s: float) -> None:
-        now = time.monotonic()
-        self._counts[key] = (bucket, now + ttl_s)
+    async def clear(self, keys: Sequence[str]) -> None:
+        for key in keys:
+            self._counts.pop(key, None)
 
 
-def _sum(get: Any, keys: Sequence[str], cleared: int, now: float) -> int:
-    """The counters of buckets after ``cleared`` (a key ends with its bucket number)."""
-    return sum(get(key, now) for key in keys if int(key.rpartition(":")[2]) > cleared)
-
-
-#: ``send``: KEYS = adds, then per subject m due send keys, m due conversion keys and its clear
-#: key, then the marks. ARGV = #adds, #subjects, m, ttl ms, min_sends, threshold, block, bucket
-#: numbers (m of them, oldest first), mark values.
+#: ``send``: KEYS = adds, then per subject m due send keys and m due conversion keys, then the
+#: marks. ARGV = #adds, #subjects, m, ttl ms, min_sends, threshold, block, mark values.
 _SEND: Final = """
 local nadd, nsub, m = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local ttl, min, thr, block = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7] == '1'
 local out, low, k = {0}, 0, nadd + 1
 for i = 1, nsub do
-  local cleared = tonumber(redis.call('GET', KEYS[k + 2 * m]) or '-1')
   local s, c = 0, 0
   for j = 1, m do
-    if tonumber(ARGV[7 + j]) > cleared then
-      s = s + tonumber(redis.call('GET', KEYS[k + j - 1]) or '0')
-      c = c + tonumber(redis.call('GET', KEYS[k + m + j - 1]) or '0')
-    end
+    s = s + tonumber(redis.call('GET', KEYS[k + j - 1]) or '0')
+    c = c + tonumber(redis.call('GET', KEYS[k + m + j - 1]) or '0')
   end
   out[#out + 1] = s
   out[#out + 1] = c
   if low == 0 and s >= min and c < thr * s then low = i end
-  k = k + 2 * m + 1
+  k = k + 2 * m
 end
 out[1] = low
 if low > 0 and block then return out end
@@ -163,7 +155,7 @@ for i = 1, nadd do
   if redis.call('INCR', KEYS[i]) == 1 then redis.call('PEXPIRE', KEYS[i], ttl) end
 end
 for i = k, #KEYS do
-  redis.call('SET', KEYS[i], ARGV[7 + m + i - k + 1], 'PX', ttl)
+  redis.call('SET', KEYS[i], ARGV[7 + i - k + 1], 'PX', ttl)
 end
 return out
 """
@@ -192,26 +184,30 @@ return 1
 """
 
 
+#: ``clear``: the subject's counters, gone (one call; the keys share the hash tag).
+_CLEAR: Final = """
+for i = 1, #KEYS do redis.call('DEL', KEYS[i]) end
+return #KEYS
+"""
+
+
 class RedisConversionStore:
     """Shared by every replica and worker: one script call a send, one an approved check."""
 
-    __slots__ = ("_backend", "_redeem", "_send", "_take_back")
+    __slots__ = ("_backend", "_clear", "_redeem", "_send", "_take_back")
 
     def __init__(self, backend: RedisKeyValue) -> None:
         self._backend = backend
         self._send = backend.script(_SEND)
         self._redeem = backend.script(_REDEEM)
         self._take_back = backend.script(_TAKE_BACK)
+        self._clear = backend.script(_CLEAR)
 
     async def send(self, call: SendCount) -> tuple[int, list[tuple[int, int]]]:
         keys: list[str] = list(call.adds)
-        buckets: list[int] = []
-        for sends, converted, clear in call.groups:
+        for sends, converted in call.groups:
             keys.extend(sends)
             keys.extend(converted)
-            keys.append(clear)
-            if not buckets:
-                buckets = [int(key.rpartition(":")[2]) for key in sends]
         keys.extend(key for key, _ in call.marks)
         m = len(call.groups[0][0]) if call.groups else 0
         args: list[Any] = [
@@ -222,7 +218,6 @@ class RedisConversionStore:
             call.min_sends,
             repr(call.threshold),
             "1" if call.block else "0",
-            *buckets,
             *(value for _, value in call.marks),
         ]
         answer = await self._backend.run_script(self._send, keys, args)
@@ -235,8 +230,9 @@ class RedisConversionStore:
     async def redeem(self, mark: str, ttl_s: float) -> int:
         return int(await self._backend.run_script(self._redeem, [mark], [max(1, math.ceil(ttl_s * 1000))]))
 
-    async def clear(self, key: str, bucket: int, ttl_s: float) -> None:
-        await self._backend.set(key, str(bucket).encode("ascii"), ttl_s)
+    async def clear(self, keys: Sequence[str]) -> None:
+        if keys:
+            await self._backend.run_script(self._clear, list(keys), [])
 
 
 def make_store(storage: StorageService, memory: MemoryConversionStore) -> ConversionStore:
