@@ -18,6 +18,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from gateway.command import load_or_exit
 from gateway.config import Config, ConfigError, load_config, parse_listen
 from gateway.config.schema import HMACKeyConfig
 from gateway.conversion_cli import add_alerts_parser
@@ -37,15 +38,7 @@ def _configure_logging(level: str, fmt: str = "text") -> None:
 
 
 def _load(path: str) -> Config:
-    try:
-        return load_config(path)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
-        for warning in exc.warnings:
-            print(warning.as_warning(), file=sys.stderr)
-        print(f"{len(exc.problems)} problem(s); nothing was started.", file=sys.stderr)
-        raise SystemExit(2) from None
+    return load_or_exit(path)
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:

@@ -16,7 +16,8 @@ from typing import Any
 
 import netaddr
 
-from gateway.config import Config, ConfigError, load_config
+from gateway.command import load_or_exit
+from gateway.config import Config
 from gateway.conversion import ConversionGuard
 from gateway.conversion_review import ConversionTally
 from gateway.conversion_store import RedisConversionStore
@@ -87,13 +88,7 @@ async def _clear(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_alerts_clear(args: argparse.Namespace) -> int:
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
-        return 2
-    return asyncio.run(_clear(config, args))
+    return asyncio.run(_clear(load_or_exit(args.config, "nothing was cleared"), args))
 
 
 def add_alerts_parser(sub: Any) -> None:

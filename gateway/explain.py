@@ -34,7 +34,8 @@ from aiohttp.streams import StreamReader
 from aiohttp.test_utils import make_mocked_request
 from multidict import CIMultiDict
 
-from gateway.config import Config, ConfigError, load_config
+from gateway.command import load_or_exit
+from gateway.config import Config
 from gateway.errors import GatewayError
 from gateway.exchange import Exchange
 from gateway.identity.auth import Authenticate, Principal
@@ -454,12 +455,7 @@ async def run_cases(explainer: Explainer, cases: list[Case], fmt: str = "text") 
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
-        return 2
+    config = load_or_exit(args.config, "nothing was explained")
     if not args.cases and not args.url:
         print("explain: give a URL (with -X, -H, -d) or --cases FILE", file=sys.stderr)
         return 2
