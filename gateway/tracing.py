@@ -14,7 +14,6 @@ id, status, reason code, decision. Never a number, a body, a credential, a query
 
 from __future__ import annotations
 
-import importlib.util
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -25,11 +24,7 @@ from gateway.identity.ip import IpAllowlist
 if TYPE_CHECKING:
     from gateway.config.schema import TracingConfig
 
-__all__ = ["TraceRequest", "Tracing", "otel_installed"]
-
-
-def otel_installed() -> bool:
-    return importlib.util.find_spec("opentelemetry.sdk") is not None
+__all__ = ["TraceRequest", "Tracing"]
 
 
 class Tracing:

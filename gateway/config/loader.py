@@ -674,9 +674,10 @@ def _tracing_checks(config: Config, file: str) -> list[Problem]:
     """``[tracing]`` on needs the optional OpenTelemetry packages."""
     if not config.settings.tracing.enabled:
         return []
-    from gateway.tracing import otel_installed
-
-    if not otel_installed():
+    if (
+        importlib.util.find_spec("opentelemetry") is None
+        or importlib.util.find_spec("opentelemetry.sdk") is None
+    ):
         return [Problem(file, "tracing.enabled", "needs OpenTelemetry: pip install 'smsgw[otel]'")]
     return []
 
