@@ -566,9 +566,19 @@ def test_make_demo_installs_the_runtime_only_and_passes_demo_args(tmp_path: Path
     for name in ("Makefile", "pyproject.toml"):
         shutil.copy(root / name, tmp_path / name)
 
+    # run from `make test` too: the outer make's settings must not reach this one
+    outer = ("MAKEFLAGS", "MAKELEVEL", "MFLAGS", "MAKEOVERRIDES")
+    env = {k: v for k, v in os.environ.items() if k not in outer}
+
     def planned(*args: str) -> list[str]:
         result = subprocess.run(
-            ["make", "-n", *args], cwd=tmp_path, capture_output=True, text=True, timeout=TIMEOUT, check=False
+            ["make", "--no-print-directory", "-n", *args],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+            check=False,
+            env=env,
         )
         assert result.returncode == 0, result.stderr
         return result.stdout.splitlines()
