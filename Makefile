@@ -55,7 +55,7 @@ demo: $(RUNTIME_STAMP)
 	$(BIN)/smsgw demo $(DEMO_ARGS)
 
 test: $(STAMP) redis-server chromium
-	$(BIN)/python -m pytest -q -n auto --dist loadfile
+	$(BIN)/python -m pytest -q -n auto --dist worksteal
 
 lint: $(STAMP)
 	$(BIN)/ruff check gateway tests bench

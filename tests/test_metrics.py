@@ -164,7 +164,7 @@ async def test_storage_errors_and_jwks_refreshes_are_counted(
 # --------------------------------------------------------------------------- two worker processes
 
 
-async def scrape_until(admin: str, done: Any, attempts: int = 50) -> Samples:
+async def scrape_until(admin: str, done: Any, attempts: int = 100) -> Samples:
     """Scrape until ``done(samples)`` (workers flush every second; bounded)."""
     samples: Samples = {}
     for _ in range(attempts):
@@ -207,11 +207,14 @@ async def test_two_workers_metrics_add_up(
     route = "twilio-send"
 
     def added_up(m: Samples) -> bool:
-        # each worker flushes its counters and histograms one after the other: wait for both
+        # a scrape can read a worker's files while that worker's flush is writing them, family by
+        # family: wait until every family asserted below has all 60
         return (
             value(m, "smsgw_requests_total", route=route, client="billing", decision="allow", status="201")
             == 60
             and value(m, "smsgw_request_duration_seconds_count", route=route) == 60
+            and value(m, "smsgw_upstream_responses_total", route=route, status="201") == 60
+            and value(m, "smsgw_stage_duration_seconds_count", stage="forward") == 60
         )
 
     m = await scrape_until(admin, added_up)
@@ -240,7 +243,13 @@ async def test_two_workers_metrics_add_up(
         await asyncio.to_thread(served.wait_for, "config reloaded: generation 2", 2)
         loads = [r for r in served.records(f"audit.w{w}.jsonl") if r["event"] == "config_loaded"]
         assert [(r["trigger"], r["generation"]) for r in loads] == [("start", 1), ("reload", 2)]
-    m = await scrape_until(admin, lambda m: value(m, "smsgw_config_generation") == 2)
+    m = await scrape_until(
+        admin,
+        lambda m: (
+            value(m, "smsgw_config_generation") == 2
+            and value(m, "smsgw_config_reloads_total", result="ok") == 2
+        ),
+    )
     assert value(m, "smsgw_config_generation") == 2
     assert value(m, "smsgw_config_reloads_total", result="ok") == 2  # one per worker
     async with aiohttp.ClientSession() as session, session.get(admin + "/readyz") as response:
