@@ -522,6 +522,15 @@ class RedisServer:
         self.client().config_resetstat()
 
 
+@pytest.fixture(params=["memory", "redis"])
+def store(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """``[storage]`` settings: one process's memory, or a real redis-server on a free port."""
+    if request.param == "memory":
+        return {"storage": {"url": "memory://"}}
+    server: RedisServer = request.getfixturevalue("redis_server")
+    return {"storage": {"url": server.url}}
+
+
 @pytest.fixture
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     server = RedisServer(tmp_path_factory.mktemp("redis"))

@@ -30,14 +30,6 @@ OPS_USER = "AC00000000000000000000000000000ops"
 OPS_PASSWORD = "ops-password-5d2c9b1a0f8e7d6c"
 
 
-@pytest.fixture(params=["memory", "redis"])
-def store(request: pytest.FixtureRequest) -> dict[str, Any]:
-    if request.param == "memory":
-        return {"storage": {"url": "memory://"}}
-    server: RedisServer = request.getfixturevalue("redis_server")
-    return {"storage": {"url": server.url}}
-
-
 def two_clients() -> dict[str, Any]:
     doc = policy()["default"]
     doc["client"].append(

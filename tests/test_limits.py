@@ -37,15 +37,6 @@ LV1 = "+37120012345"
 NG1 = "+2348031234567"
 
 
-@pytest.fixture(params=["memory", "redis"])
-def store(request: pytest.FixtureRequest) -> dict[str, Any]:
-    """``[storage]`` settings: one process's memory, or a real redis-server on a free port."""
-    if request.param == "memory":
-        return {"storage": {"url": "memory://"}}
-    server: RedisServer = request.getfixturevalue("redis_server")
-    return {"storage": {"url": server.url}}
-
-
 def limited(route: dict[str, Any] | None = None, client: dict[str, Any] | None = None) -> dict[str, Any]:
     """The default policy with limits on its route/client, and a second client ``ops``."""
     doc = policy(route, client)["default"]

@@ -10,22 +10,13 @@ import time
 from typing import Any
 
 import aiohttp
-import pytest
 from aiohttp import web
 
-from tests.conftest import DEFAULT_POLICY, Gateway, GatewayFactory, Recorder, RedisServer, error_of, free_port
+from tests.conftest import DEFAULT_POLICY, Gateway, GatewayFactory, Recorder, error_of, free_port
 
 EE1, EE2 = "+37255512367", "+37255512368"
 VERIFY = "/v2/Services/VA0001/Verifications"
 CHECK = "/v2/Services/VA0001/VerificationCheck"
-
-
-@pytest.fixture(params=["memory", "redis"])
-def store(request: pytest.FixtureRequest) -> dict[str, Any]:
-    if request.param == "memory":
-        return {"storage": {"url": "memory://"}}
-    server: RedisServer = request.getfixturevalue("redis_server")
-    return {"storage": {"url": server.url}}
 
 
 def routes(*extra: dict[str, Any], sms: dict[str, Any] | None = None) -> dict[str, Any]:

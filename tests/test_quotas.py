@@ -39,14 +39,6 @@ VERIFY = "/v2/Services/VA0001/Verifications"
 CHECK = "/v2/Services/VA0001/VerificationCheck"
 
 
-@pytest.fixture(params=["memory", "redis"])
-def store(request: pytest.FixtureRequest) -> dict[str, Any]:
-    if request.param == "memory":
-        return {"storage": {"url": "memory://"}}
-    server: RedisServer = request.getfixturevalue("redis_server")
-    return {"storage": {"url": server.url}}
-
-
 def two_clients(*routes: dict[str, Any], client: dict[str, Any] | None = None) -> dict[str, Any]:
     """The default policy with extra keys on its route (and extra routes), plus a client ``ops``."""
     doc = copy.deepcopy(DEFAULT_POLICY)
