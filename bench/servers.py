@@ -170,8 +170,8 @@ async def python_vendor(port: int) -> None:
 def gateway(config: str, loop_report: str, use_uvloop: bool) -> int:
     """``smsgw serve -c CONFIG``; each process that starts serving appends its pid and loop class
     to ``loop_report`` (with ``server.workers > 1`` every forked worker does)."""
-    import gateway.server as server
-    from gateway.cli import main
+    import gateway.server.main as server
+    from gateway.commands.cli import main
 
     if use_uvloop:
         import uvloop

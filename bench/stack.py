@@ -140,7 +140,7 @@ class Stack:
     token: str = ""
 
     def __post_init__(self) -> None:
-        from gateway.demo import make_self_signed
+        from gateway.commands.demo import make_self_signed
 
         make_self_signed(self.folder / "cert.pem", self.folder / "key.pem")
         self.cafile = self.folder / "cert.pem"
@@ -356,7 +356,7 @@ def write_gateway_config(
 ) -> Path:
     """A production-shaped config: JWT RS256, an IP allowlist, three rate limits, OTP caps,
     hashed bodies and both logs on disk. Limits are set high enough never to refuse in a run."""
-    from gateway.keygen import random_token
+    from gateway.commands.keygen import random_token
 
     (folder / "policies").mkdir(parents=True)
     (folder / "secrets").mkdir(mode=0o700)

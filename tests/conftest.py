@@ -1,6 +1,6 @@
 """Shared test harness: real TLS (trustme CA), a real vendor server, the gateway on loopback.
 
-Every gateway here is started through ``gateway.server.start`` from TOML files written to a
+Every gateway here is started through ``gateway.server.main.start`` from TOML files written to a
 temporary folder and loaded with the real loader, exactly as ``smsgw serve`` does.
 """
 
@@ -29,10 +29,10 @@ import trustme
 from aiohttp import web
 from multidict import CIMultiDict
 
-from gateway.audit import LIFECYCLE_EVENTS
+from gateway.audit.log import LIFECYCLE_EVENTS
+from gateway.commands.sandbox import SandboxState, build_sandbox_app
 from gateway.config import load_config
-from gateway.sandbox import SandboxState, build_sandbox_app
-from gateway.server import Running, start
+from gateway.server.main import Running, start
 
 VENDOR_SID = "AC" + "a1" * 16
 VENDOR_TOKEN = "vendor-token-3f9c1e0b7d2a4c58"  # the vendor credential only the gateway holds

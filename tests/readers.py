@@ -11,9 +11,9 @@ from urllib.parse import urlencode
 
 import gateway.config  # noqa: F401 - loads the providers package in the order the gateway does
 from gateway.config.schema import RouteConfig
-from gateway.providers import REGISTRY, ProviderSettings
-from gateway.providers.base import Message, MessageReader
-from gateway.providers.generic import GenericOptions
+from gateway.messages.base import Message, MessageReader
+from gateway.vendors import REGISTRY, ProviderSettings
+from gateway.vendors.generic.send import GenericOptions
 
 FORM = "application/x-www-form-urlencoded"
 JSON = "application/json"

@@ -10,10 +10,10 @@ from urllib.parse import urlencode
 import pytest
 
 from gateway.config.schema import RouteConfig
-from gateway.errors import GatewayError
-from gateway.providers import REGISTRY, ProviderSettings
-from gateway.providers.base import Message
-from gateway.providers.fields import Control
+from gateway.core.errors import GatewayError
+from gateway.messages.base import Message
+from gateway.messages.fields import Control
+from gateway.vendors import REGISTRY, ProviderSettings
 
 FORM = "application/x-www-form-urlencoded"
 JSON = "application/json"
@@ -285,7 +285,7 @@ def botocore_signed(
 def test_sigv4_check_agrees_with_botocore(url: str) -> None:
     from urllib.parse import urlsplit
 
-    from gateway import sigv4
+    from gateway.core import sigv4
 
     body = urlencode({"Action": "Publish", "PhoneNumber": EE, "Message": "hello"}).encode()
     signed = botocore_signed("s3cret/key+", body, "20260301T101500Z", url)
@@ -326,6 +326,6 @@ def test_sigv4_check_agrees_with_botocore(url: str) -> None:
     ],
 )
 def test_sigv4_malformed_headers_are_not_read(value: str) -> None:
-    from gateway import sigv4
+    from gateway.core import sigv4
 
     assert sigv4.parse_authorization(value) is None

@@ -1,4 +1,4 @@
-"""Anomaly alerts (``[alerts]``, gateway/alerts.py): each rule fires on crafted traffic and not on
+"""Anomaly alerts (``[alerts]``, gateway/alerts/anomalies.py): each rule fires on crafted traffic and not on
 normal traffic, block mode refuses (429 ``anomaly_blocked``), and the alert webhook receives a
 signed POST that an independent RFC 9421 library verifies."""
 

@@ -1,4 +1,4 @@
-"""gateway/audit.py: canonical records and the hash chain that makes the audit log tamper-evident."""
+"""gateway/audit/log.py: canonical records and the hash chain that makes the audit log tamper-evident."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from gateway.audit import GENESIS, AuditLog, canonical, chain_value, last_chain
-from gateway.exchange import Exchange
-from gateway.jsonlog import JsonLinesSink
+from gateway.audit.log import GENESIS, AuditLog, canonical, chain_value, last_chain
+from gateway.core.exchange import Exchange
+from gateway.core.jsonlog import JsonLinesSink
 
 
 def test_canonical_is_sorted_compact_utf8_without_chain() -> None:

@@ -19,9 +19,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.audit import DAY_S, AuditLog, rotated_files
-from gateway.cli import main
-from gateway.jsonlog import JsonLinesSink
+from gateway.audit.log import DAY_S, AuditLog, rotated_files
+from gateway.commands.cli import main
+from gateway.core.jsonlog import JsonLinesSink
 from tests.conftest import GatewayFactory, Vendor, write_config
 
 TIMEOUT = 30

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.audit import AuditLog
-from gateway.jsonlog import JsonLinesSink
+from gateway.audit.log import AuditLog
+from gateway.core.jsonlog import JsonLinesSink
 from tests.conftest import GatewayFactory, Recorder, error_of, post
 
 SEND = b"To=%2B37255512367&From=MyBank&Body=hello"

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from gateway.audit import DAY_S, GENESIS, AuditLog, canonical, rotated_files, rotated_path
-from gateway.cli import main
-from gateway.jsonlog import JsonLinesSink
-from gateway.review import scan, verify_text
+from gateway.audit.log import DAY_S, GENESIS, AuditLog, canonical, rotated_files, rotated_path
+from gateway.commands.cli import main
+from gateway.commands.review import scan, verify_text
+from gateway.core.jsonlog import JsonLinesSink
 from tests.conftest import GatewayFactory, Vendor
 
 CHAIN_KEY = b"Vq3x8PZJ0kTn4bWc7yRm2sLd9fHg6aKe1uXo5iBw_Y-"

@@ -23,11 +23,11 @@ from typing import Any
 
 import pytest
 
-from gateway.audit import AuditLog, rotated_files
-from gateway.cli import main
-from gateway.jsonlog import JsonLinesSink
-from gateway.redaction import hmac_hex
-from gateway.review import report_data, scan
+from gateway.audit.log import AuditLog, rotated_files
+from gateway.commands.cli import main
+from gateway.commands.review import report_data, scan
+from gateway.core.jsonlog import JsonLinesSink
+from gateway.core.redaction import hmac_hex
 from tests.conftest import (
     CLIENT_USER,
     HASH_KEY,

@@ -16,11 +16,11 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from gateway.cli import main
+from gateway.commands.cli import main
+from gateway.commands.review import body_problem
 from gateway.config import ConfigError, load_config
-from gateway.redaction import Redactor
-from gateway.review import body_problem
-from gateway.seal import (
+from gateway.core.redaction import Redactor
+from gateway.core.seal import (
     ALG_RSA,
     ALG_X25519,
     SealError,

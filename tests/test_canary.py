@@ -25,8 +25,8 @@ from urllib.parse import quote, urlencode
 import pytest
 from aiohttp import web
 
-from gateway.audit import GENESIS, chain_value
-from gateway.phone import parse_recipient
+from gateway.audit.log import GENESIS, chain_value
+from gateway.recipients.phone import parse_recipient
 from tests.conftest import (
     BEARER_TOKEN,
     CLIENT_PASSWORD,
@@ -379,7 +379,7 @@ async def test_no_token_or_signature_in_any_log(
     the secrets behind them, nor a marker carried in a claim or a nonce, appears anywhere."""
     from joserfc.jwk import OctKey
 
-    from gateway.signing import sign
+    from gateway.core.signing import sign
     from tests.tokens import AUDIENCE, ISSUER, SUBJECT, claims, token
 
     caplog.set_level(logging.DEBUG)

@@ -339,7 +339,7 @@ class Demo:
         return line.split()[-1]
 
     async def stop(self, sig: signal.Signals = signal.SIGINT) -> int:
-        # gateway/demo.py prints "Stop with Ctrl-C." before it installs its signal handlers, so a
+        # gateway/commands/demo.py prints "Stop with Ctrl-C." before it installs its signal handlers, so a
         # signal sent right away can hit Python's default handler (exit -2). Once the demo's event
         # loop has answered a request, the (synchronous) handler installation has happened.
         async with aiohttp.ClientSession() as session, session.get(self.health_url) as response:

@@ -28,13 +28,13 @@ import pytest
 import tomli_w
 from pydantic import BaseModel, SecretStr
 
+from gateway.commands.demo import prepare_folder
+from gateway.commands.demo import write_config as write_demo_config
 from gateway.config import Config, ConfigError, Problem, load_config
 from gateway.config.files import tighten_log_modes
 from gateway.config.schema import PolicyFile, Settings
-from gateway.credentials import VendorCredentials
-from gateway.demo import prepare_folder
-from gateway.demo import write_config as write_demo_config
-from gateway.routing import PathTemplate, overlap_example
+from gateway.core.routing import PathTemplate, overlap_example
+from gateway.transport.credentials import VendorCredentials
 from tests.conftest import DEFAULT_POLICY, HASH_KEY, VENDOR_SID, VENDOR_TOKEN, free_port, sha, write_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -609,7 +609,7 @@ CASES = [
     ),
     pol("methods-empty", policy([route(methods=[])]), "route[0].methods", "at least one method"),
     pol("kind-unknown", policy([route(kind="sms2")]), "route[0].kind", "'sms'"),
-    # limits, OTP caps, storage and workers (gateway/limits.py, otp.py, storage.py)
+    # limits, OTP caps, storage and workers (gateway/limits/stage.py, otp.py, storage.py)
     main(
         "workers-memory",
         {"server": {"workers": 2}},

@@ -27,7 +27,9 @@ import trustme
 from aiohttp import web
 
 from gateway.config import ConfigError, load_config
-from gateway.connections import (
+from gateway.core.errors import GatewayError
+from gateway.server.main import start
+from gateway.transport.connections import (
     BAD_EXPECT,
     ConnectionLimits,
     ConnectionPolicy,
@@ -35,8 +37,6 @@ from gateway.connections import (
     expect_handler,
     read_body_within,
 )
-from gateway.errors import GatewayError
-from gateway.server import start
 from tests.conftest import CLIENT_PASSWORD, CLIENT_USER, basic, client_ssl, write_config
 
 HSTS = "max-age=31536000; includeSubDomains"

@@ -1,4 +1,4 @@
-"""The pumping guard (``[alerts.conversion]``, gateway/conversion.py): OTP sends against approved
+"""The pumping guard (``[alerts.conversion]``, gateway/alerts/conversion.py): OTP sends against approved
 checks per country, prefix and client address, through real gateways, a stand-in Verify vendor
 that approves or not, and a real redis-server shared by two replicas."""
 
@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from gateway.alerts.conversion import check_approved, is_low
 from gateway.config import ConfigError, load_config
-from gateway.conversion import check_approved, is_low
 from tests.conftest import (
     DEFAULT_POLICY,
     Gateway,

@@ -1,4 +1,4 @@
-"""gateway/counters.py: the one-script count on a real Redis answers as the ``limits`` library
+"""gateway/storage/counters.py: the one-script count on a real Redis answers as the ``limits`` library
 does, on the library's own keys, for every strategy."""
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from limits import parse
 from limits.aio.storage import MemoryStorage
 
 from gateway.config.schema import StorageConfig
-from gateway.counters import Hit, LibraryCounters, MemoryCounters, ScriptCounters, sliding_figures
-from gateway.limits import STRATEGIES, gather, make_counters
-from gateway.storage import StorageService, open_storage
+from gateway.limits.stage import STRATEGIES, gather, make_counters
+from gateway.storage.counters import Hit, LibraryCounters, MemoryCounters, ScriptCounters, sliding_figures
+from gateway.storage.service import StorageService, open_storage
 from tests.conftest import RedisServer
 
 KEY = b"k" * 32

@@ -1,11 +1,11 @@
-"""gateway/credentials.py: what each kind of vendor credential puts on the wire and keeps secret."""
+"""gateway/transport/credentials.py: what each kind of vendor credential puts on the wire and keeps secret."""
 
 from __future__ import annotations
 
 import base64
 
 from gateway.config.schema import CredentialsConfig
-from gateway.credentials import VendorCredentials
+from gateway.transport.credentials import VendorCredentials
 
 
 def test_credentials_basic() -> None:

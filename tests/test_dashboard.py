@@ -74,7 +74,7 @@ async def test_json_operational_log_carries_the_request_id(
     make_gateway: GatewayFactory, vendor: Vendor, capfd: Any
 ) -> None:
     """A warning raised while a request is handled names that request, in a JSON line."""
-    from gateway.oplog import configure
+    from gateway.core.oplog import configure
 
     root = logging.getLogger()
     saved = (list(root.handlers), root.level)

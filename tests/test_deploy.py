@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from gateway.cli import build_parser
+from gateway.commands.cli import build_parser
 from gateway.config import load_config, parse_listen
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,4 +1,4 @@
-"""``smsgw explain`` (gateway/explain.py): the stage that would refuse a request, and why, for the
+"""``smsgw explain`` (gateway/commands/explain.py): the stage that would refuse a request, and why, for the
 same requests the real server refuses — without calling the vendor or spending a limit — and
 ``--cases`` files that fail a CI run when a policy change alters a verdict."""
 
@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 import tomli_w
 
+from gateway.commands.explain import Case, Explainer
 from gateway.config import load_config
-from gateway.explain import Case, Explainer
 from tests.conftest import (
     CLIENT_PASSWORD,
     CLIENT_USER,

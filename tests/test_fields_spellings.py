@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.errors import GatewayError
-from gateway.providers.base import Message
+from gateway.core.errors import GatewayError
+from gateway.messages.base import Message
 from tests.vendor_fields import (
     CASES,
     NAMES,

@@ -19,7 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.phone import parse_recipient
+from gateway.recipients.phone import parse_recipient
 from tests.conftest import (
     CLIENT_PASSWORD,
     CLIENT_USER,

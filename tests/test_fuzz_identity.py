@@ -25,12 +25,12 @@ from joserfc import jwt as jose_jwt
 from joserfc.jwk import KeySet, OctKey, RSAKey
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from gateway.errors import GatewayError
+from gateway.core.errors import GatewayError
 from gateway.identity.auth import Principal
 from gateway.identity.hmac import HmacAuthenticator, HmacKey, TargetUri
 from gateway.identity.jwt import JwtAuthenticator, JwtIssuer
 from gateway.identity.keys import load_public_key
-from gateway.storage import MemoryKeyValue, StorageService
+from gateway.storage.service import MemoryKeyValue, StorageService
 from tests.conftest import GatewayFactory, Vendor, client_ssl, policy, raw_exchange
 from tests.fuzzing import examples
 from tests.tokens import (

@@ -19,9 +19,9 @@ from urllib.parse import parse_qsl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.errors import GatewayError
-from gateway.providers.base import Message
-from gateway.providers.forms import MAX_JSON_DEPTH
+from gateway.core.errors import GatewayError
+from gateway.messages.base import Message
+from gateway.messages.forms import MAX_JSON_DEPTH
 from tests.fuzzing import examples
 from tests.readers import CASES, FORM, JSON, ReaderCase
 

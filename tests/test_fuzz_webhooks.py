@@ -1,4 +1,4 @@
-"""Property tests over every callback signature verifier (gateway/webhooks/): a correctly signed
+"""Property tests over every callback signature verifier (gateway/callbacks/): a correctly signed
 callback per scheme, then random edits of its URL, body, headers and method.
 
 Properties: a verifier either accepts or refuses with the documented refusal (``SignatureError``;
@@ -25,15 +25,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from multidict import CIMultiDict, MultiDict
 
-from gateway.webhooks import plivo, sinch
-from gateway.webhooks.base import SignatureError, SignedRequest, is_form
-from gateway.webhooks.messagebird import MessageBirdVerifier
-from gateway.webhooks.messente import MessenteVerifier
-from gateway.webhooks.plivo import PlivoV2Verifier, PlivoV3Verifier
-from gateway.webhooks.sinch import SinchVerifier
-from gateway.webhooks.twilio import TwilioVerifier
-from gateway.webhooks.vonage import VonageSigVerifier
-from gateway.webhooks.vonage_jwt import VonageJwtVerifier
+from gateway.callbacks.base import SignatureError, SignedRequest, is_form
+from gateway.vendors.messagebird.callback import MessageBirdVerifier
+from gateway.vendors.messente.callback import MessenteVerifier
+from gateway.vendors.plivo import callback as plivo
+from gateway.vendors.plivo.callback import PlivoV2Verifier, PlivoV3Verifier
+from gateway.vendors.sinch import callback as sinch
+from gateway.vendors.sinch.callback import SinchVerifier
+from gateway.vendors.twilio.callback import TwilioVerifier
+from gateway.vendors.vonage.callback import VonageSigVerifier
+from gateway.vendors.vonage.callback_jwt import VonageJwtVerifier
 from tests.fuzzing import examples
 
 FORM = "application/x-www-form-urlencoded"

@@ -1,7 +1,7 @@
-"""RFC 9421 request signatures (gateway/identity/hmac.py) and the client signer (gateway/signing.py).
+"""RFC 9421 request signatures (gateway/identity/hmac.py) and the client signer (gateway/core/signing.py).
 
 Signatures are made by the independent ``http-message-signatures`` package and must verify at
-the gateway; signatures made by ``gateway.signing`` must verify with that package. Every way a
+the gateway; signatures made by ``gateway.core.signing`` must verify with that package. Every way a
 signature can be wrong is a 401 with its own audit ``detail``; a replay is refused even though
 the signature itself is perfect.
 """
@@ -19,8 +19,8 @@ from http_message_signatures import HTTPMessageVerifier, MappingKeyResolver
 from http_message_signatures.algorithms import HMAC_SHA256
 from multidict import CIMultiDict
 
-from gateway.signing import Signer, sign, target_uri
-from gateway.storage import StorageUnavailable
+from gateway.core.signing import Signer, sign, target_uri
+from gateway.storage.service import StorageUnavailable
 from tests.conftest import CLIENT_USER, Gateway, GatewayFactory, Vendor, error_of, policy
 from tests.tokens import HMAC_KEY_ID, HMAC_SECRET, library_signed
 
@@ -284,7 +284,7 @@ async def test_replay_skew_tampering_and_missing_parts_are_401(
 
 
 def _digest_of(body: bytes) -> dict[str, str]:
-    from gateway.signing import content_digest
+    from gateway.core.signing import content_digest
 
     return {"Content-Digest": content_digest(body)}
 

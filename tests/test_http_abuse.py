@@ -23,7 +23,7 @@ import aiohttp.http_parser
 import aiohttp.web_protocol
 import pytest
 
-from gateway.connections import MAX_HEAD_BYTES
+from gateway.transport.connections import MAX_HEAD_BYTES
 from tests.conftest import CLIENT_PASSWORD, CLIENT_USER, Gateway, GatewayFactory, Recorder, basic, client_ssl
 from tests.test_connections import close_all, eventually, parse_head, send_from, tls
 

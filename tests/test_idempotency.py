@@ -1,4 +1,4 @@
-"""Idempotency-Key (gateway/idempotency.py): forwarded once, replayed after, 422 for another
+"""Idempotency-Key (gateway/idempotency/stage.py): forwarded once, replayed after, 422 for another
 request under the same key, 409 while the first is in flight; what is kept for failures."""
 
 from __future__ import annotations

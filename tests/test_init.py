@@ -17,10 +17,10 @@ from typing import Any
 import aiohttp
 import pytest
 
-from gateway.cli import main
+from gateway.commands.cli import main
+from gateway.commands.init import STARTERS
 from gateway.config import load_config
-from gateway.init import STARTERS
-from gateway.server import start
+from gateway.server.main import start
 from tests.conftest import Recorder, basic, client_ssl, error_of
 
 SMSGW = [sys.executable, "-m", "gateway"]

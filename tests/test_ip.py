@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.errors import GatewayError
+from gateway.core.errors import GatewayError
 from gateway.identity.ip import ClientAddressResolver, IpAllowlist, Ranges, parse_ip
 
 

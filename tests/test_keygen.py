@@ -1,4 +1,4 @@
-"""gateway/keygen.py: random tokens and client credentials an operator can paste into a policy."""
+"""gateway/commands/keygen.py: random tokens and client credentials an operator can paste into a policy."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import re
 
 import pytest
 
+from gateway.commands.keygen import basic_credential, random_token
 from gateway.identity.basic import BasicAuthenticator
-from gateway.keygen import basic_credential, random_token
 from tests.conftest import basic
 
 

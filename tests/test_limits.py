@@ -1,4 +1,4 @@
-"""Rate limits (gateway/limits.py): every kind, on memory and on a real Redis, with the answers a
+"""Rate limits (gateway/limits/stage.py): every kind, on memory and on a real Redis, with the answers a
 client sees (429 rate_limited, Retry-After, RateLimit-*), their cost in Redis commands, and what
 happens when Redis goes away and comes back."""
 

@@ -30,7 +30,7 @@ from urllib.parse import parse_qsl, urlencode
 import aiohttp
 import pytest
 
-from gateway.signing import Signer
+from gateway.core.signing import Signer
 from tests.conftest import (
     CLIENT_PASSWORD,
     CLIENT_USER,

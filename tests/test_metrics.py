@@ -1,4 +1,4 @@
-"""``/metrics`` on the admin listener (gateway/metrics.py): scraped after real traffic and parsed
+"""``/metrics`` on the admin listener (gateway/server/metrics.py): scraped after real traffic and parsed
 with prometheus-client's own parser, in one process and with two worker processes."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""OTP retry caps (gateway/otp.py): sends per number per window, the resend interval, check
+"""OTP retry caps (gateway/limits/otp.py): sends per number per window, the resend interval, check
 attempts; exact Retry-After; a refused or unsent attempt never costs the user a send."""
 
 from __future__ import annotations

@@ -15,10 +15,10 @@ from urllib.parse import parse_qsl, urlencode
 
 import pytest
 
-from gateway.errors import GatewayError
-from gateway.phone import parse_recipient
-from gateway.providers.fields import FieldPolicy
-from gateway.providers.forms import MAX_JSON_DEPTH
+from gateway.core.errors import GatewayError
+from gateway.messages.fields import FieldPolicy
+from gateway.messages.forms import MAX_JSON_DEPTH
+from gateway.recipients.phone import parse_recipient
 from tests.conftest import (
     BEARER_TOKEN,
     DEFAULT_POLICY,
@@ -709,7 +709,7 @@ async def test_a_nul_in_a_code_or_any_other_field_is_refused(
 
 # ------------------------------------------------------------ every declared field, every spelling
 #
-# Closed by default (gateway/providers/fields.py): each reader declares every field it lets
+# Closed by default (gateway/messages/fields.py): each reader declares every field it lets
 # through. Under each spelling a vendor stack could bind to a declared field (case, surrounding
 # space, PHP/qs brackets and dots, a NUL), the field is read as that field or refused: never let
 # through as a stranger the gateway did not look at. Runs over every reader that has a table.

@@ -5,8 +5,8 @@ from __future__ import annotations
 import phonenumbers
 import pytest
 
-from gateway.errors import GatewayError, invalid_recipient
-from gateway.phone import NUMBER_TYPES, DestinationPolicy, classify, parse_recipient
+from gateway.core.errors import GatewayError, invalid_recipient
+from gateway.recipients.phone import NUMBER_TYPES, DestinationPolicy, classify, parse_recipient
 
 # Checked with phonenumbers.is_valid_number before being written here.
 VALID = {

@@ -14,8 +14,9 @@ from twilio.http import HttpClient
 from twilio.http.response import Response
 from twilio.rest import Client
 
-from gateway.errors import GatewayError
-from gateway.providers import (
+from gateway.core.errors import GatewayError
+from gateway.messages.base import Message
+from gateway.vendors import (
     KNOWN_PROVIDERS,
     REGISTRY,
     GenericAdapter,
@@ -26,7 +27,6 @@ from gateway.providers import (
     generic,
     validate_spec_path,
 )
-from gateway.providers.base import Message
 
 FORM = "application/x-www-form-urlencoded"
 JSON = "application/json"
@@ -628,11 +628,11 @@ def test_provider_sets() -> None:
 @pytest.mark.parametrize(
     "module",
     [
-        "gateway.providers",
-        "gateway.providers.twilio",
+        "gateway.vendors",
+        "gateway.vendors.twilio.send",
         "gateway.config.model",
-        "gateway.webhooks",
-        "gateway.policy",
+        "gateway.callbacks",
+        "gateway.server.policy",
     ],
 )
 def test_every_entry_module_imports_first(module: str) -> None:

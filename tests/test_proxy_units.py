@@ -1,4 +1,4 @@
-"""gateway/proxy.py without a vendor: headers both ways, the upstream URL, the vendor's answer body.
+"""gateway/transport/proxy.py without a vendor: headers both ways, the upstream URL, the vendor's answer body.
 
 The end-to-end forwarding tests are in tests/test_forwarding.py.
 """
@@ -13,8 +13,8 @@ import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from gateway.config.schema import CredentialsConfig
-from gateway.credentials import VendorCredentials
-from gateway.proxy import Upstream, VendorAnswer, response_headers, upstream_headers
+from gateway.transport.credentials import VendorCredentials
+from gateway.transport.proxy import Upstream, VendorAnswer, response_headers, upstream_headers
 
 # ============================================================================================
 # proxy: headers

@@ -1,4 +1,5 @@
-"""Limits count what is really sent (gateway/limits.py, gateway/otp.py, gateway/counters.py):
+"""Limits count what is really sent (gateway/limits/stage.py, gateway/limits/otp.py,
+gateway/storage/counters.py):
 every limit of a request is checked before any is counted, so a refused request spends no quota;
 a number listed twice cannot take one OTP slot for two codes; verification checks are capped per
 verification; a storage outage tells the client when to come back; a strategy change on reload

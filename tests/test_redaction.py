@@ -10,13 +10,13 @@ import re
 import pytest
 from multidict import CIMultiDict
 
-from gateway.headers import (
+from gateway.core.headers import (
     CLIENT_NETWORK_HEADERS,
     CREDENTIAL_HEADERS,
     is_client_network_header,
     is_credential_header,
 )
-from gateway.redaction import Redactor, hmac_hex, key_id_for, mask_digits, mask_number
+from gateway.core.redaction import Redactor, hmac_hex, key_id_for, mask_digits, mask_number
 
 KEY = b"k" * 32
 MARKER = "Zebra-Marker-7731 secret words"

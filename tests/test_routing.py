@@ -1,11 +1,11 @@
-"""gateway/routing.py: path templates, the router and the normal form of request paths."""
+"""gateway/core/routing.py: path templates, the router and the normal form of request paths."""
 
 from __future__ import annotations
 
 import pytest
 
-from gateway.errors import GatewayError
-from gateway.routing import PathTemplate, Router, TemplateError, check_normal_form, route_shape
+from gateway.core.errors import GatewayError
+from gateway.core.routing import PathTemplate, Router, TemplateError, check_normal_form, route_shape
 
 # ============================================================================================
 # routing: path templates

@@ -1,4 +1,4 @@
-"""gateway/storage.py: the key-value contract every shared decision uses, and the on_error policy."""
+"""gateway/storage/service.py: the key-value contract every shared decision uses, and the on_error policy."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import hmac
 import pytest
 
 from gateway.config.schema import StorageConfig
-from gateway.storage import (
+from gateway.storage.service import (
     KeyValue,
     MemoryKeyValue,
     StorageKeys,

@@ -1,4 +1,4 @@
-"""OpenTelemetry tracing (``[tracing]``, gateway/tracing.py): one span per request, exported over
+"""OpenTelemetry tracing (``[tracing]``, gateway/tracing/otel.py): one span per request, exported over
 OTLP/HTTP to a real receiver on loopback and decoded with the OpenTelemetry protobuf package; the
 caller's W3C ``traceparent`` is continued only from trusted addresses, the vendor gets the
 gateway's span, no number or body is in any attribute or event, and when off there is no stage."""

@@ -1,4 +1,4 @@
-"""gateway/transport.py without a listener: HSTS, the HTTPS policy, TLS context construction.
+"""gateway/transport/tls.py without a listener: HSTS, the HTTPS policy, TLS context construction.
 
 The end-to-end handshakes are in tests/test_transport.py.
 """
@@ -16,10 +16,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from gateway.commands.demo import make_self_signed
 from gateway.config.schema import HSTSConfig, TLSConfig
-from gateway.demo import make_self_signed
-from gateway.errors import GatewayError
-from gateway.transport import (
+from gateway.core.errors import GatewayError
+from gateway.transport.tls import (
     HttpsPolicy,
     hsts_value,
     security_headers,

@@ -20,9 +20,9 @@ from typing import Any
 
 import pytest
 
-from gateway.providers import REGISTRY, ProviderSettings
-from gateway.providers.base import Message
-from gateway.providers.fields import CHANNEL, Control
+from gateway.messages.base import Message
+from gateway.messages.fields import CHANNEL, Control
+from gateway.vendors import REGISTRY, ProviderSettings
 from tests.conftest import (
     CLIENT_PASSWORD,
     CLIENT_USER,
@@ -742,7 +742,7 @@ async def test_canary_over_every_vendor(
 ) -> None:
     """Unique markers in the body, the codes, the recipients and the credentials go in through
     every vendor's shape, accepted and refused; none comes out in any log, stdout or stderr."""
-    from gateway.phone import parse_recipient
+    from gateway.recipients.phone import parse_recipient
     from tests.test_canary import fresh_number
 
     def valid_number(number: str) -> bool:

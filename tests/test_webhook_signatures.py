@@ -26,15 +26,21 @@ import jwt as pyjwt
 import pytest
 from multidict import CIMultiDict, MultiDict
 
-from gateway.webhooks import jws, messagebird, plivo, sinch, twilio, vonage, vonage_jwt
-from gateway.webhooks.base import SignatureError, SignedRequest, decode_digest
-from gateway.webhooks.generic import HmacHeaderVerifier
-from gateway.webhooks.messente import MessenteVerifier
-from gateway.webhooks.plivo import PlivoV2Verifier, PlivoV3Verifier
-from gateway.webhooks.sinch import SinchVerifier
-from gateway.webhooks.twilio import TwilioVerifier
-from gateway.webhooks.vonage import VonageSigVerifier
-from gateway.webhooks.vonage_jwt import VonageJwtVerifier
+from gateway.callbacks import jws
+from gateway.callbacks.base import SignatureError, SignedRequest, decode_digest
+from gateway.vendors.generic.callback import HmacHeaderVerifier
+from gateway.vendors.messagebird import callback as messagebird
+from gateway.vendors.messente.callback import MessenteVerifier
+from gateway.vendors.plivo import callback as plivo
+from gateway.vendors.plivo.callback import PlivoV2Verifier, PlivoV3Verifier
+from gateway.vendors.sinch import callback as sinch
+from gateway.vendors.sinch.callback import SinchVerifier
+from gateway.vendors.twilio import callback as twilio
+from gateway.vendors.twilio.callback import TwilioVerifier
+from gateway.vendors.vonage import callback as vonage
+from gateway.vendors.vonage import callback_jwt as vonage_jwt
+from gateway.vendors.vonage.callback import VonageSigVerifier
+from gateway.vendors.vonage.callback_jwt import VonageJwtVerifier
 
 FORM = "application/x-www-form-urlencoded"
 

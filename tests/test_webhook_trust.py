@@ -20,8 +20,8 @@ from urllib.parse import parse_qsl, urlencode
 import jwt as pyjwt
 import pytest
 
-from gateway.webhooks.base import BODY, NOWHERE, QUERY, Verified
-from gateway.webhooks.events import forwarded_query
+from gateway.callbacks.base import BODY, NOWHERE, QUERY, Verified
+from gateway.callbacks.events import forwarded_query
 from tests import test_webhooks
 from tests.conftest import VENDOR_TOKEN, GatewayFactory, Vendor, error_of
 from tests.test_webhooks import (

@@ -28,8 +28,8 @@ from aiohttp import web
 from yarl import URL
 
 from gateway.config import ConfigError, load_config
-from gateway.phone import parse_recipient
-from gateway.storage import StorageUnavailable
+from gateway.recipients.phone import parse_recipient
+from gateway.storage.service import StorageUnavailable
 from tests.conftest import (
     DEFAULT_POLICY,
     HASH_KEY,

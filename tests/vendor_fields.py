@@ -12,9 +12,9 @@ from typing import Any, Literal
 from urllib.parse import quote, urlencode
 
 from gateway.config.schema import RouteConfig
-from gateway.providers import REGISTRY, ProviderSettings
-from gateway.providers.base import MessageReader
-from gateway.providers.fields import Field, FieldTable
+from gateway.messages.base import MessageReader
+from gateway.messages.fields import Field, FieldTable
+from gateway.vendors import REGISTRY, ProviderSettings
 from tests.conftest import CLIENT_PASSWORD, CLIENT_USER, VENDOR_SID, basic
 
 EE = "+37255512367"

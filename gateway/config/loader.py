@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ValidationError
 
+from gateway.callbacks.config import check_routes as webhook_problems
 from gateway.config.files import loose_log_modes, open_to_others
 from gateway.config.refs import NOT_A_SECRET, RefError, resolve_tree
 from gateway.config.schema import (
@@ -33,12 +34,11 @@ from gateway.config.schema import (
     is_loopback_host,
     parse_listen,
 )
-from gateway.routing import overlap_example, route_shape
-from gateway.seal import seal_key_problem
-from gateway.webhooks.config import check_routes as webhook_problems
+from gateway.core.routing import overlap_example, route_shape
+from gateway.core.seal import seal_key_problem
 
 if TYPE_CHECKING:
-    from gateway.providers.fields import FieldTable
+    from gateway.messages.fields import FieldTable
 
 ONE_YEAR_S = 31536000
 
@@ -351,7 +351,7 @@ def _without_doubles(problems: list[Problem]) -> list[Problem]:
 def _pop_provider_tables(raw: dict[str, Any]) -> dict[str, Any]:
     """``[upstream.<provider>]`` tables, taken out before the schema sees them: their models belong
     to the providers (the schema knows none)."""
-    from gateway.providers import KNOWN_PROVIDERS  # here: provider modules import gateway.config
+    from gateway.vendors import KNOWN_PROVIDERS  # here: provider modules import gateway.config
 
     upstream = raw.get("upstream")
     if not isinstance(upstream, dict):
@@ -362,7 +362,7 @@ def _pop_provider_tables(raw: dict[str, Any]) -> dict[str, Any]:
 def _provider_options(
     provider: str, tables: dict[str, Any], file: str, problems: list[Problem]
 ) -> BaseModel | None:
-    from gateway.providers import KNOWN_PROVIDERS, REGISTRY
+    from gateway.vendors import KNOWN_PROVIDERS, REGISTRY
 
     entry = REGISTRY.get(provider)
     if entry is None:
@@ -501,7 +501,7 @@ def _cross_checks(config: Config, file: str) -> list[Problem]:
 
 def _provider_checks(config: Config, file: str) -> list[Problem]:
     """Routes the provider cannot read, and credentials the provider cannot use."""
-    from gateway.providers import REGISTRY, ProviderSettings
+    from gateway.vendors import REGISTRY, ProviderSettings
 
     s = config.settings
     entry = REGISTRY.get(s.upstream.provider)
@@ -683,8 +683,9 @@ def _tracing_checks(config: Config, file: str) -> list[Problem]:
 
 
 def _alert_checks(config: Config, file: str) -> list[Problem]:
-    """``[alerts]``: where alerts go, and rules that could not count as written (gateway/alerts.py)."""
-    from gateway.webhooks.config import forward_to_problem
+    """``[alerts]``: where alerts go, and rules that could not count as written
+    (gateway/alerts/anomalies.py)."""
+    from gateway.callbacks.config import forward_to_problem
 
     alerts = config.settings.alerts
     problems: list[Problem] = []
@@ -804,7 +805,7 @@ def _identity_checks(config: Config, file: str) -> list[Problem]:
 
 
 def _limit_checks(config: Config, file: str) -> list[Problem]:
-    """Limits that could not hold as written (gateway/limits.py, gateway/otp.py)."""
+    """Limits that could not hold as written (gateway/limits/stage.py, gateway/limits/otp.py)."""
     s = config.settings
     problems: list[Problem] = []
     if s.server.workers > 1 and s.storage.url.startswith("memory://"):

@@ -24,8 +24,8 @@ from pydantic import (
 )
 
 from gateway.config.model import KeyProblem, Model
-from gateway.routing import PathTemplate, TemplateError
-from gateway.webhooks.options import WebhookOptions
+from gateway.config.webhook_options import WebhookOptions
+from gateway.core.routing import PathTemplate, TemplateError
 
 # --- reusable value types -------------------------------------------------------------------
 
@@ -117,7 +117,7 @@ def _country(value: str) -> str:
 #: (+870 Inmarsat, +881 Iridium/Globalstar), international networks (+882, +883), UIFN freephone
 #: and shared-cost (+800, +808), UPT (+878), +888 and premium rate (+979). Costly and rarely a
 #: real customer, so a classic toll-fraud target: a client reaches them only by naming the code
-#: in ``countries`` ("+881"); ``"*"`` never includes them (gateway/phone.py).
+#: in ``countries`` ("+881"); ``"*"`` never includes them (gateway/recipients/phone.py).
 NON_GEOGRAPHIC_CODES = frozenset(f"+{code}" for code in phonenumbers.COUNTRY_CODES_FOR_NON_GEO_REGIONS)
 
 
@@ -532,7 +532,7 @@ AlertAction = Literal["alert", "block"]
 
 
 class AlertWebhookConfig(Model):
-    """Each alert is also POSTed here, signed (gateway/alerts.py)."""
+    """Each alert is also POSTed here, signed (gateway/alerts/anomalies.py)."""
 
     url: str
     secret: SecretStr
@@ -612,7 +612,7 @@ ConversionSubject = Literal["country", "prefix", "address"]
 
 class ConversionRule(Model):
     """OTP sends against successful checks, per destination country, number prefix and client
-    address (gateway/conversion.py): pumped codes are never entered, so their conversion falls.
+    address (gateway/alerts/conversion.py): pumped codes are never entered, so their conversion falls.
 
     ``learn`` records what the rule would refuse and alerts nobody; ``alert`` also raises an
     alert; ``block`` refuses new OTP sends there with 429 ``anomaly_blocked``.
@@ -653,7 +653,7 @@ class AlertsConfig(Model):
 
 
 class TracingConfig(Model):
-    """OpenTelemetry spans over OTLP/HTTP (gateway/tracing.py); needs the ``otel`` extra."""
+    """OpenTelemetry spans over OTLP/HTTP (gateway/tracing/otel.py); needs the ``otel`` extra."""
 
     enabled: bool = False
     endpoint: str = "http://127.0.0.1:4318/v1/traces"
@@ -825,7 +825,8 @@ class RouteConfig(Model):
     signature: str = ""
     signing_secret: SecretStr | None = None
     forward_to: str = ""
-    webhook: WebhookOptions | None = None  # [route.webhook]: checked per scheme in gateway/webhooks/config.py
+    #: [route.webhook]: checked per scheme in gateway/callbacks/config.py
+    webhook: WebhookOptions | None = None
     #: Control and callback-URL fields of the vendor API this route lets through (names as in the
     #: tables of docs/vendors.md); checked against the route's reader when the config loads.
     allow_fields: tuple[str, ...] = ()

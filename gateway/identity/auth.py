@@ -14,14 +14,14 @@ from typing import TYPE_CHECKING, Protocol
 
 from aiohttp import web
 
-from gateway.errors import GatewayError, refuse
-from gateway.exchange import Exchange
+from gateway.core.errors import GatewayError, refuse
+from gateway.core.exchange import Exchange
 
 if TYPE_CHECKING:
     from gateway.config import Config
-    from gateway.policy import Client
-    from gateway.providers.base import ProviderAdapter
-    from gateway.services import Services
+    from gateway.messages.base import ProviderAdapter
+    from gateway.server.policy import Client
+    from gateway.server.services import Services
 
 __all__ = ["AuthContext", "Authenticate", "Authenticator", "AuthenticatorBuilder", "CheckScopes", "Principal"]
 

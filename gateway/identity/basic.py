@@ -18,11 +18,11 @@ from collections.abc import Iterable, Mapping, Sequence
 import netaddr
 from aiohttp import web
 
-from gateway.errors import refuse
-from gateway.exchange import Exchange
+from gateway.core.errors import refuse
+from gateway.core.exchange import Exchange
 from gateway.identity.auth import AuthContext, Principal
 from gateway.identity.ip import IpAllowlist
-from gateway.providers.slots import BASIC, CredentialSlot, Presented, parse_basic
+from gateway.messages.slots import BASIC, CredentialSlot, Presented, parse_basic
 
 __all__ = ["CHALLENGE", "BasicAuthenticator", "build_basic", "parse_basic"]
 

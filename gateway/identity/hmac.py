@@ -40,10 +40,10 @@ from http_message_signatures import ContentDigest, HTTPMessageVerifier, HTTPSign
 from http_message_signatures.algorithms import HMAC_SHA256
 from http_message_signatures.exceptions import HTTPMessageSignaturesException
 
-from gateway.errors import GatewayError, refuse
-from gateway.exchange import Exchange
+from gateway.core.errors import GatewayError, refuse
+from gateway.core.exchange import Exchange
 from gateway.identity.auth import AuthContext, Principal
-from gateway.storage import StorageService, StorageUnavailable, skipped
+from gateway.storage.service import StorageService, StorageUnavailable, skipped
 
 __all__ = [
     "REQUIRED_COMPONENTS",
@@ -114,7 +114,7 @@ class TargetUri:
     received when a public URL is configured (behind a load balancer, or to bind signatures to
     one origin); otherwise ``https://`` + the ``Host`` header + the path and query. The scheme is
     always https: plain HTTP never reaches a route. Host is lower-cased and ``:443`` dropped, as
-    ``gateway.signing`` does, so both sides spell the same URI the same way."""
+    ``gateway.core.signing`` does, so both sides spell the same URI the same way."""
 
     __slots__ = ("_origin",)
 

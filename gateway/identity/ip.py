@@ -13,8 +13,8 @@ from functools import lru_cache
 
 import netaddr
 
-from gateway.errors import bad_request, refuse
-from gateway.exchange import Exchange
+from gateway.core.errors import bad_request, refuse
+from gateway.core.exchange import Exchange
 
 
 def parse_ip(text: str) -> netaddr.IPAddress:

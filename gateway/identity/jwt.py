@@ -38,8 +38,8 @@ import jwt
 from aiohttp import web
 from jwt import exceptions as jwt_errors
 
-from gateway.errors import GatewayError, refuse
-from gateway.exchange import Exchange
+from gateway.core.errors import GatewayError, refuse
+from gateway.core.exchange import Exchange
 from gateway.identity.auth import AuthContext, Principal
 from gateway.identity.jwks import JwksCache
 from gateway.identity.keys import PublicKey, key_fits, load_public_key

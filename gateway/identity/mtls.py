@@ -18,8 +18,8 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.errors import refuse
-from gateway.exchange import Exchange
+from gateway.core.errors import refuse
+from gateway.core.exchange import Exchange
 from gateway.identity.auth import AuthContext, Principal
 
 __all__ = ["MtlsAuthenticator", "build_mtls", "certificate_names"]

@@ -1,0 +1,177 @@
+"""check-config for webhook routes, and the two values the config leaves implicit: the scheme
+(``signature``, default: the one of ``upstream.provider``) and the secret (``signing_secret``,
+default: the vendor credential that signs, when it is the same vendor).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+import netaddr
+
+from gateway.config.webhook_options import WebhookOptions
+from gateway.vendors.callbacks import DEFAULT_SCHEME, SCHEMES, Scheme
+from gateway.vendors.generic import callback as generic
+from gateway.vendors.vonage import callback as vonage
+
+if TYPE_CHECKING:
+    from gateway.config.loader import Config
+    from gateway.config.schema import RouteConfig, Settings
+
+__all__ = ["check_routes", "forward_to_problem", "scheme_of", "signing_secret"]
+
+#: Names that only resolve inside a private network: plain http to them stays inside it.
+INTERNAL_SUFFIXES = (".internal", ".local", ".localhost", ".lan", ".home.arpa", ".svc", ".intranet", ".corp")
+_WEBHOOK_ONLY = ("signature", "signing_secret", "forward_to", "webhook")
+_ALWAYS = frozenset({"timeout_s", "ca_file"})
+
+
+def scheme_of(route: RouteConfig, provider: str) -> str:
+    return route.signature or DEFAULT_SCHEME.get(provider, "")
+
+
+def signing_secret(route: RouteConfig, scheme: Scheme, settings: Settings) -> str:
+    """The configured secret, or the vendor credential that signs this scheme's callbacks."""
+    if route.signing_secret is not None and route.signing_secret.get_secret_value():
+        return route.signing_secret.get_secret_value()
+    upstream = settings.upstream
+    creds = upstream.credentials
+    if not scheme.credential_of or scheme.credential_of != upstream.provider:
+        return ""
+    if creds.type != "basic" or creds.password is None:
+        return ""
+    if scheme.name == "twilio" and creds.username.startswith("SK"):
+        return ""  # an API key: Twilio signs callbacks with the account's Auth Token, not the key
+    return creds.password.get_secret_value()
+
+
+def _private_host(host: str) -> bool:
+    try:
+        address = netaddr.IPAddress(host.strip("[]"))
+    except (netaddr.AddrFormatError, ValueError):
+        name = host.lower().rstrip(".")
+        return "." not in name or name == "localhost" or name.endswith(INTERNAL_SUFFIXES)
+    if address.version == 6 and address.is_ipv4_mapped():
+        address = address.ipv4()
+    return (
+        address.is_loopback()
+        or address.is_link_local()
+        or (address.version == 4 and address.is_ipv4_private_use())
+        or (address.version == 6 and address.is_ipv6_unique_local())
+    )
+
+
+def forward_to_problem(url: str) -> str | None:
+    """Why ``forward_to`` cannot be used, or None."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "must be an absolute http:// or https:// URL"
+    try:
+        parts.port  # noqa: B018 (raises for a bad port)
+    except ValueError:
+        return "has an invalid port"
+    if parts.username is not None or parts.password is not None:
+        return "must not carry credentials"
+    if parts.fragment or url.endswith("#"):
+        return "must not have a fragment"
+    if parts.scheme == "http" and not _private_host(parts.hostname):
+        return (
+            "plain http is allowed only to loopback or private addresses and internal names "
+            f"(a name without dots, or ending in {', '.join(INTERNAL_SUFFIXES)}): callbacks carry "
+            "phone numbers and message texts; use https://"
+        )
+    return None
+
+
+def _schemes_reading(key: str) -> str:
+    return ", ".join(repr(s.name) for s in SCHEMES.values() if key in s.options)
+
+
+def check_routes(config: Config, file: str) -> list[tuple[str, str, str]]:
+    """Problems as ``(file, dotted key, message)``."""
+    settings = config.settings
+    provider = settings.upstream.provider
+    problems: list[tuple[str, str, str]] = []
+    for route, where in zip(config.routes, config.route_sources, strict=True):
+
+        def problem(key: str, message: str, _where=where) -> None:
+            problems.append((_where.file, f"{_where.key}.{key}", message))
+
+        if route.kind != "webhook":
+            for key in _WEBHOOK_ONLY:
+                if key in route.model_fields_set:
+                    problem(key, "applies only to kind = 'webhook' routes")
+            continue
+        if route.auth:
+            problem("auth", "a webhook is authenticated by the vendor's signature: write auth = []")
+        if route.scopes:
+            problem("scopes", "a webhook has no client to hold scopes: remove scopes")
+        if route.otp is not None:
+            problem("otp", "applies only to sends")
+        forward = forward_to_problem(route.forward_to)
+        if forward:
+            problem("forward_to", forward)
+        options = route.webhook or WebhookOptions()
+        if options.ca_file:
+            if urlsplit(route.forward_to).scheme != "https":
+                problem("webhook.ca_file", "applies only to an https:// forward_to")
+            elif not config.resolve_path(options.ca_file).is_file():
+                problem("webhook.ca_file", f"{options.ca_file} does not exist")
+        name = scheme_of(route, provider)
+        if not name:
+            problem(
+                "signature",
+                f"upstream.provider = {provider!r} has no built-in callback signature; "
+                f"set signature to one of {', '.join(SCHEMES)}",
+            )
+            continue
+        scheme = SCHEMES.get(name)
+        if scheme is None:
+            problem("signature", f"{name!r} is not one of {', '.join(SCHEMES)}")
+            continue
+        for key in sorted(options.model_fields_set - scheme.options - _ALWAYS):
+            problem(f"webhook.{key}", f"applies only to signature = {_schemes_reading(key)}")
+        allowed = {"vonage": vonage.ALGORITHMS, "hmac": generic.ALGORITHMS}.get(name)
+        if allowed and options.algorithm and options.algorithm not in allowed:
+            problem("webhook.algorithm", f"{options.algorithm!r} is not one of {', '.join(allowed)}")
+        if name == "hmac" and not options.header:
+            problem("webhook.header", "signature = 'hmac' needs header (the header that holds the signature)")
+        if not signing_secret(route, scheme, settings):
+            problem(
+                "signing_secret",
+                f"signature = {name!r} needs signing_secret ({scheme.signed_with}), "
+                'e.g. "env:VENDOR_WEBHOOK_SECRET"',
+            )
+        if scheme.signs_url and not settings.server.public_url:
+            problems.append(
+                (
+                    file,
+                    "server.public_url",
+                    f"{where.file}: {where.key} (signature = {name!r}) needs it: the vendor signs the "
+                    "URL it calls, and the gateway rebuilds that URL from public_url, never from Host",
+                )
+            )
+    return problems
+
+
+def query_field_names(config: Config) -> frozenset[str]:
+    """Fields of the configured webhook routes that carry numbers or texts (scrubbed from URLs)."""
+    provider = config.settings.upstream.provider
+    names: set[str] = set()
+    for route in config.routes:
+        scheme = SCHEMES.get(scheme_of(route, provider)) if route.kind == "webhook" else None
+        if scheme is not None:
+            names |= scheme.fields.names
+    return frozenset(names)
+
+
+def secrets(config: Config) -> frozenset[str]:
+    """Every webhook signing secret, so the log redactor scrubs them wherever they turn up."""
+    provider = config.settings.upstream.provider
+    found: set[str] = set()
+    for route in config.routes:
+        scheme = SCHEMES.get(scheme_of(route, provider)) if route.kind == "webhook" else None
+        if scheme is not None and (secret := signing_secret(route, scheme, config.settings)):
+            found.add(secret)
+    return frozenset(found)

@@ -1,0 +1,82 @@
+"""The admin listener: health, readiness and metrics, never on the public listener."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from gateway.core.errors import GatewayError
+from gateway.storage.service import StorageService
+
+if TYPE_CHECKING:
+    from gateway.server.metrics import Metrics
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def build_admin_app(
+    security_headers: dict[str, str],
+    ready: Callable[[], bool],
+    storage: StorageService | None = None,
+    info: Callable[[], Mapping[str, object]] | None = None,
+    metrics: Metrics | None = None,
+) -> web.Application:
+    """``/readyz`` also pings the storage: ``"storage": "up"|"down"`` in its answer; a storage
+    that is down makes the gateway not ready when ``on_error = "closed"`` (it would refuse
+    every limited send), and stays a warning in the answer with ``"open"``. ``info`` adds the
+    config in force (generation and hash). ``/metrics`` is the Prometheus text format."""
+
+    @web.middleware
+    async def headers_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        request_id = uuid.uuid4().hex
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            code = "route_not_found" if exc.status == 404 else "method_not_allowed"
+            error = GatewayError(exc.status, code, exc.reason)
+            response = web.json_response(
+                {"error": {"code": error.code, "message": error.message, "request_id": request_id}},
+                status=exc.status,
+            )
+        response.headers.update(security_headers)
+        response.headers["X-Request-ID"] = request_id
+        return response
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(_: web.Request) -> web.Response:
+        ok = ready()
+        answer: dict[str, object] = {}
+        if storage is not None:
+            up = await storage.check()
+            answer["storage"] = "up" if up else "down"
+            ok = ok and (up or storage.on_error == "open")
+        if info is not None:
+            answer.update(info())
+        answer = {"status": "ready" if ok else "not ready", **answer}
+        return web.json_response(answer, status=200 if ok else 503)
+
+    async def scrape(_: web.Request) -> web.Response:
+        assert metrics is not None
+        from gateway.server.metrics import CONTENT_TYPE
+
+        metrics.flush()
+        if metrics.multiprocess_dir is None:
+            body = metrics.exposition()
+        else:  # every worker's files are read
+            body = await asyncio.to_thread(metrics.exposition)
+        response = web.Response(body=body)
+        response.headers["Content-Type"] = CONTENT_TYPE
+        return response
+
+    app = web.Application(middlewares=[headers_middleware])
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    if metrics is not None:
+        app.router.add_get("/metrics", scrape)
+    return app

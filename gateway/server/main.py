@@ -1,0 +1,560 @@
+"""Listeners and lifecycle: the TLS listener, the optional plain-HTTP one, and the admin one.
+
+``start`` is what ``smsgw serve``, ``smsgw demo`` and the tests use, so all three run the same
+code; ``serve`` adds signals (SIGTERM/SIGINT drain, SIGHUP reloads the config, the policies and
+the certificate) and the pid file ``smsgw reload`` reads. Every listener admits, handshakes and
+times its connections through ``gateway.transport.connections``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import ssl
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiohttp import web
+
+from gateway.audit.log import config_sha256, record_start
+from gateway.config import Config, ConfigError, Problem, load_config, parse_listen
+from gateway.config.weakening import weakenings
+from gateway.server.admin import build_admin_app
+from gateway.server.app import Gateway, build_public_app
+from gateway.server.metrics import (
+    enable_multiprocess,
+    prepare_multiprocess_dir,
+    remove_multiprocess_dir,
+    worker_gone,
+)
+from gateway.server.policy import build_policy
+from gateway.server.reload import restart_problems
+from gateway.server.services import Services
+from gateway.transport.connections import (
+    LOG_FAILED,
+    LOG_MALFORMED,
+    ConnectionLimits,
+    ConnectionPolicy,
+    GatedSite,
+    connection_limits,
+    raise_open_file_limit,
+)
+from gateway.transport.tls import ReloadableServerTLS, security_headers
+
+log = logging.getLogger("smsgw")
+
+
+class _ProtocolErrorFilter(logging.Filter):
+    """aiohttp logs a malformed request with the offending bytes, which can hold a phone number
+    or a credential; keep only the fact and the exception type."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg in (LOG_MALFORMED, LOG_FAILED) and not record.exc_info:
+            return True  # the gateway's own handler: a fixed text and a type name
+        exc = record.exc_info[1] if record.exc_info else None
+        record.msg = LOG_MALFORMED
+        record.args = (type(exc).__name__ if exc is not None else "unknown",)
+        record.exc_info = None
+        record.exc_text = None
+        return True
+
+
+#: Given to aiohttp's protocol handlers instead of its ``aiohttp.server`` logger.
+protocol_log = logging.getLogger("smsgw.protocol")
+protocol_log.addFilter(_ProtocolErrorFilter())
+
+
+@dataclass
+class Running:
+    config: Config
+    gateway: Gateway
+    services: Services
+    runners: list[web.AppRunner]
+    public_port: int
+    admin_port: int
+    http_port: int | None
+    connections: ConnectionLimits
+    draining: bool = False
+    worker: int | None = None
+    #: 1 at start, one more for each accepted reload; with its hash, on /readyz.
+    generation: int = 1
+    config_sha256: str = ""
+    _reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _tasks: set[asyncio.Task[bool]] = field(default_factory=set)
+
+    @property
+    def tls(self) -> ReloadableServerTLS | None:
+        return self.services.tls
+
+    def readiness(self) -> dict[str, object]:
+        """What /readyz shows besides the status: the config in force."""
+        info: dict[str, object] = {"config_generation": self.generation, "config_sha256": self.config_sha256}
+        if self.worker is not None:
+            info["worker"] = self.worker
+        return info
+
+    def reload_certificate(self) -> None:
+        """New handshakes use the certificate files' current pair; a broken pair keeps the old one."""
+        if self.tls is None:
+            return
+        audit = self.services.audit
+        try:
+            self.tls.reload()
+            log.info("certificate reloaded")
+            if audit is not None:
+                audit.event("certificate_reloaded", ok=True)
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            log.error("certificate reload failed, keeping the old one: %s", type(exc).__name__)
+            if audit is not None:
+                audit.event("certificate_reloaded", ok=False, error=type(exc).__name__)
+
+    def request_reload(self) -> None:
+        """SIGHUP: reload in the background (reloads run one at a time, in order)."""
+        task = asyncio.get_running_loop().create_task(self.reload(), name="smsgw-reload")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def reload(self) -> bool:
+        """Re-read the config file, the policies and the certificate; swap the new policy in whole.
+
+        Requests in flight finish under the policy they started with (the exchange holds it); new
+        ones get the new one. A config with any problem, or one that changes a key only a restart
+        can change (gateway/server/reload.py), is refused: each problem is logged with its file and key,
+        a ``config_rejected`` audit event lists them, and the old config keeps serving.
+        """
+        async with self._reload_lock:
+            if self.draining:
+                return False
+            try:
+                new = await asyncio.to_thread(load_config, self.config.path)
+            except ConfigError as exc:
+                return self._refused(exc.problems)
+            problems = restart_problems(self.config, new)
+            if problems:
+                return self._refused(problems)
+            try:
+                policy = await self.services.reconfigure(new, lambda: build_policy(new, self.services))
+            except Exception as exc:  # a file that changed since it was checked, a bug: keep serving
+                if isinstance(exc, OSError | ssl.SSLError | ValueError) and self.tls is not None:
+                    self._audit("certificate_reloaded", ok=False, error=type(exc).__name__)
+                return self._refused(
+                    [Problem(str(self.config.path), "", f"could not be applied ({type(exc).__name__})")]
+                )
+            self.gateway.policy = policy  # from the next request on
+            weakened = weakenings(self.config, new)
+            self.config = new
+            self.generation += 1
+            self.config_sha256 = config_sha256(new)
+            audit = self.services.audit
+            if audit is not None:
+                record_start(
+                    audit,
+                    new,
+                    self.worker,
+                    trigger="reload",
+                    generation=self.generation,
+                    sha256=self.config_sha256,
+                )
+                if self.tls is not None:
+                    audit.event("certificate_reloaded", ok=True)
+                if weakened:
+                    audit.event(
+                        "policy_weakened",
+                        trigger="reload",
+                        generation=self.generation,
+                        weakened=[w.as_record() for w in weakened],
+                    )
+            for warning in new.warnings:
+                log.warning("%s", warning.as_warning())
+            for weakening in weakened:
+                log.warning("reload weakens the policy: %s", weakening)
+            self.services.metrics.reload(True)
+            self.services.metrics.config_loaded(self.generation)
+            log.info("config reloaded: generation %d, sha256 %s", self.generation, self.config_sha256[:16])
+            return True
+
+    def _refused(self, problems: tuple[Problem, ...] | list[Problem]) -> bool:
+        for problem in problems:
+            log.error("reload refused: %s", problem)
+        log.error(
+            "reload refused (%d problem(s)); config generation %d keeps serving",
+            len(problems),
+            self.generation,
+        )
+        self._audit(
+            "config_rejected",
+            trigger="reload",
+            generation=self.generation,
+            problems=[{"file": p.file, "key": p.key, "message": p.message} for p in problems[:50]],
+        )
+        self.services.metrics.reload(False)
+        return False
+
+    def _audit(self, event: str, **fields: object) -> None:
+        if self.services.audit is not None:
+            self.services.audit.event(event, **fields)
+
+    async def stop(self) -> None:
+        """Stop accepting, let requests in flight finish (``server.shutdown_timeout_s``), close."""
+        self.draining = True
+        self.gateway.draining = True
+        for task in list(self._tasks):
+            task.cancel()
+        # Every public listener stops accepting at once and drains; the admin listener goes last,
+        # so /readyz answers 503 meanwhile.
+        public, admin = self.runners[:-1], self.runners[-1:]
+        await asyncio.gather(*(runner.cleanup() for runner in public))
+        for runner in admin:
+            await runner.cleanup()
+        await self.services.close()
+
+
+def _bound_port(runner: web.AppRunner) -> int:
+    address = runner.addresses[0]
+    return int(address[1])
+
+
+async def _listen(
+    app: web.Application,
+    listen: str,
+    ssl_context: ssl.SSLContext | None,
+    shutdown_timeout: float,
+    policy: ConnectionPolicy,
+    reuse_port: bool = False,
+) -> web.AppRunner:
+    """A runner whose connections are capped and timed by ``policy`` (gateway.transport.connections)."""
+    host, port = parse_listen(listen)
+    runner = web.AppRunner(
+        app, access_log=None, handle_signals=False, shutdown_timeout=shutdown_timeout, logger=protocol_log
+    )
+    await runner.setup()
+    site = GatedSite(
+        runner,
+        host,
+        port,
+        policy=policy,
+        ssl_context=ssl_context,
+        reuse_port=reuse_port,
+        access_log=None,
+        logger=protocol_log,
+    )
+    try:
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    return runner
+
+
+async def start(config: Config, worker: int | None = None, generation: int = 1) -> Running:
+    """``worker``: this process's index (1..N) under ``server.workers > 1``, else None;
+    ``generation``: the config generation (a restarted worker continues its supervisor's)."""
+    s = config.settings
+    reuse = s.server.workers > 1  # the workers share each port (SO_REUSEPORT)
+    open_files = raise_open_file_limit()
+    if open_files < s.server.max_connections + 256:
+        log.warning(
+            "the open-file limit (%d) is too low for server.max_connections = %d: "
+            "connections will fail with 'Too many open files' before the cap",
+            open_files,
+            s.server.max_connections,
+        )
+    sha256 = config_sha256(config)
+    services = Services(config, worker)
+    await services.start(generation, sha256)
+    _, services.https_port = parse_listen(s.server.listen)
+    shutdown = s.server.shutdown_timeout_s
+    headers = security_headers(s.hsts)
+    # The public listeners share one count; the admin listener has its own, so a flood of public
+    # connections cannot starve health checks.
+    public_limits = connection_limits(s.server)
+    public_policy = ConnectionPolicy.from_config(s.server, public_limits, headers)
+    admin_policy = ConnectionPolicy.from_config(
+        s.server, ConnectionLimits(s.server.max_connections, s.server.max_connections_per_ip), headers
+    )
+    services.connections = public_limits
+    runners: list[web.AppRunner] = []
+    try:
+        gateway = Gateway(build_policy(config, services), services)
+        tls_context = services.tls.context if services.tls else None
+        public = await _listen(
+            build_public_app(gateway, s.server.max_body_bytes),
+            s.server.listen,
+            tls_context,
+            shutdown,
+            public_policy,
+            reuse,
+        )
+        runners.append(public)
+        public_port = _bound_port(public)
+        if public_port != services.https_port:  # port 0: redirects name the port actually bound
+            services.https_port = public_port
+            gateway.policy = build_policy(config, services)
+        http_port = None
+        if s.server.http.listen:
+            plain = await _listen(
+                build_public_app(gateway, s.server.max_body_bytes),
+                s.server.http.listen,
+                None,
+                shutdown,
+                public_policy,
+                reuse,
+            )
+            runners.append(plain)
+            http_port = _bound_port(plain)
+        running = Running(
+            config,
+            gateway,
+            services,
+            runners,
+            public_port,
+            0,
+            http_port,
+            public_limits,
+            worker=worker,
+            generation=generation,
+            config_sha256=sha256,
+        )
+        admin = await _listen(
+            build_admin_app(
+                headers,
+                lambda: services.ready and not running.draining,
+                services.storage,
+                running.readiness,
+                services.metrics,
+            ),
+            s.admin.listen,
+            None,
+            shutdown,
+            admin_policy,
+            reuse,
+        )
+        runners.append(admin)
+        running.admin_port = _bound_port(admin)
+        return running
+    except BaseException:
+        for runner in reversed(runners):
+            await runner.cleanup()
+        await services.close()
+        raise
+
+
+async def serve(
+    config: Config,
+    worker: int | None = None,
+    ready_fd: int | None = None,
+    generation: int = 1,
+) -> None:
+    """Run until SIGTERM or SIGINT; in-flight requests get ``shutdown_timeout_s`` to finish.
+    SIGHUP reloads (``Running.reload``).
+
+    ``ready_fd``: a worker's pipe to its supervisor, written once the listeners are up. A single
+    process writes ``server.pid_file``; under workers, the supervisor does.
+    """
+    running = await start(config, worker, generation)
+    pid_file = pid_path(config) if worker is None else None
+    if pid_file is not None:
+        write_pid_file(pid_file)
+    if ready_fd is not None:
+        os.write(ready_fd, b"1")
+        os.close(ready_fd)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, running.request_reload)
+    log.info(
+        "smsgw %slistening on %s (admin %s)",
+        f"worker {worker} " if worker is not None else "",
+        config.settings.server.listen,
+        config.settings.admin.listen,
+    )
+    try:
+        await stop.wait()
+    finally:
+        log.info("shutting down")  # a SIGHUP while draining is answered by doing nothing
+        await running.stop()
+        if pid_file is not None:
+            remove_pid_file(pid_file)
+
+
+# --------------------------------------------------------------------------- the pid file
+
+
+def pid_path(config: Config) -> Path | None:
+    value = config.settings.server.pid_file
+    return config.resolve_path(value) if value else None
+
+
+def write_pid_file(path: Path) -> None:
+    """This process's id, written whole (a new file renamed into place). A failure is a warning:
+    the gateway serves on, and SIGHUP still reloads it."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary.write_text(f"{os.getpid()}\n")
+        os.replace(temporary, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            temporary.unlink()
+        log.warning(
+            "cannot write the pid file %s (%s): smsgw reload will not find this process", path, exc.strerror
+        )
+
+
+def remove_pid_file(path: Path) -> None:
+    """Only if it still names this process (a newer gateway may have taken it over)."""
+    with contextlib.suppress(OSError, ValueError):
+        if int(path.read_text().strip()) == os.getpid():
+            path.unlink()
+
+
+# --------------------------------------------------------------------------- workers
+
+
+def run_workers(config: Config) -> int:
+    """``server.workers = N``: N forked processes serve the same ports (SO_REUSEPORT).
+
+    This process only supervises. SIGTERM/SIGINT are passed on (each worker drains for
+    ``shutdown_timeout_s``; one still running 10 s later is killed). SIGHUP reloads the config
+    here too (so a worker started again later starts with it) and is passed on: each worker
+    reloads itself. A worker that dies after it was serving is started again; one that dies
+    before it ever listened (a port in use, say) stops them all, exit code 1, rather than
+    looping. Each worker writes its own log files (``audit.w1.jsonl``, ...) and its metrics to
+    a private directory every worker's ``/metrics`` reads. Call it before any event loop
+    exists in this process.
+    """
+    metrics_dir, made_here = prepare_multiprocess_dir()
+    enable_multiprocess(metrics_dir)
+    workers: dict[int, _Worker] = {}  # by pid
+    state = {"stopping": False, "code": 0, "reload": False, "generation": 1}
+    current = [config]
+    pid_file = pid_path(config)
+
+    def spawn(index: int) -> None:
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the worker
+            os.close(read_end)
+            code = 0
+            try:
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    signal.signal(sig, signal.SIG_DFL)
+                asyncio.run(serve(current[0], index, write_end, int(state["generation"])))
+            except OSError as exc:
+                log.error("worker %d cannot listen: %s", index, exc.strerror)
+                code = 1
+            except BaseException as exc:
+                log.error("worker %d failed: %s", index, type(exc).__name__)
+                code = 1
+            finally:
+                logging.shutdown()
+                os._exit(code)
+        os.close(write_end)
+        os.set_blocking(read_end, False)
+        workers[pid] = _Worker(index, read_end)
+
+    def forward(sig: int) -> None:
+        for pid in list(workers):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def stop(_sig: int, _frame: object) -> None:
+        state["stopping"] = True
+        forward(signal.SIGTERM)
+
+    def reload() -> None:
+        """The workers check and report the new config themselves; here it only decides what
+        a worker started from now on runs."""
+        try:
+            new = load_config(current[0].path)
+        except ConfigError:
+            new = None
+        if new is not None and not restart_problems(current[0], new):
+            current[0] = new
+            state["generation"] = int(state["generation"]) + 1
+        forward(signal.SIGHUP)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    # A worker keeps this handler (a flag in its own copy of ``state``) until its event loop
+    # takes SIGHUP over, so a reload signal never ends a worker that is still starting.
+    signal.signal(signal.SIGHUP, lambda _sig, _frame: state.update(reload=True))
+    if pid_file is not None:
+        write_pid_file(pid_file)
+    try:
+        for index in range(1, config.settings.server.workers + 1):
+            spawn(index)
+        deadline: float | None = None
+        while workers:
+            if state["reload"] and not state["stopping"]:
+                state["reload"] = False
+                reload()
+            if state["stopping"] and deadline is None:
+                deadline = time.monotonic() + config.settings.server.shutdown_timeout_s + 10
+            if deadline is not None and time.monotonic() > deadline:
+                forward(signal.SIGKILL)
+                deadline = float("inf")
+            for worker in workers.values():
+                worker.poll_ready()
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                time.sleep(0.1)
+                continue
+            worker = workers.pop(pid)
+            worker_gone(metrics_dir, pid)
+            worker.poll_ready()
+            worker.close()
+            if state["stopping"]:
+                continue
+            code = os.waitstatus_to_exitcode(status)
+            if not worker.ready:
+                log.error("worker %d exited before it listened (%d); stopping", worker.index, code)
+                state["stopping"], state["code"] = True, 1
+                forward(signal.SIGTERM)
+                continue
+            log.warning("worker %d exited (%d); starting it again", worker.index, code)
+            spawn(worker.index)
+        for worker in workers.values():
+            worker.close()
+    finally:
+        if pid_file is not None:
+            remove_pid_file(pid_file)
+        remove_multiprocess_dir(metrics_dir, made_here)
+    return int(state["code"])
+
+
+class _Worker:
+    """A worker process as its supervisor sees it: its index and whether it has listened yet."""
+
+    __slots__ = ("fd", "index", "ready")
+
+    def __init__(self, index: int, fd: int) -> None:
+        self.index = index
+        self.fd: int | None = fd
+        self.ready = False
+
+    def poll_ready(self) -> None:
+        if self.fd is None:
+            return
+        try:
+            data = os.read(self.fd, 1)
+        except BlockingIOError:
+            return
+        if data:
+            self.ready = True
+        self.close()
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
