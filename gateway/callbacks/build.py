@@ -1,5 +1,5 @@
 """A webhook route's parts, compiled once per policy from its config (check-config has already
-refused anything these would trip on)."""
+refused anything these would trip on). The schemes are handed in: this framework names no vendor."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from gateway.callbacks.base import Verifier
 from gateway.callbacks.config import scheme_of, signing_secret
 from gateway.callbacks.events import EventFields
 from gateway.callbacks.forward import ForwardTarget
+from gateway.callbacks.scheme import Scheme, Schemes
 from gateway.config.webhook_options import WebhookOptions
-from gateway.vendors.callbacks import SCHEMES, Scheme, event_fields
 
 if TYPE_CHECKING:
     from gateway.config.loader import Config
@@ -24,20 +24,20 @@ def options(route: RouteConfig) -> WebhookOptions:
     return route.webhook or WebhookOptions()
 
 
-def scheme(route: RouteConfig, config: Config) -> Scheme:
-    return SCHEMES[scheme_of(route, config.settings.upstream.provider)]
+def scheme(schemes: Schemes, route: RouteConfig, config: Config) -> Scheme:
+    return schemes[scheme_of(schemes, route, config.settings.upstream.provider)]
 
 
-def verifier(route: RouteConfig, config: Config) -> Verifier:
-    chosen = scheme(route, config)
+def verifier(schemes: Schemes, route: RouteConfig, config: Config) -> Verifier:
+    chosen = scheme(schemes, route, config)
     secret = signing_secret(route, chosen, config.settings)
     if not secret:
         raise ValueError(f"route {route.name!r} has no signing secret")
     return chosen.build(secret.encode("utf-8"), options(route))
 
 
-def fields(route: RouteConfig, config: Config) -> EventFields:
-    return event_fields(scheme(route, config), options(route))
+def fields(schemes: Schemes, route: RouteConfig, config: Config) -> EventFields:
+    return scheme(schemes, route, config).event_fields(options(route))
 
 
 def pending_ttl(route: RouteConfig) -> float:

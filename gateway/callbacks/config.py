@@ -1,6 +1,7 @@
 """check-config for webhook routes, and the two values the config leaves implicit: the scheme
 (``signature``, default: the one of ``upstream.provider``) and the secret (``signing_secret``,
-default: the vendor credential that signs, when it is the same vendor).
+default: the vendor credential that signs, when it is the same vendor). The schemes are handed in
+(``gateway/vendors/webhooks.py`` binds the vendors' registry): this framework names no vendor.
 """
 
 from __future__ import annotations
@@ -10,13 +11,11 @@ from urllib.parse import urlsplit
 
 import netaddr
 
+from gateway.callbacks.scheme import Scheme, Schemes
 from gateway.config.webhook_options import WebhookOptions
-from gateway.vendors.callbacks import DEFAULT_SCHEME, SCHEMES, Scheme
-from gateway.vendors.generic import callback as generic
-from gateway.vendors.vonage import callback as vonage
 
 if TYPE_CHECKING:
-    from gateway.config.loader import Config
+    from gateway.config.loader import Config, Located
     from gateway.config.schema import RouteConfig, Settings
 
 __all__ = ["check_routes", "forward_to_problem", "scheme_of", "signing_secret"]
@@ -27,8 +26,8 @@ _WEBHOOK_ONLY = ("signature", "signing_secret", "forward_to", "webhook")
 _ALWAYS = frozenset({"timeout_s", "ca_file"})
 
 
-def scheme_of(route: RouteConfig, provider: str) -> str:
-    return route.signature or DEFAULT_SCHEME.get(provider, "")
+def scheme_of(schemes: Schemes, route: RouteConfig, provider: str) -> str:
+    return route.signature or schemes.default_for(provider)
 
 
 def signing_secret(route: RouteConfig, scheme: Scheme, settings: Settings) -> str:
@@ -41,8 +40,8 @@ def signing_secret(route: RouteConfig, scheme: Scheme, settings: Settings) -> st
         return ""
     if creds.type != "basic" or creds.password is None:
         return ""
-    if scheme.name == "twilio" and creds.username.startswith("SK"):
-        return ""  # an API key: Twilio signs callbacks with the account's Auth Token, not the key
+    if scheme.api_key_prefix and creds.username.startswith(scheme.api_key_prefix):
+        return ""  # an API key: the vendor signs callbacks with the account's token, not the key
     return creds.password.get_secret_value()
 
 
@@ -84,94 +83,116 @@ def forward_to_problem(url: str) -> str | None:
     return None
 
 
-def _schemes_reading(key: str) -> str:
-    return ", ".join(repr(s.name) for s in SCHEMES.values() if key in s.options)
+Problems = list[tuple[str, str, str]]
 
 
-def check_routes(config: Config, file: str) -> list[tuple[str, str, str]]:
-    """Problems as ``(file, dotted key, message)``."""
-    settings = config.settings
+def _not_a_webhook(route: RouteConfig) -> list[tuple[str, str]]:
+    return [
+        (key, "applies only to kind = 'webhook' routes")
+        for key in _WEBHOOK_ONLY
+        if key in route.model_fields_set
+    ]
+
+
+def _webhook_basics(route: RouteConfig, config: Config) -> list[tuple[str, str]]:
+    """What any webhook route needs, whatever its scheme."""
+    found: list[tuple[str, str]] = []
+    if route.auth:
+        found.append(("auth", "a webhook is authenticated by the vendor's signature: write auth = []"))
+    if route.scopes:
+        found.append(("scopes", "a webhook has no client to hold scopes: remove scopes"))
+    if route.otp is not None:
+        found.append(("otp", "applies only to sends"))
+    forward = forward_to_problem(route.forward_to)
+    if forward:
+        found.append(("forward_to", forward))
+    options = route.webhook or WebhookOptions()
+    if options.ca_file:
+        if urlsplit(route.forward_to).scheme != "https":
+            found.append(("webhook.ca_file", "applies only to an https:// forward_to"))
+        elif not config.resolve_path(options.ca_file).is_file():
+            found.append(("webhook.ca_file", f"{options.ca_file} does not exist"))
+    return found
+
+
+def _scheme_problems(
+    schemes: Schemes, route: RouteConfig, settings: Settings
+) -> tuple[Scheme | None, list[tuple[str, str]]]:
+    """The route's scheme (None when it has none), and what its options and secret lack."""
     provider = settings.upstream.provider
-    problems: list[tuple[str, str, str]] = []
-    for route, where in zip(config.routes, config.route_sources, strict=True):
-
-        def problem(key: str, message: str, _where=where) -> None:
-            problems.append((_where.file, f"{_where.key}.{key}", message))
-
-        if route.kind != "webhook":
-            for key in _WEBHOOK_ONLY:
-                if key in route.model_fields_set:
-                    problem(key, "applies only to kind = 'webhook' routes")
-            continue
-        if route.auth:
-            problem("auth", "a webhook is authenticated by the vendor's signature: write auth = []")
-        if route.scopes:
-            problem("scopes", "a webhook has no client to hold scopes: remove scopes")
-        if route.otp is not None:
-            problem("otp", "applies only to sends")
-        forward = forward_to_problem(route.forward_to)
-        if forward:
-            problem("forward_to", forward)
-        options = route.webhook or WebhookOptions()
-        if options.ca_file:
-            if urlsplit(route.forward_to).scheme != "https":
-                problem("webhook.ca_file", "applies only to an https:// forward_to")
-            elif not config.resolve_path(options.ca_file).is_file():
-                problem("webhook.ca_file", f"{options.ca_file} does not exist")
-        name = scheme_of(route, provider)
-        if not name:
-            problem(
+    name = scheme_of(schemes, route, provider)
+    if not name:
+        return None, [
+            (
                 "signature",
                 f"upstream.provider = {provider!r} has no built-in callback signature; "
-                f"set signature to one of {', '.join(SCHEMES)}",
+                f"set signature to one of {schemes.names()}",
             )
-            continue
-        scheme = SCHEMES.get(name)
-        if scheme is None:
-            problem("signature", f"{name!r} is not one of {', '.join(SCHEMES)}")
-            continue
-        for key in sorted(options.model_fields_set - scheme.options - _ALWAYS):
-            problem(f"webhook.{key}", f"applies only to signature = {_schemes_reading(key)}")
-        allowed = {"vonage": vonage.ALGORITHMS, "hmac": generic.ALGORITHMS}.get(name)
-        if allowed and options.algorithm and options.algorithm not in allowed:
-            problem("webhook.algorithm", f"{options.algorithm!r} is not one of {', '.join(allowed)}")
-        if name == "hmac" and not options.header:
-            problem("webhook.header", "signature = 'hmac' needs header (the header that holds the signature)")
-        if not signing_secret(route, scheme, settings):
-            problem(
+        ]
+    scheme = schemes.get(name)
+    if scheme is None:
+        return None, [("signature", f"{name!r} is not one of {schemes.names()}")]
+    options = route.webhook or WebhookOptions()
+    found = [
+        (f"webhook.{key}", f"applies only to signature = {schemes.reading(key)}")
+        for key in sorted(options.model_fields_set - scheme.options - _ALWAYS)
+    ]
+    if scheme.check is not None:
+        found.extend((f"webhook.{key}", message) for key, message in scheme.check(options))
+    if not signing_secret(route, scheme, settings):
+        found.append(
+            (
                 "signing_secret",
                 f"signature = {name!r} needs signing_secret ({scheme.signed_with}), "
                 'e.g. "env:VENDOR_WEBHOOK_SECRET"',
             )
-        if scheme.signs_url and not settings.server.public_url:
-            problems.append(
-                (
-                    file,
-                    "server.public_url",
-                    f"{where.file}: {where.key} (signature = {name!r}) needs it: the vendor signs the "
-                    "URL it calls, and the gateway rebuilds that URL from public_url, never from Host",
-                )
-            )
+        )
+    return scheme, found
+
+
+def _public_url_problem(file: str, scheme: Scheme, where: Located) -> tuple[str, str, str]:
+    return (
+        file,
+        "server.public_url",
+        f"{where.file}: {where.key} (signature = {scheme.name!r}) needs it: the vendor signs the "
+        "URL it calls, and the gateway rebuilds that URL from public_url, never from Host",
+    )
+
+
+def check_routes(schemes: Schemes, config: Config, file: str) -> Problems:
+    """Problems as ``(file, dotted key, message)``."""
+    settings = config.settings
+    problems: Problems = []
+    for route, where in zip(config.routes, config.route_sources, strict=True):
+        if route.kind != "webhook":
+            found = _not_a_webhook(route)
+            scheme = None
+        else:
+            scheme, found = _scheme_problems(schemes, route, settings)
+            found = _webhook_basics(route, config) + found
+        problems.extend((where.file, f"{where.key}.{key}", message) for key, message in found)
+        if scheme is not None and scheme.signs_url and not settings.server.public_url:
+            problems.append(_public_url_problem(file, scheme, where))
     return problems
 
 
-def query_field_names(config: Config) -> frozenset[str]:
+def query_field_names(schemes: Schemes, config: Config) -> frozenset[str]:
     """Fields of the configured webhook routes that carry numbers or texts (scrubbed from URLs)."""
     provider = config.settings.upstream.provider
     names: set[str] = set()
     for route in config.routes:
-        scheme = SCHEMES.get(scheme_of(route, provider)) if route.kind == "webhook" else None
+        scheme = schemes.get(scheme_of(schemes, route, provider)) if route.kind == "webhook" else None
         if scheme is not None:
             names |= scheme.fields.names
     return frozenset(names)
 
 
-def secrets(config: Config) -> frozenset[str]:
+def secrets(schemes: Schemes, config: Config) -> frozenset[str]:
     """Every webhook signing secret, so the log redactor scrubs them wherever they turn up."""
     provider = config.settings.upstream.provider
     found: set[str] = set()
     for route in config.routes:
-        scheme = SCHEMES.get(scheme_of(route, provider)) if route.kind == "webhook" else None
+        scheme = schemes.get(scheme_of(schemes, route, provider)) if route.kind == "webhook" else None
         if scheme is not None and (secret := signing_secret(route, scheme, config.settings)):
             found.add(secret)
     return frozenset(found)

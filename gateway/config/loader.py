@@ -22,7 +22,6 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ValidationError
 
-from gateway.callbacks.config import check_routes as webhook_problems
 from gateway.config.files import loose_log_modes, open_to_others
 from gateway.config.refs import NOT_A_SECRET, RefError, resolve_tree
 from gateway.config.schema import (
@@ -247,7 +246,7 @@ def load_config(path: str | Path) -> Config:
     problems.extend(_cross_checks(config, file))
     problems.extend(_provider_checks(config, file))
     problems.extend(_route_overlaps(config))
-    problems.extend(Problem(*found) for found in webhook_problems(config, file))
+    problems.extend(_webhook_checks(config, file))
     problems.extend(_not_yet_available(config, file))
     problems.extend(_alert_checks(config, file))
     problems.extend(_identity_checks(config, file))
@@ -351,28 +350,23 @@ def _without_doubles(problems: list[Problem]) -> list[Problem]:
 def _pop_provider_tables(raw: dict[str, Any]) -> dict[str, Any]:
     """``[upstream.<provider>]`` tables, taken out before the schema sees them: their models belong
     to the providers (the schema knows none)."""
-    from gateway.vendors import KNOWN_PROVIDERS  # here: provider modules import gateway.config
+    from gateway.vendors import REGISTRY  # here: provider modules import gateway.config
 
     upstream = raw.get("upstream")
     if not isinstance(upstream, dict):
         return {}
-    return {name: upstream.pop(name) for name in list(upstream) if name in KNOWN_PROVIDERS}
+    return {name: upstream.pop(name) for name in list(upstream) if name in REGISTRY}
 
 
 def _provider_options(
     provider: str, tables: dict[str, Any], file: str, problems: list[Problem]
 ) -> BaseModel | None:
-    from gateway.vendors import KNOWN_PROVIDERS, REGISTRY
+    from gateway.vendors import REGISTRY
 
     entry = REGISTRY.get(provider)
     if entry is None:
-        if provider in KNOWN_PROVIDERS:
-            problems.append(
-                Problem(file, "upstream.provider", f"{provider!r} is not available in this version")
-            )
-        else:
-            known = ", ".join(sorted(KNOWN_PROVIDERS))
-            problems.append(Problem(file, "upstream.provider", f"{provider!r} is not one of {known}"))
+        known = ", ".join(sorted(REGISTRY))
+        problems.append(Problem(file, "upstream.provider", f"{provider!r} is not one of {known}"))
         return None
     for name in tables:
         if name != provider:
@@ -497,6 +491,12 @@ def _cross_checks(config: Config, file: str) -> list[Problem]:
         if seal_problem:
             problems.append(Problem(file, "logging.seal_public_key_file", seal_problem))
     return problems
+
+
+def _webhook_checks(config: Config, file: str) -> list[Problem]:
+    from gateway.vendors.webhooks import check_routes  # here: vendor modules import gateway.config
+
+    return [Problem(*found) for found in check_routes(config, file)]
 
 
 def _provider_checks(config: Config, file: str) -> list[Problem]:

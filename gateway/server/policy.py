@@ -18,9 +18,6 @@ from types import MappingProxyType
 from gateway.alerts.anomalies import build_anomalies, build_auth_watch
 from gateway.alerts.conversion import build_conversion
 from gateway.audit.log import AuditDecision
-from gateway.callbacks import build as webhook
-from gateway.callbacks.config import query_field_names as webhook_fields
-from gateway.callbacks.config import secrets as webhook_secrets
 from gateway.callbacks.forward import ForwardCallback
 from gateway.callbacks.stage import DropDuplicates, ReadCallback, VerifySignature
 from gateway.config import Config
@@ -48,6 +45,9 @@ from gateway.transport.body import CheckExpectation, DeclaredBodySize, ReadBody,
 from gateway.transport.proxy import AnswerScrubber, CheckHopHeaders, Forward, client_query_credentials
 from gateway.transport.tls import HttpsPolicy, RequireHttps, security_headers
 from gateway.vendors import ProviderAdapter, ProviderSettings, build_adapter
+from gateway.vendors import webhooks as webhook
+from gateway.vendors.webhooks import query_field_names as webhook_fields
+from gateway.vendors.webhooks import secrets as webhook_secrets
 
 __all__ = ["Client", "CompiledRoute", "Policy", "build_policy"]
 

@@ -1,30 +1,38 @@
-"""Provider adapters by the names used in ``upstream.provider``.
+"""The vendors this version speaks to, one line each; every registry is derived from the list.
 
-A vendor is one module that defines a ``PROVIDER`` entry, plus one line in :data:`REGISTRY`.
+A vendor is one package whose ``__init__.py`` defines ``VENDOR`` (``gateway/vendors/base.py``), plus
+its line in :data:`VENDORS`. See docs/vendors.md for a worked example.
 """
 
 from __future__ import annotations
 
 from types import MappingProxyType
-from typing import Final
+from typing import Final, TypeVar
 
+from gateway.callbacks.scheme import Scheme, Schemes
 from gateway.messages.base import Message, MessageReader, Provider, ProviderAdapter, ProviderSettings
-from gateway.vendors.aws_sns import send as aws_sns
-from gateway.vendors.generic import send as generic
+from gateway.vendors import (
+    aws_sns,
+    generic,
+    infobip,
+    messagebird,
+    messente,
+    plivo,
+    sinch,
+    smsapi,
+    twilio,
+    vonage,
+)
+from gateway.vendors.base import SandboxRoute, Vendor
 from gateway.vendors.generic.send import GenericAdapter, GenericOptions, validate_spec_path
-from gateway.vendors.infobip import send as infobip
-from gateway.vendors.messagebird import send as messagebird
-from gateway.vendors.messente import send as messente
-from gateway.vendors.plivo import send as plivo
-from gateway.vendors.sinch import send as sinch
-from gateway.vendors.smsapi import send as smsapi
-from gateway.vendors.twilio import send as twilio
 from gateway.vendors.twilio.send import TwilioAdapter
-from gateway.vendors.vonage import send as vonage
 
 __all__ = [
-    "KNOWN_PROVIDERS",
     "REGISTRY",
+    "SANDBOX",
+    "SCHEMES",
+    "SIGNATURE_HEADERS",
+    "VENDORS",
     "GenericAdapter",
     "GenericOptions",
     "Message",
@@ -33,47 +41,62 @@ __all__ = [
     "ProviderAdapter",
     "ProviderSettings",
     "TwilioAdapter",
+    "Vendor",
     "build_adapter",
-    "generic",
+    "providers_of",
+    "schemes_of",
     "validate_spec_path",
 ]
 
-#: Providers this version can read, by ``upstream.provider`` name.
-REGISTRY: Final = MappingProxyType(
-    {
-        p.name: p
-        for p in (
-            twilio.PROVIDER,
-            vonage.PROVIDER,
-            vonage.MESSAGES_PROVIDER,
-            messente.PROVIDER,
-            plivo.PROVIDER,
-            sinch.PROVIDER,
-            infobip.PROVIDER,
-            smsapi.PROVIDER,
-            messagebird.PROVIDER,
-            aws_sns.PROVIDER,
-            generic.PROVIDER,
-        )
-    }
+#: One line per vendor. The order is the order check-config lists signature schemes in.
+VENDORS: Final[tuple[Vendor, ...]] = (
+    twilio.VENDOR,
+    vonage.VENDOR,
+    plivo.VENDOR,
+    sinch.VENDOR,
+    messagebird.VENDOR,
+    messente.VENDOR,
+    infobip.VENDOR,
+    smsapi.VENDOR,
+    aws_sns.VENDOR,
+    generic.VENDOR,
 )
 
-#: Provider names the docs list; those not in the registry are refused by check-config, not guessed at.
-KNOWN_PROVIDERS: Final[frozenset[str]] = frozenset(
-    {
-        "twilio",
-        "vonage",
-        "vonage-messages",
-        "messente",
-        "plivo",
-        "sinch",
-        "infobip",
-        "smsapi",
-        "messagebird",
-        "aws-sns",
-        "generic",
-    }
-)
+
+_T = TypeVar("_T")
+
+
+def _unique(kind: str, named: list[tuple[str, _T]]) -> MappingProxyType[str, _T]:
+    """By name, refusing a name two vendors claim (the second would silently win)."""
+    found: dict[str, _T] = {}
+    for name, item in named:
+        if name in found:
+            raise ValueError(f"two vendors define the {kind} {name!r}")
+        found[name] = item
+    return MappingProxyType(found)
+
+
+def providers_of(vendors: tuple[Vendor, ...]) -> MappingProxyType[str, Provider]:
+    return _unique("provider", [(p.name, p) for v in vendors for p in v.providers])
+
+
+def schemes_of(vendors: tuple[Vendor, ...]) -> Schemes:
+    by_name: MappingProxyType[str, Scheme] = _unique(
+        "signature", [(s.name, s) for v in vendors for s in v.schemes]
+    )
+    defaults = _unique("default scheme of", [item for v in vendors for item in v.default_schemes.items()])
+    return Schemes(by_name, defaults)
+
+
+#: Providers this version can read, by ``upstream.provider`` name.
+REGISTRY: Final = providers_of(VENDORS)
+#: Callback signature schemes by ``signature`` name, with each provider's default; handed to the
+#: callback framework (``gateway/vendors/webhooks.py``), which names no vendor.
+SCHEMES: Final = schemes_of(VENDORS)
+#: Every header a vendor signs its callbacks in (lower case).
+SIGNATURE_HEADERS: Final = frozenset(h for v in VENDORS for h in v.signature_headers)
+#: What ``smsgw sandbox`` serves, vendor by vendor.
+SANDBOX: Final[tuple[SandboxRoute, ...]] = tuple(r for v in VENDORS for r in v.sandbox)
 
 
 def build_adapter(provider: str, settings: ProviderSettings) -> ProviderAdapter:
