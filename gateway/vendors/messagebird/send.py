@@ -17,7 +17,8 @@ from gateway.messages.base import NumberRule, Provider, UpstreamTarget
 from gateway.messages.fanout import FanOut
 from gateway.messages.fields import Field, FieldTable
 from gateway.messages.slots import TokenSlot
-from gateway.vendors.generic.send import JsonFieldsReader, compile_spec_path, message_id_at
+from gateway.vendors.generic.pointers import compile_spec_path, message_id_at
+from gateway.vendors.generic.send import JsonFieldsReader
 
 if TYPE_CHECKING:
     from gateway.config.schema import RouteConfig

@@ -21,7 +21,8 @@ from gateway.messages.base import E164, Message, NumberRule, Provider, UpstreamT
 from gateway.messages.fields import Field, FieldTable
 from gateway.messages.forms import FORM_TYPE, check_name, field_base, read_form
 from gateway.messages.slots import BASIC, QuerySlot
-from gateway.vendors.generic.send import JsonFieldsReader, compile_spec_path, message_id_at
+from gateway.vendors.generic.pointers import compile_spec_path, message_id_at
+from gateway.vendors.generic.send import JsonFieldsReader
 
 if TYPE_CHECKING:
     from gateway.config.schema import RouteConfig

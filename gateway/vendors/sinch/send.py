@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Final
 from gateway.messages.base import AccountPath, NumberRule, Provider, UpstreamTarget
 from gateway.messages.fields import Field, FieldTable
 from gateway.messages.slots import TokenSlot
-from gateway.vendors.generic.send import JsonFieldsReader, compile_spec_path, message_id_at
+from gateway.vendors.generic.pointers import compile_spec_path, message_id_at
+from gateway.vendors.generic.send import JsonFieldsReader
 
 if TYPE_CHECKING:
     from gateway.config.schema import RouteConfig

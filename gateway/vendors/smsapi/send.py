@@ -21,7 +21,7 @@ from gateway.messages.fanout import FanOut
 from gateway.messages.fields import Field, FieldTable
 from gateway.messages.forms import read_form
 from gateway.messages.slots import BASIC, TokenSlot
-from gateway.vendors.generic.send import compile_spec_path, message_id_at, split_recipients
+from gateway.vendors.generic.pointers import compile_spec_path, message_id_at, split_recipients
 
 if TYPE_CHECKING:
     from gateway.config.schema import RouteConfig
