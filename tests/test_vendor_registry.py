@@ -29,6 +29,13 @@ def test_every_vendor_package_defines_its_vendor_and_is_listed() -> None:
     assert len(VENDORS) == len(packages)
 
 
+def test_every_vendor_has_its_section_in_the_docs() -> None:
+    docs = ROOT.parent / "docs" / "vendors.md"
+    headings = [line[3:] for line in docs.read_text(encoding="utf-8").splitlines() if line.startswith("## ")]
+    for vendor in VENDORS:
+        assert any(h.startswith(vendor.title) for h in headings), vendor.title
+
+
 def test_registries_are_derived_from_the_vendors() -> None:
     assert list(REGISTRY) == [p.name for v in VENDORS for p in v.providers]
     assert list(SCHEMES.by_name) == [s.name for v in VENDORS for s in v.schemes]

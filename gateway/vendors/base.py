@@ -37,7 +37,7 @@ class SandboxRoute:
 class Vendor:
     """One vendor: what the gateway reads of its sends and callbacks, and how the docs name it."""
 
-    #: As the docs write it ("Twilio").
+    #: As the docs write it: docs/vendors.md has a section whose heading starts with it.
     title: str
     #: Its ``upstream.provider`` entries (send readers, credential slots, ``[upstream.<name>]``).
     providers: tuple[Provider, ...]
@@ -50,8 +50,6 @@ class Vendor:
     signature_headers: frozenset[str] = frozenset()
     #: What ``smsgw sandbox`` and ``make demo`` serve in its place.
     sandbox: tuple[SandboxRoute, ...] = ()
-    #: How a client's SDK presents its credential, for the docs' vendor table.
-    credential: str = "HTTP Basic"
 
     def __post_init__(self) -> None:
         names = {p.name for p in self.providers}

@@ -12,5 +12,4 @@ VENDOR = Vendor(
     "AWS SNS",
     (PROVIDER,),
     sandbox=(SandboxRoute("POST", "/", sandbox.sns_publish),),
-    credential="AWS SigV4 (access key id and secret key), or HTTP Basic",
 )

@@ -31,7 +31,7 @@ def _fields(options: WebhookOptions) -> EventFields:
 
 
 VENDOR = Vendor(
-    "Generic HTTP API",
+    "Any other vendor",
     (PROVIDER,),
     schemes=(
         Scheme(

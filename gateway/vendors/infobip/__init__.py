@@ -15,5 +15,4 @@ VENDOR = Vendor(
         SandboxRoute("POST", "/sms/3/messages", sandbox.infobip_sms),
         SandboxRoute("POST", "/sms/2/text/advanced", sandbox.infobip_sms),
     ),
-    credential="Authorization: App, or HTTP Basic",
 )

@@ -26,5 +26,4 @@ VENDOR = Vendor(
     default_schemes={"messagebird": "messagebird"},
     signature_headers=frozenset({"messagebird-signature", HEADER.lower()}),
     sandbox=(SandboxRoute("POST", "/messages", sandbox.messagebird_messages),),
-    credential="Authorization: AccessKey",
 )

@@ -32,5 +32,4 @@ VENDOR = Vendor(
         SandboxRoute("POST", "/send_sms/", sandbox.messente_send_sms),
         SandboxRoute("POST", "/v1/omnimessage", sandbox.messente_omnimessage),
     ),
-    credential="HTTP Basic, or username and password in the query (legacy API)",
 )

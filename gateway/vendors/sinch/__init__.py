@@ -26,5 +26,4 @@ VENDOR = Vendor(
     default_schemes={"sinch": "sinch"},
     signature_headers=frozenset({SIGNATURE}),
     sandbox=(SandboxRoute("POST", "/xms/v1/{plan}/batches", sandbox.sinch_batches),),
-    credential="Authorization: Bearer",
 )

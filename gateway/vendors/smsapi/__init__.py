@@ -12,5 +12,4 @@ VENDOR = Vendor(
     "SMSAPI",
     (PROVIDER,),
     sandbox=(SandboxRoute("POST", "/sms.do", sandbox.smsapi_send),),
-    credential="Authorization: Bearer, or HTTP Basic",
 )
