@@ -105,3 +105,15 @@ def test_layers_below_vendors_name_none(package: str) -> None:
         (f, m) for f, m in _imports(package) if m == "gateway.vendors" or m.startswith("gateway.vendors.")
     ]
     assert upward == []
+
+
+def test_two_sandbox_routes_taking_every_request_on_one_path_are_refused() -> None:
+    """Which vendor would answer? The sandbox refuses to guess."""
+    from gateway.commands.sandbox import build_sandbox_app
+    from gateway.vendors.base import SandboxRoute
+    from gateway.vendors.standin import SandboxState
+
+    (generic_route,) = vendors.generic.VENDOR.sandbox
+    twice = (*SANDBOX, SandboxRoute("POST", generic_route.path, generic_route.handler))
+    with pytest.raises(ValueError, match="/v1/messages"):
+        build_sandbox_app(SandboxState("AC1", "token", "token"), twice)
