@@ -11,10 +11,12 @@ import pytest
 from gateway import vendors
 from gateway.callbacks.events import EventFields
 from gateway.callbacks.scheme import Scheme
+from gateway.commands.sandbox import build_sandbox_app
 from gateway.core.headers import is_credential_header
 from gateway.messages.base import Provider
 from gateway.vendors import REGISTRY, SANDBOX, SCHEMES, SIGNATURE_HEADERS, VENDORS, providers_of, schemes_of
-from gateway.vendors.base import Vendor
+from gateway.vendors.base import SandboxRoute, Vendor
+from gateway.vendors.standin import SandboxState
 
 ROOT = Path(__file__).resolve().parent.parent / "gateway"
 
@@ -109,10 +111,6 @@ def test_layers_below_vendors_name_none(package: str) -> None:
 
 def test_two_sandbox_routes_taking_every_request_on_one_path_are_refused() -> None:
     """Which vendor would answer? The sandbox refuses to guess."""
-    from gateway.commands.sandbox import build_sandbox_app
-    from gateway.vendors.base import SandboxRoute
-    from gateway.vendors.standin import SandboxState
-
     (generic_route,) = vendors.generic.VENDOR.sandbox
     twice = (*SANDBOX, SandboxRoute("POST", generic_route.path, generic_route.handler))
     with pytest.raises(ValueError, match="/v1/messages"):
