@@ -625,8 +625,14 @@ def test_provider_sets() -> None:
     [
         "gateway.vendors",
         "gateway.vendors.twilio.send",
+        "gateway.vendors.twilio",
+        "gateway.vendors.webhooks",
+        "gateway.vendors.generic.pointers",
         "gateway.config.model",
         "gateway.callbacks",
+        "gateway.callbacks.scheme",
+        "gateway.callbacks.config",
+        "gateway.commands.sandbox",
         "gateway.server.policy",
     ],
 )
