@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from gateway.callbacks import build
 from gateway.callbacks import config as checks
 from gateway.callbacks.base import Verifier
-from gateway.callbacks.build import options, pending_ttl, target
+from gateway.callbacks.build import pending_ttl, target
 from gateway.callbacks.events import EventFields
 from gateway.callbacks.scheme import Scheme
 from gateway.vendors import SCHEMES
@@ -23,7 +23,6 @@ if TYPE_CHECKING:
 __all__ = [
     "check_routes",
     "fields",
-    "options",
     "pending_ttl",
     "query_field_names",
     "scheme",
