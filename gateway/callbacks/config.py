@@ -18,7 +18,14 @@ if TYPE_CHECKING:
     from gateway.config.loader import Config, Located
     from gateway.config.schema import RouteConfig, Settings
 
-__all__ = ["check_routes", "forward_to_problem", "query_field_names", "scheme_of", "secrets", "signing_secret"]
+__all__ = [
+    "check_routes",
+    "forward_to_problem",
+    "query_field_names",
+    "scheme_of",
+    "secrets",
+    "signing_secret",
+]
 
 #: Names that only resolve inside a private network: plain http to them stays inside it.
 INTERNAL_SUFFIXES = (".internal", ".local", ".localhost", ".lan", ".home.arpa", ".svc", ".intranet", ".corp")
