@@ -13,8 +13,10 @@ import binascii
 import hmac
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final, Protocol
+from typing import Protocol
 from urllib.parse import parse_qsl
+
+from gateway.core.values import BODY, NOWHERE, QUERY, Verified
 
 __all__ = [
     "BODY",
@@ -64,30 +66,6 @@ class Headers(Protocol):
     """A case-insensitive multimap (``CIMultiDictProxy`` in the gateway, ``CIMultiDict`` in tests)."""
 
     def getall(self, key: str, default: Sequence[str] = ...) -> list[str]: ...
-
-
-#: Where a verified callback's own fields (message id, status, numbers, text) are, under the
-#: signature: the body (form or JSON), the query (GET callbacks), or nowhere the signature
-#: covers (Plivo V2 signs only the URL without its query, and a nonce).
-BODY: Final = "body"
-QUERY: Final = "query"
-NOWHERE: Final = "none"
-
-
-@dataclass(frozen=True, slots=True)
-class Verified:
-    """A verified callback and what its signature covers.
-
-    ``fields_in`` is where the vendor's own fields are and that they are signed there (BODY,
-    QUERY or NOWHERE); ``query_signed`` says the URL's query is under the signature. A client
-    chooses the callback URL when it sends (vendors let it set one per message), so even a signed
-    query is the client's word, not the vendor's, unless the vendor put its fields there.
-    ``replay_nonce`` is set by schemes whose signature does not cover the body (Plivo V2): the
-    gateway binds the nonce to the body so it cannot be reused with another."""
-
-    fields_in: str
-    query_signed: bool
-    replay_nonce: str | None = None
 
 
 class Verifier(Protocol):

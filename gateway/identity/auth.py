@@ -16,25 +16,14 @@ from aiohttp import web
 
 from gateway.core.errors import GatewayError, refuse
 from gateway.core.exchange import Exchange
+from gateway.core.values import Client, Principal
 
 if TYPE_CHECKING:
     from gateway.config import Config
     from gateway.messages.base import ProviderAdapter
-    from gateway.server.policy import Client
     from gateway.server.services import Services
 
 __all__ = ["AuthContext", "Authenticate", "Authenticator", "AuthenticatorBuilder", "CheckScopes", "Principal"]
-
-
-@dataclass(frozen=True, slots=True)
-class Principal:
-    """A verified caller. ``scopes`` is what the credential itself grants (a token's ``scope``
-    claim); None means the credential does not narrow the client's scopes."""
-
-    client_id: str
-    method: str
-    scopes: frozenset[str] | None = None
-    key_id: str | None = None
 
 
 class Authenticator(Protocol):

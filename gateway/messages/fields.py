@@ -36,6 +36,7 @@ from typing import Final, Literal
 from urllib.parse import urlsplit
 
 from gateway.core.errors import GatewayError, bad_request, refuse
+from gateway.core.values import Control
 from gateway.messages.forms import check_name, check_text, field_base, json_key_fold, query_names
 
 __all__ = [
@@ -91,17 +92,6 @@ class Field:
     def __post_init__(self) -> None:
         if self.role not in ROLES:
             raise ValueError(f"field {self.name!r}: unknown role {self.role!r}")
-
-
-@dataclass(frozen=True, slots=True)
-class Control:
-    """A policed field present in a request, for the route's :class:`FieldPolicy`."""
-
-    name: str  # as declared
-    kind: str  # "control" | "callback_url" | CHANNEL
-    value: str
-    #: False when written otherwise than declared (``sendat``, ``SendAt[]``): refused either way.
-    exact: bool = True
 
 
 def shown_name(name: str) -> str:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 
 import phonenumbers
 from phonenumbers import PhoneMetadata, phonenumberutil
@@ -18,6 +17,7 @@ from gateway.config.schema import NON_GEOGRAPHIC_CODES
 from gateway.core.errors import GatewayError, invalid_recipient, refuse
 from gateway.core.exchange import Exchange
 from gateway.core.redaction import Redactor
+from gateway.core.values import Destination
 from gateway.messages.base import E164, NumberRule
 
 __all__ = [
@@ -56,17 +56,6 @@ _COUNTRY_CODE = re.compile(r"[A-Za-z]{2}", re.ASCII)
 ANY_COUNTRY = "*"
 _CHANNEL_PREFIXES = ("sms:", "whatsapp:", "tel:")
 _MAX_RAW = 64  # far above any real address; bounds the work done on hostile input
-
-
-@dataclass(frozen=True, slots=True)
-class Destination:
-    raw: str
-    e164: str
-    region: str | None
-    #: phonenumbers' type name (``mobile``, ``premium_rate``, ...).
-    type: str = "unknown"
-    #: A non-geographic number's calling code (``"+881"``); ``None`` for a number in a country.
-    network: str | None = None
 
 
 def _strip_channel(text: str) -> str:

@@ -29,6 +29,7 @@ from gateway.core.pipeline import Chain, Stage
 from gateway.core.redaction import Redactor
 from gateway.core.routing import PathTemplate, Router, RouteRequest
 from gateway.core.seal import load_seal_key
+from gateway.core.values import Client
 from gateway.idempotency.stage import build_idempotency
 from gateway.identity import AUTHENTICATORS
 from gateway.identity.auth import AuthContext, Authenticate, Authenticator, CheckScopes
@@ -50,14 +51,6 @@ from gateway.transport.tls import HttpsPolicy, RequireHttps, security_headers
 from gateway.vendors import ProviderAdapter, ProviderSettings, build_adapter
 
 __all__ = ["Client", "CompiledRoute", "Policy", "build_policy"]
-
-
-@dataclass(frozen=True, slots=True)
-class Client:
-    id: str
-    scopes: frozenset[str]
-    ip_allow: IpAllowlist
-    destinations: DestinationPolicy
 
 
 @dataclass(frozen=True, slots=True)
