@@ -46,7 +46,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import aiohttp
 from aiohttp import web
@@ -74,13 +74,47 @@ from gateway.storage.service import StorageService, StorageUnavailable, skipped
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from gateway.config import Config
     from gateway.config.schema import RouteConfig
-    from gateway.server.metrics import Metrics
-    from gateway.server.policy import Build
 
 log = logging.getLogger("smsgw")
 
-__all__ = ["AlertService", "CheckAnomalies", "WatchAuthFailures", "build_anomalies", "build_auth_watch"]
+__all__ = [
+    "AlertMetrics",
+    "AlertService",
+    "AlertsBuild",
+    "CheckAnomalies",
+    "WatchAuthFailures",
+    "build_anomalies",
+    "build_auth_watch",
+]
+
+
+class AlertMetrics(Protocol):
+    """Where alerts are counted (gateway/server/metrics.py's ``Metrics`` does it)."""
+
+    def alert(self, rule: str, action: str) -> None: ...
+
+    def alert_webhook(self, result: str) -> None: ...
+
+
+class AlertsServices(Protocol):
+    @property
+    def storage(self) -> StorageService: ...
+
+    @property
+    def alerts(self) -> AlertService: ...
+
+
+class AlertsBuild(Protocol):
+    """What the alert stages need while a policy is compiled (server/policy.py's ``Build`` has it)."""
+
+    @property
+    def config(self) -> Config: ...
+
+    @property
+    def services(self) -> AlertsServices: ...
+
 
 #: The first retry of a failed alert POST waits this long, then twice as long each time, at most
 #: :data:`BACKOFF_MAX_S` (each wait varied by up to 20 %, so replicas do not retry in step).
@@ -120,7 +154,7 @@ class AlertService:
     """Raises alerts (audit event, metric, webhook queue) and keeps what rules remember across
     reloads: the compiled rules of the current ``[alerts]`` table and the blocked addresses."""
 
-    def __init__(self, storage: StorageService, metrics: Metrics) -> None:
+    def __init__(self, storage: StorageService, metrics: AlertMetrics) -> None:
         self.storage = storage
         self.metrics = metrics
         #: ``event(name, **fields)`` of the audit log, set once the log is open.
@@ -609,12 +643,12 @@ async def _settled(call: Awaitable[GatewayError | None]) -> GatewayError | Stora
         return exc
 
 
-def build_auth_watch(route: RouteConfig, b: Build) -> WatchAuthFailures | None:
+def build_auth_watch(route: RouteConfig, b: AlertsBuild) -> WatchAuthFailures | None:
     rules = b.services.alerts.rules(b.config.settings.alerts)
     return WatchAuthFailures(rules.auth) if rules.auth is not None else None
 
 
-def build_anomalies(route: RouteConfig, b: Build) -> CheckAnomalies | None:
+def build_anomalies(route: RouteConfig, b: AlertsBuild) -> CheckAnomalies | None:
     """Sends only: an OTP check sends no message."""
     rules = b.services.alerts.rules(b.config.settings.alerts)
     if not rules.sends or route.kind == "otp-check":

@@ -36,7 +36,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from aiohttp import web
 
@@ -48,11 +48,45 @@ from gateway.recipients.phone import parse_recipient
 from gateway.storage.service import StorageService, StorageUnavailable, skipped
 
 if TYPE_CHECKING:
-    from gateway.alerts.anomalies import AlertService
+    from gateway.config import Config
     from gateway.config.schema import RouteConfig
-    from gateway.server.policy import Build
 
-__all__ = ["ConversionGuard", "GuardConversion", "build_conversion", "check_approved", "is_low"]
+__all__ = [
+    "ConversionAlerts",
+    "ConversionBuild",
+    "ConversionGuard",
+    "GuardConversion",
+    "build_conversion",
+    "check_approved",
+    "is_low",
+]
+
+
+class ConversionAlerts(Protocol):
+    """The alert service as the guard uses it (gateway/alerts/anomalies.py's ``AlertService``):
+    where a rule's state lives, and how an alert is raised once."""
+
+    def conversion(self, cfg: ConversionRule) -> ConversionGuard: ...
+
+    def fire(self, rule: str, action: str, **fields: Any) -> None: ...
+
+    async def once(self, subject: str, ttl_s: float) -> bool: ...
+
+
+class ConversionServices(Protocol):
+    @property
+    def alerts(self) -> ConversionAlerts: ...
+
+
+class ConversionBuild(Protocol):
+    """What the guard needs while a policy is compiled (server/policy.py's ``Build`` has it)."""
+
+    @property
+    def config(self) -> Config: ...
+
+    @property
+    def services(self) -> ConversionServices: ...
+
 
 #: Every key of the rule carries this Redis Cluster hash tag (one script, one node).
 HASH_TAG: Final = "{cv}"
@@ -203,7 +237,7 @@ class GuardConversion:
     name = "conversion"
     __slots__ = ("_alerts", "_guard", "_route_name")
 
-    def __init__(self, guard: ConversionGuard, alerts: AlertService, route_name: str) -> None:
+    def __init__(self, guard: ConversionGuard, alerts: ConversionAlerts, route_name: str) -> None:
         self._guard = guard
         self._alerts = alerts
         self._route_name = route_name
@@ -309,7 +343,7 @@ class GuardConversion:
             guard.storage.note_failure("alerts")
 
 
-def build_conversion(route: RouteConfig, b: Build) -> GuardConversion | None:
+def build_conversion(route: RouteConfig, b: ConversionBuild) -> GuardConversion | None:
     """OTP routes only (sends and checks); the rule's state lives in the alert service."""
     cfg = b.config.settings.alerts.conversion
     if cfg is None or route.kind == "webhook":

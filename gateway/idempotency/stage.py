@@ -23,7 +23,7 @@ from __future__ import annotations
 import base64
 import json
 import re
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from aiohttp import web
 from multidict import CIMultiDict
@@ -35,10 +35,29 @@ from gateway.storage.service import StorageKeys, StorageService, StorageUnavaila
 from gateway.transport.proxy import may_have_reached_vendor
 
 if TYPE_CHECKING:
+    from gateway.config import Config
     from gateway.config.schema import RouteConfig
-    from gateway.server.policy import Build
 
-__all__ = ["HEADER", "MAX_ANSWER_BYTES", "TTL_S", "Idempotency", "build_idempotency"]
+__all__ = ["HEADER", "MAX_ANSWER_BYTES", "TTL_S", "Idempotency", "IdempotencyBuild", "build_idempotency"]
+
+
+class IdempotencyServices(Protocol):
+    @property
+    def storage(self) -> StorageService: ...
+
+    @property
+    def audit(self) -> AuditLog | None: ...
+
+
+class IdempotencyBuild(Protocol):
+    """What the stage needs while a policy is compiled (server/policy.py's ``Build`` has it)."""
+
+    @property
+    def config(self) -> Config: ...
+
+    @property
+    def services(self) -> IdempotencyServices: ...
+
 
 HEADER: Final = "Idempotency-Key"
 REPLAYED: Final = "Idempotent-Replayed"
@@ -182,7 +201,7 @@ def _open(keys: StorageKeys, key: str, blob: bytes) -> dict[str, Any] | None:
     return record if isinstance(record, dict) else None
 
 
-def build_idempotency(route: RouteConfig, b: Build) -> Idempotency:
+def build_idempotency(route: RouteConfig, b: IdempotencyBuild) -> Idempotency:
     s = b.config.settings
     assert b.services.audit is not None
     in_flight_ttl = s.upstream.timeout_s + 4 * s.storage.timeout_s + 10

@@ -20,10 +20,19 @@ from gateway.core.values import Client, Principal
 
 if TYPE_CHECKING:
     from gateway.config import Config
+    from gateway.identity.jwks import JwksService
     from gateway.messages.base import ProviderAdapter
-    from gateway.server.services import Services
+    from gateway.storage.service import StorageService
 
-__all__ = ["AuthContext", "Authenticate", "Authenticator", "AuthenticatorBuilder", "CheckScopes", "Principal"]
+__all__ = [
+    "AuthContext",
+    "AuthServices",
+    "Authenticate",
+    "Authenticator",
+    "AuthenticatorBuilder",
+    "CheckScopes",
+    "Principal",
+]
 
 
 class Authenticator(Protocol):
@@ -43,13 +52,24 @@ class Authenticator(Protocol):
         ...
 
 
+class AuthServices(Protocol):
+    """The long-lived services authenticators use (gateway/server/services.py's ``Services`` has
+    them): JWKS key sets, and the shared storage for replay nonces."""
+
+    @property
+    def jwks(self) -> JwksService: ...
+
+    @property
+    def storage(self) -> StorageService: ...
+
+
 @dataclass(frozen=True, slots=True)
 class AuthContext:
     """What authenticator builders may use: the config, the compiled clients, the services."""
 
     config: Config
     clients: Mapping[str, Client]
-    services: Services
+    services: AuthServices
     #: The vendor adapter: where its SDK puts credentials (``slots``).
     adapter: ProviderAdapter | None = None
 

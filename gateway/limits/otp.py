@@ -40,7 +40,7 @@ from gateway.storage.service import StorageService
 
 if TYPE_CHECKING:
     from gateway.config.schema import RouteConfig
-    from gateway.server.policy import Build
+    from gateway.limits.context import LimitsBuild
 
 __all__ = ["OtpCaps", "build_otp_caps"]
 
@@ -156,7 +156,7 @@ def shown_as_ascii(text: str) -> str:
     return unicodedata.normalize("NFKC", text).translate(_ASCII_DIGITS)
 
 
-def build_otp_caps(route: RouteConfig, b: Build) -> OtpCaps | None:
+def build_otp_caps(route: RouteConfig, b: LimitsBuild) -> OtpCaps | None:
     """Kinds otp and otp-check always (defaults when [route.otp] is absent); sms with ``detect``."""
     if route.kind in ("otp", "otp-check"):
         return OtpCaps(b.services.storage, route.name, route.kind, route.otp or OTPConfig(), None)

@@ -64,7 +64,7 @@ from gateway.transport.proxy import may_have_reached_vendor
 
 if TYPE_CHECKING:
     from gateway.config.schema import RouteConfig
-    from gateway.server.policy import Build
+    from gateway.limits.context import LimitsBuild
 
 __all__ = [
     "STRATEGIES",
@@ -287,7 +287,7 @@ class Limits:
             pass  # the slot stays counted until it leaves the window: errs towards refusing
 
 
-def build_rate_limits(route: RouteConfig, b: Build, counters: Counters) -> RateLimits | None:
+def build_rate_limits(route: RouteConfig, b: LimitsBuild, counters: Counters) -> RateLimits | None:
     """A route's rate limits, or None when none can apply to it."""
     clients = MappingProxyType(
         {c.id: compile_rates(c.rate_limits, "client") for c in b.config.clients if c.rate_limits}
@@ -311,7 +311,7 @@ def build_rate_limits(route: RouteConfig, b: Build, counters: Counters) -> RateL
     )
 
 
-def build_limits(route: RouteConfig, b: Build) -> Limits | None:
+def build_limits(route: RouteConfig, b: LimitsBuild) -> Limits | None:
     """The stage for a route's rate limits and OTP caps, or None when it has neither."""
     storage = b.services.storage
     counters = make_counters(storage, b.config.settings.limits.strategy)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from gateway.core.errors import bad_request
 from gateway.core.exchange import Exchange
@@ -15,9 +15,16 @@ from gateway.messages.forms import check_name, field_base, query_names
 if TYPE_CHECKING:
     from gateway.config import Config
     from gateway.config.schema import RouteConfig
-    from gateway.server.policy import Build
 
-__all__ = ["CheckFields", "ReadMessage", "build_field_checks", "field_policy"]
+__all__ = ["CheckFields", "FieldsBuild", "ReadMessage", "build_field_checks", "field_policy"]
+
+
+class FieldsBuild(Protocol):
+    """What the field checks need while a policy is compiled: the config (server/policy.py's
+    ``Build`` has it)."""
+
+    @property
+    def config(self) -> Config: ...
 
 
 class ReadMessage:
@@ -103,5 +110,5 @@ def field_policy(route: RouteConfig, config: Config) -> FieldPolicy:
     )
 
 
-def build_field_checks(route: RouteConfig, b: Build) -> CheckFields:
+def build_field_checks(route: RouteConfig, b: FieldsBuild) -> CheckFields:
     return CheckFields(field_policy(route, b.config))
