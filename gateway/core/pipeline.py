@@ -19,20 +19,29 @@ from __future__ import annotations
 
 import logging
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
 from aiohttp import web
 
 from gateway.core.errors import GatewayError, refuse
 from gateway.core.exchange import Chain, Exchange, ResponsePhase, Stage, StageTimer
 
+if TYPE_CHECKING:
+    from gateway.core.redaction import Redactor
+
 log = logging.getLogger("smsgw")
 
 __all__ = [
+    "BuildContext",
     "Chain",
+    "NamedFactory",
     "ResponsePhase",
     "Stage",
+    "StageFactory",
     "StageTimer",
+    "compile_stages",
     "describe_exception",
     "internal_error",
     "run_after",
@@ -56,3 +65,53 @@ def describe_exception(exc: BaseException) -> str:
 
 def internal_error() -> GatewayError:
     return refuse("internal_error", "the gateway failed")
+
+
+# --------------------------------------------------------------------------- building chains
+
+RouteT = TypeVar("RouteT")
+BuildT = TypeVar("BuildT")
+RouteIn = TypeVar("RouteIn", contravariant=True)
+BuildIn = TypeVar("BuildIn", contravariant=True)
+
+
+class BuildContext(Protocol):
+    """What every stage factory may count on while a policy is compiled.
+
+    Core names only what core defines; a feature declares the rest it needs as its own protocol
+    (``gateway.limits.context.LimitsBuild``: the config and the storage), and the server's build
+    context satisfies each of them structurally, so no feature imports the server.
+    """
+
+    @property
+    def redactor(self) -> Redactor: ...
+
+
+class StageFactory(Protocol[RouteIn, BuildIn]):
+    """Builds one route's stage when a policy is compiled, or None when the route does not need it
+    (so a route pays only for the stages it has)."""
+
+    def __call__(self, route: RouteIn, build: BuildIn, /) -> Stage | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class NamedFactory(Generic[RouteT, BuildT]):
+    """One entry of a route kind's stage list: the name of the stage it builds, and the factory
+    the stage's feature owns. The policy only orders these; the names make the list readable and
+    are checked against what the factories build."""
+
+    name: str
+    build: StageFactory[RouteT, BuildT]
+
+
+def compile_stages(factories: Iterable[NamedFactory[RouteT, BuildT]], route: RouteT, build: BuildT) -> Chain:
+    """The route's chain: every factory in order, skipping those that return None."""
+    stages: list[Stage] = []
+    for factory in factories:
+        stage = factory.build(route, build)
+        if stage is None:
+            continue
+        if stage.name != factory.name:
+            raise ValueError(f"stage factory {factory.name!r} built a stage named {stage.name!r}")
+        stages.append(stage)
+    return Chain(stages)

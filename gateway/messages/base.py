@@ -32,6 +32,7 @@ __all__ = [
     "ProviderAdapter",
     "ProviderSettings",
     "UpstreamTarget",
+    "client_query_credentials",
 ]
 
 
@@ -100,6 +101,12 @@ class ProviderAdapter(Protocol):
     def vendor_message_id(self, status: int, body: bytes, content_type: str) -> str | None:
         """The vendor's id for an accepted message, read from its answer; None when absent."""
         ...
+
+
+def client_query_credentials(adapter: ProviderAdapter) -> frozenset[str]:
+    """Case-folded query names where the adapter's clients may put a credential."""
+    names = {name for slot in getattr(adapter, "slots", ()) for name in slot.query_names}
+    return frozenset(names | set(getattr(adapter, "secret_query_names", ())))
 
 
 @dataclass(frozen=True, slots=True)

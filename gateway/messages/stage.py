@@ -8,23 +8,37 @@ from typing import TYPE_CHECKING, Any, Protocol
 from gateway.core.errors import bad_request
 from gateway.core.exchange import Exchange
 from gateway.core.redaction import Redactor
-from gateway.messages.base import MessageReader
+from gateway.messages.base import MessageReader, client_query_credentials
 from gateway.messages.fields import Control, FieldPolicy
 from gateway.messages.forms import check_name, field_base, query_names
 
 if TYPE_CHECKING:
     from gateway.config import Config
     from gateway.config.schema import RouteConfig
+    from gateway.messages.base import ProviderAdapter
 
-__all__ = ["CheckFields", "FieldsBuild", "ReadMessage", "build_field_checks", "field_policy"]
+__all__ = [
+    "CheckFields",
+    "MessagesBuild",
+    "ReadMessage",
+    "build_field_checks",
+    "field_policy",
+    "read_message",
+]
 
 
-class FieldsBuild(Protocol):
-    """What the field checks need while a policy is compiled: the config (server/policy.py's
-    ``Build`` has it)."""
+class MessagesBuild(Protocol):
+    """What the message stages need while a policy is compiled (server/policy.py's ``Build`` has
+    it): the config (field policies), the vendor adapter (its readers) and the redactor."""
 
     @property
     def config(self) -> Config: ...
+
+    @property
+    def adapter(self) -> ProviderAdapter: ...
+
+    @property
+    def redactor(self) -> Redactor: ...
 
 
 class ReadMessage:
@@ -110,5 +124,9 @@ def field_policy(route: RouteConfig, config: Config) -> FieldPolicy:
     )
 
 
-def build_field_checks(route: RouteConfig, b: FieldsBuild) -> CheckFields:
+def build_field_checks(route: RouteConfig, b: MessagesBuild) -> CheckFields:
     return CheckFields(field_policy(route, b.config))
+
+
+def read_message(route: RouteConfig, b: MessagesBuild) -> ReadMessage:
+    return ReadMessage(b.adapter.reader(route), b.redactor, client_query_credentials(b.adapter))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Protocol
 
 import phonenumbers
 from phonenumbers import PhoneMetadata, phonenumberutil
@@ -20,6 +21,10 @@ from gateway.core.redaction import Redactor
 from gateway.core.values import Destination
 from gateway.messages.base import E164, NumberRule
 
+if TYPE_CHECKING:
+    from gateway.config.schema import RouteConfig
+    from gateway.messages.base import ProviderAdapter
+
 __all__ = [
     "ANY_COUNTRY",
     "NON_GEOGRAPHIC_CODES",
@@ -27,6 +32,8 @@ __all__ = [
     "CheckRecipients",
     "Destination",
     "DestinationPolicy",
+    "RecipientsBuild",
+    "check_recipients",
     "parse_recipient",
 ]
 
@@ -229,3 +236,17 @@ class CheckRecipients:
                         detail=f"number_type:{dest.type}",
                     )
         client.destinations.check(ex.destinations, message.senders, message.default_sender)
+
+
+class RecipientsBuild(Protocol):
+    """The vendor adapter (how its numbers are written) and the redactor, at policy build."""
+
+    @property
+    def adapter(self) -> ProviderAdapter: ...
+
+    @property
+    def redactor(self) -> Redactor: ...
+
+
+def check_recipients(route: RouteConfig, b: RecipientsBuild) -> CheckRecipients:
+    return CheckRecipients(b.redactor, b.adapter.reader(route).numbers, route.number_types)

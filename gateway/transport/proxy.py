@@ -24,6 +24,7 @@ from gateway.audit.log import AuditLog
 from gateway.core.errors import GatewayError, bad_request, refuse
 from gateway.core.exchange import Exchange
 from gateway.core.headers import is_client_network_header, is_credential_header
+from gateway.messages.base import client_query_credentials
 from gateway.messages.forms import field_base
 from gateway.tracing.otel import traceparent
 from gateway.transport.credentials import VendorCredentials
@@ -326,12 +327,6 @@ class Upstream:
             raise GatewayError(504, "upstream_timeout", "the vendor did not answer in time") from None
         except (aiohttp.ClientError, ssl.SSLError, OSError):
             raise GatewayError(502, "upstream_unavailable", "the vendor could not be reached") from None
-
-
-def client_query_credentials(adapter: ProviderAdapter) -> frozenset[str]:
-    """Case-folded query names where the adapter's clients may put a credential."""
-    names = {name for slot in getattr(adapter, "slots", ()) for name in slot.query_names}
-    return frozenset(names | set(getattr(adapter, "secret_query_names", ())))
 
 
 # --------------------------------------------------------------------------- stages
