@@ -74,20 +74,9 @@ from gateway.storage.service import StorageService, StorageUnavailable, skipped
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from gateway.config import Config
-    from gateway.config.schema import RouteConfig
-
 log = logging.getLogger("smsgw")
 
-__all__ = [
-    "AlertMetrics",
-    "AlertService",
-    "AlertsBuild",
-    "CheckAnomalies",
-    "WatchAuthFailures",
-    "build_anomalies",
-    "build_auth_watch",
-]
+__all__ = ["AlertMetrics", "AlertService", "CheckAnomalies", "WatchAuthFailures"]
 
 
 class AlertMetrics(Protocol):
@@ -96,24 +85,6 @@ class AlertMetrics(Protocol):
     def alert(self, rule: str, action: str) -> None: ...
 
     def alert_webhook(self, result: str) -> None: ...
-
-
-class AlertsServices(Protocol):
-    @property
-    def storage(self) -> StorageService: ...
-
-    @property
-    def alerts(self) -> AlertService: ...
-
-
-class AlertsBuild(Protocol):
-    """What the alert stages need while a policy is compiled (server/policy.py's ``Build`` has it)."""
-
-    @property
-    def config(self) -> Config: ...
-
-    @property
-    def services(self) -> AlertsServices: ...
 
 
 #: The first retry of a failed alert POST waits this long, then twice as long each time, at most
@@ -641,16 +612,3 @@ async def _settled(call: Awaitable[GatewayError | None]) -> GatewayError | Stora
         return await call
     except StorageUnavailable as exc:
         return exc
-
-
-def build_auth_watch(route: RouteConfig, b: AlertsBuild) -> WatchAuthFailures | None:
-    rules = b.services.alerts.rules(b.config.settings.alerts)
-    return WatchAuthFailures(rules.auth) if rules.auth is not None else None
-
-
-def build_anomalies(route: RouteConfig, b: AlertsBuild) -> CheckAnomalies | None:
-    """Sends only: an OTP check sends no message."""
-    rules = b.services.alerts.rules(b.config.settings.alerts)
-    if not rules.sends or route.kind == "otp-check":
-        return None
-    return CheckAnomalies(rules, b.services.storage)

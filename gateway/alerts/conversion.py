@@ -48,15 +48,12 @@ from gateway.recipients.phone import parse_recipient
 from gateway.storage.service import StorageService, StorageUnavailable, skipped
 
 if TYPE_CHECKING:
-    from gateway.config import Config
-    from gateway.config.schema import RouteConfig
+    pass
 
 __all__ = [
     "ConversionAlerts",
-    "ConversionBuild",
     "ConversionGuard",
     "GuardConversion",
-    "build_conversion",
     "check_approved",
     "is_low",
 ]
@@ -71,21 +68,6 @@ class ConversionAlerts(Protocol):
     def fire(self, rule: str, action: str, **fields: Any) -> None: ...
 
     async def once(self, subject: str, ttl_s: float) -> bool: ...
-
-
-class ConversionServices(Protocol):
-    @property
-    def alerts(self) -> ConversionAlerts: ...
-
-
-class ConversionBuild(Protocol):
-    """What the guard needs while a policy is compiled (server/policy.py's ``Build`` has it)."""
-
-    @property
-    def config(self) -> Config: ...
-
-    @property
-    def services(self) -> ConversionServices: ...
 
 
 #: Every key of the rule carries this Redis Cluster hash tag (one script, one node).
@@ -341,14 +323,3 @@ class GuardConversion:
                 await guard.store.take_back(held.adds, [key for key, _ in held.marks])
         except StorageUnavailable:
             guard.storage.note_failure("alerts")
-
-
-def build_conversion(route: RouteConfig, b: ConversionBuild) -> GuardConversion | None:
-    """OTP routes only (sends and checks); the rule's state lives in the alert service."""
-    cfg = b.config.settings.alerts.conversion
-    if cfg is None or route.kind == "webhook":
-        return None
-    if route.kind == "sms" and (route.otp is None or not route.otp.detect):
-        return None
-    guard = b.services.alerts.conversion(cfg)
-    return GuardConversion(guard, b.services.alerts, route.name)

@@ -19,8 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from gateway.alerts.anomalies import build_anomalies, build_auth_watch
-from gateway.alerts.conversion import build_conversion
+from gateway.alerts.stages import build_anomalies, build_auth_watch, build_conversion
 from gateway.audit.stages import audit_decision
 from gateway.callbacks import stages as callbacks
 from gateway.callbacks.config import query_field_names as webhook_fields
