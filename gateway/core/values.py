@@ -14,13 +14,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final, Protocol
 
-import netaddr
+from gateway.core.addresses import IpAllowlist
 
 __all__ = [
     "BODY",
     "NOWHERE",
     "QUERY",
-    "AddressAllowlist",
     "Client",
     "Control",
     "Destination",
@@ -153,14 +152,6 @@ class Event:
         return self.status if self.status and _STATUS.fullmatch(self.status) else None
 
 
-class AddressAllowlist(Protocol):
-    """A client's ``ip_allow`` (gateway.identity.ip.IpAllowlist): empty is false and allows any."""
-
-    def __bool__(self) -> bool: ...
-
-    def allows(self, address: netaddr.IPAddress) -> bool: ...
-
-
 class DestinationRules(Protocol):
     """A client's countries and senders (gateway.recipients.phone.DestinationPolicy)."""
 
@@ -177,5 +168,5 @@ class Client:
 
     id: str
     scopes: frozenset[str]
-    ip_allow: AddressAllowlist
+    ip_allow: IpAllowlist
     destinations: DestinationRules

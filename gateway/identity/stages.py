@@ -16,7 +16,6 @@ __all__ = [
     "IdentityBuild",
     "authenticate",
     "client_allowlist",
-    "needs_body_first",
     "route_allowlist",
     "scopes",
 ]
@@ -43,9 +42,3 @@ def client_allowlist(route: RouteConfig, b: object) -> ClientAllowlist:
 
 def scopes(route: RouteConfig, b: object) -> CheckScopes | None:
     return CheckScopes(frozenset(route.scopes)) if route.scopes else None
-
-
-def needs_body_first(route: RouteConfig, b: IdentityBuild) -> bool:
-    """Does an authenticator of the route need the body (RFC 9421 ``Content-Digest``)? It is
-    then read before authentication, within the same bounds."""
-    return any(b.authenticators[kind].needs_body for kind in route.auth)

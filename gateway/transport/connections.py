@@ -50,8 +50,8 @@ from aiohttp.web_request import BaseRequest
 from aiohttp.web_server import Server
 
 from gateway.config.schema import ServerConfig
+from gateway.core.addresses import ClientAddressResolver, parse_ip
 from gateway.core.errors import refuse
-from gateway.identity.ip import ClientAddressResolver, parse_ip
 
 log = logging.getLogger("smsgw")
 

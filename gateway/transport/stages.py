@@ -3,10 +3,10 @@ checks, and forwarding. Each factory takes the route and what it needs of the po
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Protocol
 
 from gateway.core.routing import PathTemplate
-from gateway.identity.stages import IdentityBuild, needs_body_first
 from gateway.transport.body import ReadBody, RefuseNul
 from gateway.transport.proxy import AnswerScrubber, CheckHopHeaders, Forward, Upstream
 
@@ -22,6 +22,7 @@ __all__ = [
     "ForwardBuild",
     "forward",
     "hop_headers",
+    "needs_body_first",
     "read_body",
     "read_body_after_auth",
     "read_body_before_auth",
@@ -29,11 +30,21 @@ __all__ = [
 ]
 
 
-class BodyBuild(IdentityBuild, Protocol):
-    """The config (the body timeout) and the authenticators (do they need the body first?)."""
+class BodyFirst(Protocol):
+    """An authenticator, as far as reading the body goes (gateway.identity.auth.Authenticator)."""
+
+    @property
+    def needs_body(self) -> bool: ...
+
+
+class BodyBuild(Protocol):
+    """The config (the body timeout) and the authenticators by kind (do they need the body first?)."""
 
     @property
     def config(self) -> Config: ...
+
+    @property
+    def authenticators(self) -> Mapping[str, BodyFirst]: ...
 
 
 class ForwardServices(Protocol):
@@ -58,6 +69,12 @@ class ForwardBuild(Protocol):
 
     @property
     def scrubber(self) -> AnswerScrubber: ...
+
+
+def needs_body_first(route: RouteConfig, b: BodyBuild) -> bool:
+    """Does an authenticator of the route need the body (RFC 9421 ``Content-Digest``)? It is
+    then read before authentication, within the same bounds."""
+    return any(b.authenticators[kind].needs_body for kind in route.auth)
 
 
 def read_body(route: RouteConfig, b: BodyBuild) -> ReadBody:
