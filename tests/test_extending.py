@@ -106,3 +106,50 @@ def test_the_feature_respects_the_layers(fanout: types.ModuleType, monkeypatch: 
     sources = {**test_layers.gateway_sources(), "gateway.fanout": block("python", "class CapRecipients")}
     upward = test_layers.upward_imports(sources)
     assert not [arrow for arrow in upward if arrow.startswith("gateway.fanout ")]
+
+
+# ============================================================================================
+# the contract the example relies on
+# ============================================================================================
+
+
+def test_the_policy_lists_the_stages_in_their_documented_order() -> None:
+    """Metrics, traces and docs/request-path.md name the stages; the lists only order them."""
+    assert [f.name for f in policy.SEND] == [
+        "route_ip_allow",
+        "auth_failures",
+        "read_body",  # when an authenticator needs the body (RFC 9421 Content-Digest)
+        "authenticate",
+        "client_ip_allow",
+        "scopes",
+        "read_body",  # otherwise
+        "message",
+        "fields",
+        "message_nul",
+        "recipients",
+        "hop_headers",
+        "idempotency",
+        "limits",
+        "anomalies",
+        "conversion",
+        "audit",
+        "forward",
+    ]
+    assert [f.name for f in policy.WEBHOOK] == [
+        "route_ip_allow",
+        "read_body",
+        "verify_signature",
+        "read_callback",
+        "duplicates",
+        "audit",
+        "forward",
+    ]
+
+
+def test_a_factory_must_build_the_stage_it_is_named_for(
+    fanout: types.ModuleType, route_model: type[RouteConfig]
+) -> None:
+    misnamed = NamedFactory("recipient_cap", fanout.cap_recipients)
+    route = route_model(name="send", path="/v1/messages", auth=("basic",), max_recipients=2)
+    with pytest.raises(ValueError, match="'recipient_cap' built a stage named 'max_recipients'"):
+        compile_stages([misnamed], route, object())

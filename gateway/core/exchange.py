@@ -3,6 +3,11 @@
 Stages fill the exchange in as they pass. Raw message parts (body bytes, recipients, the parsed
 message) stay on the exchange for later stages and never reach a log; the ``log_*`` fields hold
 only the redacted forms, and the records below are built from those alone.
+
+The exchange is typed by core alone: the values it holds are in gateway/core/values.py, and the
+route and policy it points at by the protocols below, which say what is read of them. The stage
+contract and :class:`Chain` are here too, since a route holds its chain and every stage takes the
+exchange; gateway/core/pipeline.py exports them with the loop's helpers and the factory contract.
 """
 
 from __future__ import annotations

@@ -86,6 +86,7 @@ class Build:
 
 
 def stage(name: str, factory: StageFactory[RouteConfig, Build]) -> NamedFactory[RouteConfig, Build]:
+    """One line of a list: the stage's name (as metrics and traces show it) and its feature's factory."""
     return NamedFactory(name, factory)
 
 
