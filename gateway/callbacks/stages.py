@@ -8,12 +8,12 @@ from typing import TYPE_CHECKING, Protocol
 from gateway.callbacks import build as webhook
 from gateway.callbacks.forward import CallbackForwarder, ForwardCallback
 from gateway.callbacks.stage import DropDuplicates, ReadCallback, VerifySignature
+from gateway.core.pipeline import BuildContext
 
 if TYPE_CHECKING:
     from gateway.audit.log import AuditLog
     from gateway.config import Config
     from gateway.config.schema import RouteConfig
-    from gateway.core.redaction import Redactor
     from gateway.storage.service import StorageService
 
 __all__ = [
@@ -36,14 +36,11 @@ class CallbacksServices(Protocol):
     def callbacks(self) -> CallbackForwarder: ...
 
 
-class CallbacksBuild(Protocol):
+class CallbacksBuild(BuildContext, Protocol):
     """The config (schemes, targets), the redactor, and storage, audit log and forwarder."""
 
     @property
     def config(self) -> Config: ...
-
-    @property
-    def redactor(self) -> Redactor: ...
 
     @property
     def services(self) -> CallbacksServices: ...

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from gateway.core.errors import bad_request
 from gateway.core.exchange import Exchange
+from gateway.core.pipeline import BuildContext
 from gateway.core.redaction import Redactor
 from gateway.messages.base import MessageReader, client_query_credentials
 from gateway.messages.fields import Control, FieldPolicy
@@ -27,18 +28,15 @@ __all__ = [
 ]
 
 
-class MessagesBuild(Protocol):
+class MessagesBuild(BuildContext, Protocol):
     """What the message stages need while a policy is compiled (server/policy.py's ``Build`` has
-    it): the config (field policies), the vendor adapter (its readers) and the redactor."""
+    it): the config (field policies) and the vendor adapter (its readers), and core's redactor."""
 
     @property
     def config(self) -> Config: ...
 
     @property
     def adapter(self) -> ProviderAdapter: ...
-
-    @property
-    def redactor(self) -> Redactor: ...
 
 
 class ReadMessage:

@@ -17,6 +17,7 @@ from phonenumbers import PhoneMetadata, phonenumberutil
 from gateway.config.schema import NON_GEOGRAPHIC_CODES
 from gateway.core.errors import GatewayError, invalid_recipient, refuse
 from gateway.core.exchange import Exchange
+from gateway.core.pipeline import BuildContext
 from gateway.core.redaction import Redactor
 from gateway.core.values import Destination
 from gateway.messages.base import E164, NumberRule
@@ -238,14 +239,11 @@ class CheckRecipients:
         client.destinations.check(ex.destinations, message.senders, message.default_sender)
 
 
-class RecipientsBuild(Protocol):
-    """The vendor adapter (how its numbers are written) and the redactor, at policy build."""
+class RecipientsBuild(BuildContext, Protocol):
+    """The vendor adapter (how its numbers are written), and core's redactor, at policy build."""
 
     @property
     def adapter(self) -> ProviderAdapter: ...
-
-    @property
-    def redactor(self) -> Redactor: ...
 
 
 def check_recipients(route: RouteConfig, b: RecipientsBuild) -> CheckRecipients:
