@@ -1,0 +1,122 @@
+"""The config contract (config.example.toml, docs/configuration.md) as frozen pydantic models.
+
+One module per section; this package gathers their names. Validation here is per key; checks that
+span keys or files are the loader's (gateway/config/cross_checks.py and the checks it is handed).
+"""
+
+from gateway.config.model import KeyProblem, Model
+from gateway.config.schema.alerts import (
+    MAX_BASELINE_WINDOWS,
+    MAX_CONVERSION_BUCKETS,
+    AlertAction,
+    AlertsConfig,
+    AlertWebhookConfig,
+    AuthFailuresRule,
+    ClientVolumeRule,
+    ConversionRule,
+    ConversionSubject,
+    NewCountryRule,
+    NumberPrefixRule,
+)
+from gateway.config.schema.auth import (
+    JWT_ALGORITHMS,
+    JWT_HMAC_ALGORITHMS,
+    AuthConfig,
+    JWTConfig,
+    JWTIssuerConfig,
+)
+from gateway.config.schema.logs import LoggingConfig
+from gateway.config.schema.policy import (
+    EMPTY_SHA256,
+    BasicCredentialConfig,
+    ClientConfig,
+    HMACKeyConfig,
+    OTPConfig,
+    PolicyFile,
+    RouteConfig,
+)
+from gateway.config.schema.server import AdminConfig, HSTSConfig, PlainHTTPConfig, ServerConfig, TLSConfig
+from gateway.config.schema.settings import PoliciesConfig, Settings, TracingConfig
+from gateway.config.schema.storage import LimitsConfig, StorageConfig
+from gateway.config.schema.upstream import CredentialsConfig, UpstreamConfig
+from gateway.config.schema.values import (
+    MIN_KEY_BYTES,
+    MIN_KEY_DISTINCT,
+    NON_GEOGRAPHIC_CODES,
+    Cidr,
+    Country,
+    CountryOrAny,
+    DestinationCode,
+    Duration,
+    Listen,
+    Name,
+    OptionalListen,
+    PositiveDuration,
+    Rates,
+    Timeout,
+    TrustedProxy,
+    is_loopback_host,
+    key_weakness,
+    parse_duration,
+    parse_listen,
+)
+
+__all__ = [
+    "EMPTY_SHA256",
+    "JWT_ALGORITHMS",
+    "JWT_HMAC_ALGORITHMS",
+    "MAX_BASELINE_WINDOWS",
+    "MAX_CONVERSION_BUCKETS",
+    "MIN_KEY_BYTES",
+    "MIN_KEY_DISTINCT",
+    "NON_GEOGRAPHIC_CODES",
+    "AdminConfig",
+    "AlertAction",
+    "AlertWebhookConfig",
+    "AlertsConfig",
+    "AuthConfig",
+    "AuthFailuresRule",
+    "BasicCredentialConfig",
+    "Cidr",
+    "ClientConfig",
+    "ClientVolumeRule",
+    "ConversionRule",
+    "ConversionSubject",
+    "Country",
+    "CountryOrAny",
+    "CredentialsConfig",
+    "DestinationCode",
+    "Duration",
+    "HMACKeyConfig",
+    "HSTSConfig",
+    "JWTConfig",
+    "JWTIssuerConfig",
+    "KeyProblem",
+    "LimitsConfig",
+    "Listen",
+    "LoggingConfig",
+    "Model",
+    "Name",
+    "NewCountryRule",
+    "NumberPrefixRule",
+    "OTPConfig",
+    "OptionalListen",
+    "PlainHTTPConfig",
+    "PoliciesConfig",
+    "PolicyFile",
+    "PositiveDuration",
+    "Rates",
+    "RouteConfig",
+    "ServerConfig",
+    "Settings",
+    "StorageConfig",
+    "TLSConfig",
+    "Timeout",
+    "TracingConfig",
+    "TrustedProxy",
+    "UpstreamConfig",
+    "is_loopback_host",
+    "key_weakness",
+    "parse_duration",
+    "parse_listen",
+]
