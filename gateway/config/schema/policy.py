@@ -95,7 +95,8 @@ class ClientConfig(Model):
     ip_allow: tuple[Cidr, ...] = ()
     senders: tuple[str, ...] = ()
     #: ISO 3166 alpha-2 codes, "*" (every country), or non-geographic calling codes ("+881");
-    #: missing or empty allows no destination (loader.py refuses it for a client that may send).
+    #: missing or empty allows no destination (gateway/config/cross_checks.py refuses that for a
+    #: client that may send).
     countries: tuple[DestinationCode, ...] = ()
     rate_limits: Rates = ()
     hmac_keys: tuple[HMACKeyConfig, ...] = ()

@@ -60,7 +60,8 @@ class UpstreamConfig(Model):
     pin_sha256: tuple[str, ...] = ()
     credentials: CredentialsConfig = CredentialsConfig(type="none")
     # ``provider`` is checked against the provider registry, and the provider's own table
-    # (``[upstream.<provider>]``) by its model, in loader.py: the schema knows no provider.
+    # (``[upstream.<provider>]``) by its model, in gateway/server/vendor_checks.py, which the
+    # loader is handed: the schema knows no provider.
 
     @field_validator("base_url")
     @classmethod
