@@ -16,15 +16,7 @@ from pathlib import Path
 from gateway.alerts.config_checks import alert_checks
 from gateway.callbacks.config import check_routes
 from gateway.config import Config, ConfigError, Problem
-from gateway.config.cross_checks import (
-    credential_checks,
-    cross_checks,
-    destination_checks,
-    limit_checks,
-    not_yet_available,
-    path_checks,
-    route_overlaps,
-)
+from gateway.config import cross_checks as only_config
 from gateway.config.loader import CONFIG_WARNINGS, Checks, load_checked
 from gateway.identity.config_checks import issuer_key_files
 from gateway.server.vendor_checks import PROVIDER_TABLES, provider_checks
@@ -39,17 +31,17 @@ def webhook_checks(config: Config, file: str) -> list[Problem]:
 
 CHECKS = Checks(
     problems=(
-        cross_checks,
+        only_config.cross_checks,
         provider_checks,
-        route_overlaps,
+        only_config.route_overlaps,
         webhook_checks,
-        not_yet_available,
+        only_config.not_yet_available,
         alert_checks,
         issuer_key_files,
-        credential_checks,
-        limit_checks,
-        destination_checks,
-        path_checks,
+        only_config.credential_checks,
+        only_config.limit_checks,
+        only_config.destination_checks,
+        only_config.path_checks,
     ),
     warnings=CONFIG_WARNINGS,
     providers=PROVIDER_TABLES,

@@ -59,6 +59,7 @@ from gateway.config.schema.values import (
     key_weakness,
     parse_duration,
     parse_listen,
+    strong_secret,
 )
 
 __all__ = [
@@ -119,4 +120,5 @@ __all__ = [
     "key_weakness",
     "parse_duration",
     "parse_listen",
+    "strong_secret",
 ]

@@ -4,15 +4,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import (
-    Field,
-    SecretStr,
-    field_validator,
-    model_validator,
-)
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from gateway.config.model import KeyProblem, Model
-from gateway.config.schema.values import Name, PositiveDuration, key_weakness, parse_duration
+from gateway.config.schema.values import Name, PositiveDuration, parse_duration, strong_secret
 
 AlertAction = Literal["alert", "block"]
 
@@ -31,9 +26,7 @@ class AlertWebhookConfig(Model):
     @field_validator("secret")
     @classmethod
     def _strong_secret(cls, value: SecretStr) -> SecretStr:
-        weakness = key_weakness(value.get_secret_value())
-        if weakness:
-            raise ValueError(f"secret {weakness} (make one with `smsgw keygen hmac`)")
+        strong_secret(value)
         return value
 
 

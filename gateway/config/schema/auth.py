@@ -5,15 +5,10 @@ from __future__ import annotations
 from typing import Annotated
 from urllib.parse import urlsplit
 
-from pydantic import (
-    Field,
-    SecretStr,
-    field_validator,
-    model_validator,
-)
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from gateway.config.model import KeyProblem, Model
-from gateway.config.schema.values import key_weakness
+from gateway.config.schema.values import strong_secret
 
 #: JWS algorithms an issuer may list (RFC 7518 and RFC 8037); ``none`` is never one of them.
 JWT_ALGORITHMS = (
@@ -67,10 +62,7 @@ class JWTIssuerConfig(Model):
     @field_validator("secret")
     @classmethod
     def _strong_secret(cls, value: SecretStr | None) -> SecretStr | None:
-        weakness = key_weakness(value.get_secret_value()) if value is not None else None
-        if weakness:
-            raise ValueError(f"secret {weakness} (make one with `smsgw keygen hmac`)")
-        return value
+        return strong_secret(value)
 
     @model_validator(mode="after")
     def _one_key_source(self) -> JWTIssuerConfig:

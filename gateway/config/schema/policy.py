@@ -7,12 +7,7 @@ import re
 from datetime import date
 from typing import Annotated, Literal
 
-from pydantic import (
-    Field,
-    SecretStr,
-    field_validator,
-    model_validator,
-)
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from gateway.config.model import KeyProblem, Model
 from gateway.config.schema.values import (
@@ -22,8 +17,8 @@ from gateway.config.schema.values import (
     Duration,
     Name,
     Rates,
-    key_weakness,
     parse_duration,
+    strong_secret,
 )
 from gateway.config.webhook_options import WebhookOptions
 from gateway.core.routing import PathTemplate, TemplateError
@@ -38,9 +33,7 @@ class HMACKeyConfig(Model):
     @field_validator("secret")
     @classmethod
     def _strong_secret(cls, value: SecretStr) -> SecretStr:
-        weakness = key_weakness(value.get_secret_value())
-        if weakness:
-            raise ValueError(f"secret {weakness} (make one with `smsgw keygen hmac`)")
+        strong_secret(value)
         return value
 
     @model_validator(mode="after")

@@ -6,11 +6,7 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 import netaddr
-from pydantic import (
-    Field,
-    field_validator,
-    model_validator,
-)
+from pydantic import Field, field_validator, model_validator
 
 from gateway.config.model import KeyProblem, Model
 from gateway.config.schema.values import Listen, OptionalListen, Timeout, TrustedProxy

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import (
-    Field,
-    field_validator,
-)
+from pydantic import Field, field_validator
 
 from gateway.config.model import Model
 from gateway.config.schema.alerts import AlertsConfig

@@ -10,12 +10,7 @@ import re
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import (
-    Field,
-    SecretStr,
-    field_validator,
-    model_validator,
-)
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from gateway.config.model import KeyProblem, Model
 from gateway.config.schema.values import Timeout, is_loopback_host

@@ -8,10 +8,7 @@ from typing import Annotated
 import netaddr
 import phonenumbers
 from limits import parse_many
-from pydantic import (
-    AfterValidator,
-    Field,
-)
+from pydantic import AfterValidator, Field, SecretStr
 
 _LISTEN = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9.-]+)):(?P<port>\d{1,5})$")
 
@@ -153,6 +150,14 @@ def key_weakness(text: str) -> str | None:
     if distinct < MIN_KEY_DISTINCT:
         return f"has fewer than {MIN_KEY_DISTINCT} different characters, not a random key"
     return None
+
+
+def strong_secret(value: SecretStr | None) -> SecretStr | None:
+    """An HMAC secret must be random bytes: a guessable one lets anyone sign as its holder."""
+    weakness = key_weakness(value.get_secret_value()) if value is not None else None
+    if weakness:
+        raise ValueError(f"secret {weakness} (make one with `smsgw keygen hmac`)")
+    return value
 
 
 def _positive_duration(value: str) -> str:
