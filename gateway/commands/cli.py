@@ -24,10 +24,11 @@ from gateway.commands.explain import add_explain_parser
 from gateway.commands.init import add_init_parser
 from gateway.commands.keygen import basic_credential, basic_lines, hmac_key_lines, random_token, sdk_username
 from gateway.commands.review import add_audit_parser
-from gateway.config import Config, ConfigError, load_config, parse_listen
+from gateway.config import Config, ConfigError, parse_listen
 from gateway.config.schema import HMACKeyConfig
 from gateway.config.weakening import Weakening, weakenings
 from gateway.core.oplog import configure as configure_oplog
+from gateway.server.config import load_config
 
 
 def _configure_logging(level: str, fmt: str = "text") -> None:

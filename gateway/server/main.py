@@ -21,10 +21,11 @@ from pathlib import Path
 from aiohttp import web
 
 from gateway.audit.log import config_sha256, record_start
-from gateway.config import Config, ConfigError, Problem, load_config, parse_listen
+from gateway.config import Config, ConfigError, Problem, parse_listen
 from gateway.config.weakening import weakenings
 from gateway.server.admin import build_admin_app
 from gateway.server.app import Gateway, build_public_app
+from gateway.server.config import load_config
 from gateway.server.metrics import (
     enable_multiprocess,
     prepare_multiprocess_dir,
