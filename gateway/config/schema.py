@@ -6,6 +6,7 @@ Validation here is per key; checks that span keys or files live in ``loader.py``
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from datetime import date
 from typing import Annotated, Literal
@@ -16,6 +17,7 @@ import phonenumbers
 from limits import parse_many
 from pydantic import (
     AfterValidator,
+    BeforeValidator,
     Field,
     SecretStr,
     ValidationInfo,
@@ -169,9 +171,19 @@ class PlainHTTPConfig(Model):
     action: Literal["reject", "redirect"] = "reject"
 
 
+def _workers(value: object) -> object:
+    """``"auto"``: one worker per core this process may run on, resolved once when the file loads."""
+    if value == "auto":
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        return min(cores or 1, 64)
+    if isinstance(value, str):
+        raise ValueError('write a number of worker processes (1 to 64) or "auto" (one per core)')
+    return value
+
+
 class ServerConfig(Model):
     listen: Listen = "0.0.0.0:8443"
-    workers: int = Field(1, ge=1, le=64)
+    workers: Annotated[int, BeforeValidator(_workers)] = Field(1, ge=1, le=64)
     max_body_bytes: int = Field(65536, ge=1024, le=16 * 1024 * 1024)
     trusted_proxies: tuple[TrustedProxy, ...] = ()
     public_url: str = ""
