@@ -74,8 +74,8 @@ from gateway.storage.service import StorageService, StorageUnavailable, skipped
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from gateway.alerts.metrics import AlertMetrics
     from gateway.config.schema import RouteConfig
-    from gateway.server.metrics import Metrics
     from gateway.server.policy import Build
 
 log = logging.getLogger("smsgw")
@@ -120,7 +120,7 @@ class AlertService:
     """Raises alerts (audit event, metric, webhook queue) and keeps what rules remember across
     reloads: the compiled rules of the current ``[alerts]`` table and the blocked addresses."""
 
-    def __init__(self, storage: StorageService, metrics: Metrics) -> None:
+    def __init__(self, storage: StorageService, metrics: AlertMetrics) -> None:
         self.storage = storage
         self.metrics = metrics
         #: ``event(name, **fields)`` of the audit log, set once the log is open.

@@ -113,14 +113,12 @@ def _read_body(route: RouteConfig, b: Build) -> ReadBody:
 
 def _forward(route: RouteConfig, b: Build) -> Forward:
     s = b.services
-    assert s.audit is not None
     return Forward(
         s.upstream, s.credentials, b.adapter, PathTemplate.compile(route.path), s.audit, b.scrubber
     )
 
 
 def _audit(route: RouteConfig, b: Build) -> AuditDecision:
-    assert b.services.audit is not None
     return AuditDecision(b.services.audit)
 
 
@@ -157,12 +155,10 @@ def _verify_callback(route: RouteConfig, b: Build) -> VerifySignature:
 
 
 def _drop_duplicates(route: RouteConfig, b: Build) -> DropDuplicates:
-    assert b.services.audit is not None
     return DropDuplicates(b.services.storage, b.services.audit, route.name, webhook.pending_ttl(route))
 
 
 def _forward_callback(route: RouteConfig, b: Build) -> ForwardCallback:
-    assert b.services.audit is not None
     scheme = webhook.scheme(route, b.config).name
     target = webhook.target(route, b.config)
     return ForwardCallback(b.services.callbacks, target, b.services.audit, scheme, route.name)
