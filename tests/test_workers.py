@@ -1,4 +1,4 @@
-"""``server.workers = N`` (gateway/server/main.py run_workers): N processes of ``smsgw serve`` on one
+"""``server.workers = N`` (gateway/server/workers.py run_workers): N processes of ``smsgw serve`` on one
 port, sharing their limits through one Redis, each writing its own log files."""
 
 from __future__ import annotations
