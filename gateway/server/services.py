@@ -81,7 +81,7 @@ class _Staged:
     tls: PreparedTLS | None = None
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, repr=False)
 class Switched:
     """What changes while the services run. Only :meth:`Services.reconfigure` switches the config
     and the vendor pool; the server sets ``https_port`` once, when the public listener is bound."""
@@ -93,7 +93,7 @@ class Switched:
     https_port: int = 0
 
 
-@dataclass(frozen=True, slots=True, eq=False)
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
 class Services:
     """Everything a policy is built from, open for as long as the gateway serves."""
 
@@ -221,7 +221,7 @@ class Services:
         self.audit.event("gateway_stopped", worker=self.worker)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, repr=False)
 class _Unopened:
     """The services made from the config before anything is opened (nothing here needs closing)."""
 
