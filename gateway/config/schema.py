@@ -177,7 +177,7 @@ def _workers(value: object) -> object:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
         return min(cores or 1, 64)
     if isinstance(value, str):
-        raise ValueError('write a number of worker processes (1 to 64) or "auto" (one per core)')
+        raise ValueError('an integer (1 to 64 worker processes) or "auto" (one per core)')
     return value
 
 
