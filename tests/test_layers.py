@@ -41,11 +41,6 @@ PLACED: Mapping[str, str] = {"gateway": "core", "gateway.__main__": "commands"}
 #: Known upward imports, "module -> imported module"; each is someone's open work.
 KNOWN_UPWARD: frozenset[str] = frozenset(
     {
-        # the config loader checks features' and vendors' options (it should ask a registry below it)
-        "gateway.config.loader -> gateway.callbacks.config",
-        "gateway.config.loader -> gateway.identity.keys",
-        "gateway.config.loader -> gateway.messages.fields",
-        "gateway.config.loader -> gateway.vendors",
         # the callback framework looks up vendors' signature schemes
         "gateway.callbacks.build -> gateway.vendors.callbacks",
         "gateway.callbacks.config -> gateway.vendors.callbacks",
@@ -56,8 +51,6 @@ KNOWN_UPWARD: frozenset[str] = frozenset(
 #: Known import loops, each as its sorted modules.
 KNOWN_LOOPS: frozenset[tuple[str, ...]] = frozenset(
     {
-        ("gateway.callbacks.config", "gateway.config.loader"),
-        ("gateway.server.metrics", "gateway.server.services"),
         ("gateway.storage.counters", "gateway.storage.service"),
     }
 )

@@ -46,13 +46,14 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final
 
 import aiohttp
 from aiohttp import web
 
 from gateway.alerts.conversion import ConversionGuard
 from gateway.alerts.conversion_store import MemoryConversionStore, make_store
+from gateway.alerts.metrics import AlertMetrics
 from gateway.audit.log import utc_now
 from gateway.config.schema import (
     AlertsConfig,
@@ -77,14 +78,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("smsgw")
 
 __all__ = ["AlertMetrics", "AlertService", "CheckAnomalies", "WatchAuthFailures"]
-
-
-class AlertMetrics(Protocol):
-    """Where alerts are counted (gateway/server/metrics.py's ``Metrics`` does it)."""
-
-    def alert(self, rule: str, action: str) -> None: ...
-
-    def alert_webhook(self, result: str) -> None: ...
 
 
 #: The first retry of a failed alert POST waits this long, then twice as long each time, at most

@@ -26,5 +26,4 @@ class AuditBuild(Protocol):
 
 
 def audit_decision(route: RouteConfig, b: AuditBuild) -> AuditDecision:
-    assert b.services.audit is not None
     return AuditDecision(b.services.audit)

@@ -57,12 +57,10 @@ def read_callback(route: RouteConfig, b: CallbacksBuild) -> ReadCallback:
 
 
 def drop_duplicates(route: RouteConfig, b: CallbacksBuild) -> DropDuplicates:
-    assert b.services.audit is not None
     return DropDuplicates(b.services.storage, b.services.audit, route.name, webhook.pending_ttl(route))
 
 
 def forward_callback(route: RouteConfig, b: CallbacksBuild) -> ForwardCallback:
-    assert b.services.audit is not None
     scheme = webhook.scheme(route, b.config).name
     target = webhook.target(route, b.config)
     return ForwardCallback(b.services.callbacks, target, b.services.audit, scheme, route.name)

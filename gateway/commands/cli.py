@@ -76,7 +76,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from gateway.server.main import run_workers, serve
+    from gateway.server.main import serve
+    from gateway.server.workers import run_workers
 
     config = _load(args.config)
     _configure_logging(config.settings.logging.level, config.settings.logging.format)

@@ -43,7 +43,7 @@ from gateway.identity.auth import Authenticate, Principal
 from gateway.identity.ip import parse_ip
 from gateway.identity.jwks import JwksService
 from gateway.server.policy import Policy, build_policy
-from gateway.server.services import Services
+from gateway.server.services import Services, dry_services
 
 __all__ = ["Case", "Explainer", "Explanation", "add_explain_parser", "load_cases", "run_cases"]
 
@@ -214,13 +214,12 @@ class Explainer:
         return explainer
 
     def policy(self) -> tuple[Policy, Services]:
-        services = Services(self.config)
-        services.jwks = self._jwks
-        services.audit = self._audit  # type: ignore[assignment]
+        services = dry_services(self.config, self._jwks, self._audit)  # type: ignore[arg-type]
         return build_policy(self.config, services), services
 
     @staticmethod
     async def close_policy(policy: Policy, services: Services) -> None:
+        services.access_log.close()
         await services.storage.close()
 
     async def close(self) -> None:

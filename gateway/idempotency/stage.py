@@ -203,6 +203,5 @@ def _open(keys: StorageKeys, key: str, blob: bytes) -> dict[str, Any] | None:
 
 def build_idempotency(route: RouteConfig, b: IdempotencyBuild) -> Idempotency:
     s = b.config.settings
-    assert b.services.audit is not None
     in_flight_ttl = s.upstream.timeout_s + 4 * s.storage.timeout_s + 10
     return Idempotency(b.services.storage, b.services.audit, in_flight_ttl)

@@ -18,17 +18,9 @@ if TYPE_CHECKING:
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def build_admin_app(
-    security_headers: dict[str, str],
-    ready: Callable[[], bool],
-    storage: StorageService | None = None,
-    info: Callable[[], Mapping[str, object]] | None = None,
-    metrics: Metrics | None = None,
-) -> web.Application:
-    """``/readyz`` also pings the storage: ``"storage": "up"|"down"`` in its answer; a storage
-    that is down makes the gateway not ready when ``on_error = "closed"`` (it would refuse
-    every limited send), and stays a warning in the answer with ``"open"``. ``info`` adds the
-    config in force (generation and hash). ``/metrics`` is the Prometheus text format."""
+def _headers_middleware(security_headers: dict[str, str]) -> Callable[..., Awaitable[web.StreamResponse]]:
+    """Every admin answer carries the security headers and a request id; an unknown path or
+    method gets the gateway's JSON error shape, not aiohttp's page."""
 
     @web.middleware
     async def headers_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -46,6 +38,37 @@ def build_admin_app(
         response.headers["X-Request-ID"] = request_id
         return response
 
+    return headers_middleware
+
+
+def _scrape(metrics: Metrics) -> Handler:
+    async def scrape(_: web.Request) -> web.Response:
+        from gateway.server.metrics import CONTENT_TYPE
+
+        metrics.flush()
+        if metrics.multiprocess_dir is None:
+            body = metrics.exposition()
+        else:  # every worker's files are read
+            body = await asyncio.to_thread(metrics.exposition)
+        response = web.Response(body=body)
+        response.headers["Content-Type"] = CONTENT_TYPE
+        return response
+
+    return scrape
+
+
+def build_admin_app(
+    security_headers: dict[str, str],
+    ready: Callable[[], bool],
+    storage: StorageService | None = None,
+    info: Callable[[], Mapping[str, object]] | None = None,
+    metrics: Metrics | None = None,
+) -> web.Application:
+    """``/readyz`` also pings the storage: ``"storage": "up"|"down"`` in its answer; a storage
+    that is down makes the gateway not ready when ``on_error = "closed"`` (it would refuse
+    every limited send), and stays a warning in the answer with ``"open"``. ``info`` adds the
+    config in force (generation and hash). ``/metrics`` is the Prometheus text format."""
+
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
@@ -61,22 +84,9 @@ def build_admin_app(
         answer = {"status": "ready" if ok else "not ready", **answer}
         return web.json_response(answer, status=200 if ok else 503)
 
-    async def scrape(_: web.Request) -> web.Response:
-        assert metrics is not None
-        from gateway.server.metrics import CONTENT_TYPE
-
-        metrics.flush()
-        if metrics.multiprocess_dir is None:
-            body = metrics.exposition()
-        else:  # every worker's files are read
-            body = await asyncio.to_thread(metrics.exposition)
-        response = web.Response(body=body)
-        response.headers["Content-Type"] = CONTENT_TYPE
-        return response
-
-    app = web.Application(middlewares=[headers_middleware])
+    app = web.Application(middlewares=[_headers_middleware(security_headers)])
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     if metrics is not None:
-        app.router.add_get("/metrics", scrape)
+        app.router.add_get("/metrics", _scrape(metrics))
     return app

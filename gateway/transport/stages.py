@@ -99,7 +99,6 @@ def hop_headers(route: RouteConfig, b: object) -> CheckHopHeaders:
 
 def forward(route: RouteConfig, b: ForwardBuild) -> Forward:
     s = b.services
-    assert s.audit is not None
     return Forward(
         s.upstream, s.credentials, b.adapter, PathTemplate.compile(route.path), s.audit, b.scrubber
     )

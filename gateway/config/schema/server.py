@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import os
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 import netaddr
-from pydantic import Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from gateway.config.model import KeyProblem, Model
 from gateway.config.schema.values import Listen, OptionalListen, Timeout, TrustedProxy
@@ -32,9 +33,19 @@ class PlainHTTPConfig(Model):
     action: Literal["reject", "redirect"] = "reject"
 
 
+def _workers(value: object) -> object:
+    """``"auto"``: one worker per core this process may run on, resolved once when the file loads."""
+    if value == "auto":
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        return min(cores or 1, 64)
+    if isinstance(value, str):
+        raise ValueError('an integer (1 to 64 worker processes) or "auto" (one per core)')
+    return value
+
+
 class ServerConfig(Model):
     listen: Listen = "0.0.0.0:8443"
-    workers: int = Field(1, ge=1, le=64)
+    workers: Annotated[int, BeforeValidator(_workers)] = Field(1, ge=1, le=64)
     max_body_bytes: int = Field(65536, ge=1024, le=16 * 1024 * 1024)
     trusted_proxies: tuple[TrustedProxy, ...] = ()
     public_url: str = ""
