@@ -64,7 +64,8 @@ from gateway.config.schema import (
     NumberPrefixRule,
     parse_duration,
 )
-from gateway.core.errors import GatewayError, refuse
+from gateway.core.errors import GatewayError, Reason, refuse
+from gateway.core.events import AuditEvent, Detail
 from gateway.core.exchange import Exchange
 from gateway.core.signing import sign
 from gateway.core.tasks import stop_task
@@ -94,7 +95,7 @@ MAX_BLOCKED: Final = 100_000
 
 def _blocked(message: str, rule: str, retry_after: float | None = None) -> GatewayError:
     headers = {"Retry-After": str(max(1, math.ceil(retry_after)))} if retry_after is not None else None
-    return refuse("anomaly_blocked", message, headers=headers, detail=rule)
+    return refuse(Reason.ANOMALY_BLOCKED, message, headers=headers, detail=rule)
 
 
 def masked_prefix(prefix: str) -> str:
@@ -199,12 +200,18 @@ class AlertService:
         log.warning("alert %s (%s)", rule, action)
         if self.events is not None:
             try:
-                self.events("alert", **record)
+                self.events(AuditEvent.ALERT, **record)
             except Exception as exc:  # an audit failure must not turn into a request failure
                 log.error("cannot record an alert: %s", type(exc).__name__)
         if self._target is None or self._queue is None:
             return
-        body = {"event": "alert", "id": uuid.uuid4().hex, "ts": utc_now(), "worker": self.worker, **record}
+        body = {
+            "event": AuditEvent.ALERT,
+            "id": uuid.uuid4().hex,
+            "ts": utc_now(),
+            "worker": self.worker,
+            **record,
+        }
         try:
             self._queue.put_nowait(json.dumps(body, separators=(",", ":"), default=str).encode("utf-8"))
         except asyncio.QueueFull:
@@ -304,7 +311,7 @@ class AuthFailures:
         if left <= 0:
             del blocked[ip]
             return None
-        return _blocked("too many failed authentications from this address", "auth_failures", left)
+        return _blocked("too many failed authentications from this address", Detail.AUTH_FAILURES, left)
 
     async def failed(self, ex: Exchange) -> None:
         """Count one failure of ``ex.ip``; over the threshold, raise the alert (once) and block."""
@@ -331,7 +338,7 @@ class AuthFailures:
             blocked[ex.ip] = time.monotonic() + (bucket + 1) * self._window_s - now
         if count == self._threshold + 1:  # exactly one failure crosses it, on whichever replica
             self._service.fire(
-                "auth_failures",
+                Detail.AUTH_FAILURES,
                 self._action,
                 ip=ex.ip,
                 route=ex.route_name,
@@ -387,13 +394,13 @@ class ClientVolume:
             self._fire(ex, client, count + messages, limit, average)
         return _blocked(
             "this client's volume is far above its usual rate",
-            "client_volume",
+            Detail.CLIENT_VOLUME,
             (bucket + 1) * self._window_s - now,
         )
 
     def _fire(self, ex: Exchange, client: str, count: int, limit: int, average: float) -> None:
         self._service.fire(
-            "client_volume",
+            Detail.CLIENT_VOLUME,
             self._action,
             client=client,
             route=ex.route_name,
@@ -433,7 +440,7 @@ class NumberPrefix:
         bucket = int(time.time() // self._window_s)
         if over and await self._service.once(f"pfx:{prefix_id}:{bucket}", self._window_s):
             self._service.fire(
-                "number_prefix",
+                Detail.NUMBER_PREFIX,
                 self._action,
                 client=ex.client_id,
                 route=ex.route_name,
@@ -446,7 +453,7 @@ class NumberPrefix:
                 request_id=ex.request_id,
             )
         if outcome == -1:
-            return _blocked("too many different numbers in one number range", "number_prefix")
+            return _blocked("too many different numbers in one number range", Detail.NUMBER_PREFIX)
         return None
 
 
@@ -496,7 +503,7 @@ class NewCountry:
                     if await self._service.once(f"cc:{client}:{country}", COUNTRY_REFRESH_S):
                         self._fire(ex, client, country)
                     refusal = _blocked(
-                        "a send to a country this client does not usually send to", "new_country"
+                        "a send to a country this client does not usually send to", Detail.NEW_COUNTRY
                     )
                     continue
                 await kv.set(key, b"1", self._remember_s)
@@ -509,7 +516,7 @@ class NewCountry:
 
     def _fire(self, ex: Exchange, client: str, country: str) -> None:
         self._service.fire(
-            "new_country",
+            Detail.NEW_COUNTRY,
             self._action,
             client=client,
             route=ex.route_name,
@@ -595,7 +602,7 @@ class CheckAnomalies:
                 if error is not None:
                     refusal = refusal or error
                 else:
-                    ex.detail = skipped(ex.detail, "alerts_skipped")
+                    ex.detail = skipped(ex.detail, Detail.ALERTS_SKIPPED)
             elif result is not None:
                 refusal = refusal or result
         if refusal is not None:

@@ -28,13 +28,14 @@ from gateway.audit.log import GENESIS, chain_value, rotation_stamp
 from gateway.commands.conversion_review import ConversionTally
 from gateway.commands.report_tables import ReportTables, html_sections
 from gateway.config.refs import RefError, is_reference, resolve_reference
+from gateway.core.events import AuditEvent
 from gateway.core.jsonlog import worker_log_path
 from gateway.core.redaction import REDACTED, hmac_hex, key_id_for, mask_number
 from gateway.core.seal import SealError, is_sealed_shape, load_unseal_key
 
 __all__ = ["Expected", "Head", "Keys", "Scan", "add_audit_parser", "find", "scan", "unseal"]
 
-MARKER_EVENT = "audit_rotated"
+MARKER_EVENT = AuditEvent.AUDIT_ROTATED
 AUDIT_LOG_DEFAULT = "logs/audit.jsonl"  # logging.audit_log when the config leaves it out
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
@@ -463,10 +464,10 @@ class Scan:
         self.events[event] += 1
         self.conversion.count(record)
         self.tables.count(record)
-        if event == "outcome":
+        if event == AuditEvent.OUTCOME:
             status = record.get("status")
             self.outcomes[f"{status // 100}xx" if isinstance(status, int) else "none"] += 1
-        if event != "request":
+        if event != AuditEvent.REQUEST:
             return
         decision = str(record.get("decision"))
         self.decisions[decision] += 1
@@ -530,7 +531,7 @@ def scan(
             result.count(record)
             for where, what in scan_record(record):
                 result.findings.append(Finding(path.name, number, where, what))
-            if record.get("event") == "audit_purged":
+            if record.get("event") == AuditEvent.AUDIT_PURGED:
                 for item in record.get("files") or []:
                     if isinstance(item, dict) and isinstance(item.get("last_chain"), str):
                         purged_chains[item["last_chain"]] = str(item.get("file"))

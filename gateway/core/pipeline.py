@@ -22,7 +22,7 @@ from typing import Protocol, runtime_checkable
 
 from aiohttp import web
 
-from gateway.core.errors import GatewayError, refuse
+from gateway.core.errors import GatewayError, Reason, refuse
 from gateway.core.exchange import Exchange
 
 log = logging.getLogger("smsgw")
@@ -119,4 +119,4 @@ def describe_exception(exc: BaseException) -> str:
 
 
 def internal_error() -> GatewayError:
-    return refuse("internal_error", "the gateway failed")
+    return refuse(Reason.INTERNAL_ERROR, "the gateway failed")

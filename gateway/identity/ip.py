@@ -13,7 +13,8 @@ from functools import lru_cache
 
 import netaddr
 
-from gateway.core.errors import bad_request, refuse
+from gateway.core.errors import Reason, bad_request, refuse
+from gateway.core.events import Detail
 from gateway.core.exchange import Exchange
 
 
@@ -134,7 +135,9 @@ class RouteAllowlist:
         assert ex.address is not None
         if not self._allowlist.allows(ex.address):
             raise refuse(
-                "ip_not_allowed", "the client address is not allowed on this route", detail="route_allowlist"
+                Reason.IP_NOT_ALLOWED,
+                "the client address is not allowed on this route",
+                detail=Detail.ROUTE_ALLOWLIST,
             )
 
 
@@ -148,7 +151,7 @@ class ClientAllowlist:
         assert ex.client is not None and ex.address is not None
         if not ex.client.ip_allow.allows(ex.address):
             raise refuse(
-                "ip_not_allowed",
+                Reason.IP_NOT_ALLOWED,
                 "the client address is not allowed for this client",
-                detail="client_allowlist",
+                detail=Detail.CLIENT_ALLOWLIST,
             )

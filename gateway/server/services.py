@@ -21,6 +21,7 @@ from gateway.audit.log import AuditLog, Retention, open_audit_log, record_start
 from gateway.callbacks.forward import CallbackForwarder
 from gateway.config import Config
 from gateway.config.files import tighten_log_modes
+from gateway.core.events import AuditEvent
 from gateway.core.jsonlog import JsonLinesSink, worker_log_path
 from gateway.identity.jwks import JwksService
 from gateway.server.metrics import MULTIPROC_ENV, Metrics
@@ -156,7 +157,7 @@ class Services:
 
     def _stopped(self) -> None:
         if self.audit is not None:
-            self.audit.event("gateway_stopped", worker=self._worker)
+            self.audit.event(AuditEvent.GATEWAY_STOPPED, worker=self._worker)
 
     @property
     def ready(self) -> bool:
