@@ -69,15 +69,22 @@ def masked_prefix(prefix: str) -> str:
     return prefix[:5] + "****"
 
 
-class AuthFailures:
+class _Rule:
+    """What every rule keeps: its action (``block`` also refuses) and the service it alerts through."""
+
+    def __init__(self, action: str, service: Alerts) -> None:
+        self.block = action == "block"
+        self._action = action
+        self._service = service
+
+
+class AuthFailures(_Rule):
     """More than ``threshold`` 401s from one address within a window (fixed windows)."""
 
     def __init__(self, cfg: AuthFailuresRule, service: Alerts) -> None:
-        self.block = cfg.action == "block"
-        self._action = cfg.action
+        super().__init__(cfg.action, service)
         self._threshold = cfg.threshold
         self._window_s = float(parse_duration(cfg.window))
-        self._service = service
 
     def refusal(self, ip: str) -> GatewayError | None:
         """Block mode: the refusal for an address blocked here, else None (no storage call)."""
@@ -127,17 +134,15 @@ class AuthFailures:
             )
 
 
-class ClientVolume:
+class ClientVolume(_Rule):
     """A client's messages per window against its own recent average (fixed windows)."""
 
     def __init__(self, cfg: ClientVolumeRule, service: Alerts) -> None:
-        self.block = cfg.action == "block"
-        self._action = cfg.action
+        super().__init__(cfg.action, service)
         self._multiple = cfg.multiple
         self._minimum = cfg.min_messages
         self._window_s = float(parse_duration(cfg.window))
         self._windows = parse_duration(cfg.baseline) // parse_duration(cfg.window)
-        self._service = service
         #: client -> (window number, (threshold, average)) for the current window
         self._limits: dict[str, tuple[int, tuple[int, float]]] = {}
 
@@ -190,16 +195,14 @@ class ClientVolume:
         )
 
 
-class NumberPrefix:
+class NumberPrefix(_Rule):
     """Distinct numbers per prefix (the number without its last 4 digits) in a sliding window."""
 
     def __init__(self, cfg: NumberPrefixRule, service: Alerts) -> None:
-        self.block = cfg.action == "block"
-        self._action = cfg.action
+        super().__init__(cfg.action, service)
         self._threshold = cfg.threshold
         self._window_s = float(parse_duration(cfg.window))
         self._cap = 2 * cfg.threshold + 10  # enough to see the crossing; bounds the set
-        self._service = service
 
     async def check(self, ex: Exchange, e164: str, region: str | None) -> GatewayError | None:
         storage = self._service.storage
@@ -235,15 +238,13 @@ class NumberPrefix:
         return None
 
 
-class NewCountry:
+class NewCountry(_Rule):
     """Countries a client usually sends to: learnt in its first ``learn``, forgotten after ``remember``."""
 
     def __init__(self, cfg: NewCountryRule, service: Alerts) -> None:
-        self.block = cfg.action == "block"
-        self._action = cfg.action
+        super().__init__(cfg.action, service)
         self._learn_s = float(parse_duration(cfg.learn))
         self._remember_s = float(parse_duration(cfg.remember))
-        self._service = service
         #: (client, country) -> when this process last confirmed it as usual (monotonic)
         self._known: dict[tuple[str, str], float] = {}
         #: client -> (when it started sending (wall clock), when that was read (monotonic))

@@ -47,7 +47,8 @@ class AuditEvent(_Described):
     STORAGE_AVAILABLE = "storage_available", "the limiter storage answers again"
 
 
-#: Events about the gateway itself rather than one request.
+#: What a config load, reload, rotation, retention or shutdown writes: the gateway's lifecycle, apart
+#: from the records about requests (storage and alert events happen while requests run).
 LIFECYCLE_EVENTS = frozenset(
     {
         AuditEvent.CONFIG_LOADED,
