@@ -208,7 +208,7 @@ class DropDuplicates:
                 AuditEvent.STORAGE_UNAVAILABLE,
                 request_id=ex.request_id,
                 route=self._route,
-                what="webhook duplicates",
+                what=Detail.WEBHOOK_DUPLICATES,
                 on_error="open",
             )
             return None

@@ -212,7 +212,7 @@ class RateLimits:
         try:
             return await self._counters.figures(hits)
         except StorageUnavailable:
-            self._storage.failed("rate_limits")
+            self._storage.failed(Detail.RATE_LIMITS)
             return []
 
     async def _refuse(self, ex: Exchange, refused: list[tuple[Hit, Tally]]) -> None:
@@ -258,7 +258,7 @@ class Limits:
             storage.check_up()
             counted = await self._counters.count(hits, slots)
         except StorageUnavailable:
-            error = storage.unavailable(Detail.RATE_LIMITS if hits else "otp")
+            error = storage.unavailable(Detail.RATE_LIMITS if hits else Detail.OTP)
             if error is not None:
                 raise error from None
             ex.detail = skipped(ex.detail, Detail.LIMITS_SKIPPED)
