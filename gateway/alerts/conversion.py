@@ -42,7 +42,8 @@ from aiohttp import web
 
 from gateway.alerts.conversion_store import ConversionStore, SendCount, is_low
 from gateway.config.schema import ConversionRule, parse_duration
-from gateway.core.errors import refuse
+from gateway.core.errors import Reason, refuse
+from gateway.core.events import Detail
 from gateway.core.exchange import Exchange
 from gateway.recipients.phone import parse_recipient
 from gateway.storage.service import StorageService, StorageUnavailable, skipped
@@ -245,7 +246,7 @@ class GuardConversion:
             error = storage.unavailable("alerts")
             if error is not None:
                 raise error from None
-            ex.detail = skipped(ex.detail, "alerts_skipped")
+            ex.detail = skipped(ex.detail, Detail.ALERTS_SKIPPED)
             return
         first = numbers[0][1]
         ex.conversion = {s.kind: s.shown if s.kind == "country" else s.id for s in first}
@@ -261,10 +262,10 @@ class GuardConversion:
         if guard.block:
             retry_after = (guard.bucket(now) + 1) * guard.bucket_s - now
             raise refuse(
-                "anomaly_blocked",
+                Reason.ANOMALY_BLOCKED,
                 "one-time codes sent here are rarely entered; sends are paused",
                 headers={"Retry-After": str(max(1, math.ceil(retry_after)))},
-                detail="conversion",
+                detail=Detail.CONVERSION,
             )
         ex.held[self.name] = call
 
@@ -277,7 +278,7 @@ class GuardConversion:
         if subject.kind != "country":
             fields[f"{subject.kind}_id"] = subject.id
         self._alerts.fire(
-            "conversion",
+            Detail.CONVERSION,
             guard.action,
             subject=subject.kind,
             **fields,

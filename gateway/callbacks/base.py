@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import parse_qsl
 
+from gateway.core.events import Detail
 from gateway.core.values import BODY, NOWHERE, QUERY, Verified
 
 __all__ = [
@@ -35,7 +36,7 @@ __all__ = [
 ]
 
 #: Details that mean "the request could not be read", answered 400 instead of 401.
-MALFORMED = "malformed"
+MALFORMED = Detail.MALFORMED
 
 
 class SignatureError(Exception):
@@ -76,10 +77,10 @@ def one_header(headers: Headers, name: str, *, required: bool = True) -> str | N
     """The single value of ``name``; two values are refused (which one would the vendor mean?)."""
     values = headers.getall(name, [])
     if len(values) > 1:
-        raise SignatureError("ambiguous_signature")
+        raise SignatureError(Detail.AMBIGUOUS_SIGNATURE)
     if not values or not values[0].strip():
         if required:
-            raise SignatureError("missing_signature")
+            raise SignatureError(Detail.MISSING_SIGNATURE)
         return None
     return values[0].strip()
 
@@ -98,7 +99,7 @@ def within(timestamp: str, now: float, tolerance_s: float) -> None:
     except ValueError:
         raise SignatureError(MALFORMED) from None
     if abs(now - value) > tolerance_s:
-        raise SignatureError("expired")
+        raise SignatureError(Detail.EXPIRED)
 
 
 def form_pairs(body: bytes) -> list[tuple[str, str]]:

@@ -305,7 +305,11 @@ def _add_keygen_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--username", help="the username (default: AC + 32 random hex digits)")
     p.set_defaults(func=cmd_keygen_basic)
+    _add_keygen_file_kinds(kinds)
 
+
+def _add_keygen_file_kinds(kinds: argparse._SubParsersAction) -> None:
+    """The kinds that write key files (and never overwrite one): ``seal`` and ``cert``."""
     p = kinds.add_parser(
         "seal",
         help='the reviewers\' key pair for logging.body = "seal"',

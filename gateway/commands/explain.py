@@ -36,7 +36,8 @@ from multidict import CIMultiDict
 
 from gateway.commands.command import load_or_exit
 from gateway.config import Config
-from gateway.core.errors import GatewayError
+from gateway.core.errors import GatewayError, Reason, refuse
+from gateway.core.events import AuditEvent
 from gateway.core.exchange import Exchange
 from gateway.core.pipeline import Stage, describe_exception, run_after
 from gateway.identity.auth import Authenticate, Principal
@@ -116,7 +117,7 @@ class _DryAudit:
     def decision(self, ex: Exchange, decision: str) -> None:
         record = ex.audit_fields()
         record.update(
-            event="request", decision=decision, status=ex.status, reason=ex.reason, detail=ex.detail
+            event=AuditEvent.REQUEST, decision=decision, status=ex.status, reason=ex.reason, detail=ex.detail
         )
         self.records.append(record)
 
@@ -285,8 +286,11 @@ class Explainer:
                 verdicts.append(Verdict(stage.name, "refused", exc.code, exc.detail, exc.status))
                 return verdicts, exc, ran_after
             except Exception as exc:
-                verdicts.append(Verdict(stage.name, "error", "internal_error", describe_exception(exc), 500))
-                return verdicts, GatewayError(500, "internal_error", "the gateway failed"), ran_after
+                failed = refuse(Reason.INTERNAL_ERROR, "the gateway failed")
+                verdicts.append(
+                    Verdict(stage.name, "error", failed.code, describe_exception(exc), failed.status)
+                )
+                return verdicts, failed, ran_after
             if answer is not None:
                 verdicts.append(Verdict(stage.name, "answered", status=answer.status))
                 return verdicts, None, ran_after

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
 from aiohttp import web
 
-from gateway.core.errors import GatewayError, refuse
+from gateway.core.errors import GatewayError, Reason, refuse
 from gateway.core.exchange import Chain, Exchange, ResponsePhase, Stage, StageTimer
 
 if TYPE_CHECKING:
@@ -64,7 +64,7 @@ def describe_exception(exc: BaseException) -> str:
 
 
 def internal_error() -> GatewayError:
-    return refuse("internal_error", "the gateway failed")
+    return refuse(Reason.INTERNAL_ERROR, "the gateway failed")
 
 
 # --------------------------------------------------------------------------- building chains

@@ -29,7 +29,8 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from gateway.audit.log import AuditLog, AuditUnavailable
-from gateway.core.errors import bad_request, refuse
+from gateway.core.errors import Reason, bad_request, refuse
+from gateway.core.events import Detail
 from gateway.core.exchange import Exchange
 from gateway.storage.service import StorageKeys, StorageService, StorageUnavailable, skipped
 from gateway.transport.proxy import may_have_reached_vendor
@@ -88,13 +89,13 @@ class Idempotency:
         if len(values) > 1 or not _KEY_TEXT.fullmatch(values[0]):
             raise bad_request(
                 "Idempotency-Key must be given once, as 1 to 255 visible ASCII characters",
-                detail="idempotency_key",
+                detail=Detail.IDEMPOTENCY_KEY,
             )
         keys = self._storage.keys
         if keys is None:
             raise bad_request(
                 "this gateway cannot honour Idempotency-Key (it has no logging.hash_key)",
-                detail="idempotency_unconfigured",
+                detail=Detail.IDEMPOTENCY_UNCONFIGURED,
             )
         assert ex.client is not None
         key = self._storage.key("idem", keys.digest("idempotency", ex.client.id, values[0]))
@@ -112,32 +113,34 @@ class Idempotency:
                 if stored is not None:
                     break
         except StorageUnavailable:
-            error = self._storage.unavailable("idempotency")
+            error = self._storage.unavailable(Detail.IDEMPOTENCY)
             if error is not None:
                 raise error from None
-            ex.detail = skipped(ex.detail, "idempotency_skipped")
+            ex.detail = skipped(ex.detail, Detail.IDEMPOTENCY_SKIPPED)
             return None
         record = _open(keys, key, stored) if stored is not None else {"state": "in_flight", "fp": fingerprint}
         if record is None or record.get("fp") != fingerprint:
             raise refuse(
-                "idempotency_mismatch",
+                Reason.IDEMPOTENCY_MISMATCH,
                 "this Idempotency-Key was used for a different request",
-                detail="unreadable" if record is None else "different_request",
+                detail=Detail.UNREADABLE if record is None else Detail.DIFFERENT_REQUEST,
             )
         if record.get("state") != "done":
-            raise refuse("idempotency_in_flight", "a request with this Idempotency-Key is still in progress")
+            raise refuse(
+                Reason.IDEMPOTENCY_IN_FLIGHT, "a request with this Idempotency-Key is still in progress"
+            )
         return self._replay(ex, record)
 
     def _replay(self, ex: Exchange, record: dict[str, Any]) -> web.Response:
         if record.get("too_large"):
             raise refuse(
-                "upstream_unavailable",
+                Reason.UPSTREAM_UNAVAILABLE,
                 "the vendor's answer to the first request was too large to keep",
                 headers={REPLAYED: "true"},
-                detail="idempotent_replay",
+                detail=Detail.IDEMPOTENT_REPLAY,
             )
         ex.status = int(record["status"])
-        ex.detail = "idempotent_replay"
+        ex.detail = Detail.IDEMPOTENT_REPLAY
         try:
             self._audit.decision(ex, "allow")  # nothing goes upstream; recorded as answered
         except AuditUnavailable:

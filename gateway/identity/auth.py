@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Protocol
 
 from aiohttp import web
 
-from gateway.core.errors import GatewayError, refuse
+from gateway.core.errors import GatewayError, Reason, refuse
+from gateway.core.events import Detail
 from gateway.core.exchange import Exchange
 from gateway.core.values import Client, Principal
 
@@ -103,15 +104,15 @@ class Authenticate:
                     raise
                 client = ex.policy.clients.get(principal.client_id)
                 if client is None:  # a credential for a client that no longer exists
-                    raise self.unauthenticated("unknown_client")
+                    raise self.unauthenticated(Detail.UNKNOWN_CLIENT)
                 ex.principal = principal
                 ex.client = client
                 return
-        raise self.unauthenticated("missing")
+        raise self.unauthenticated(Detail.MISSING)
 
     def unauthenticated(self, detail: str) -> GatewayError:
         headers = {"WWW-Authenticate": self._challenge} if self._challenge else {}
-        return refuse("unauthenticated", "a valid credential is required", headers, detail)
+        return refuse(Reason.UNAUTHENTICATED, "a valid credential is required", headers, detail)
 
 
 class CheckScopes:
@@ -129,4 +130,4 @@ class CheckScopes:
         if ex.principal.scopes is not None:
             granted = granted & ex.principal.scopes
         if not self._required <= granted:
-            raise refuse("forbidden", "the client lacks a scope this route needs", detail="scope")
+            raise refuse(Reason.FORBIDDEN, "the client lacks a scope this route needs", detail=Detail.SCOPE)

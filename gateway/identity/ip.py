@@ -6,7 +6,8 @@ client) are in gateway/core/addresses.py, shared with the connection limits and 
 from __future__ import annotations
 
 from gateway.core.addresses import ClientAddressResolver, IpAllowlist, Ranges, parse_ip
-from gateway.core.errors import bad_request, refuse
+from gateway.core.errors import Reason, bad_request, refuse
+from gateway.core.events import Detail
 from gateway.core.exchange import Exchange
 
 __all__ = [
@@ -52,7 +53,9 @@ class RouteAllowlist:
         assert ex.address is not None
         if not self._allowlist.allows(ex.address):
             raise refuse(
-                "ip_not_allowed", "the client address is not allowed on this route", detail="route_allowlist"
+                Reason.IP_NOT_ALLOWED,
+                "the client address is not allowed on this route",
+                detail=Detail.ROUTE_ALLOWLIST,
             )
 
 
@@ -66,7 +69,7 @@ class ClientAllowlist:
         assert ex.client is not None and ex.address is not None
         if not ex.client.ip_allow.allows(ex.address):
             raise refuse(
-                "ip_not_allowed",
+                Reason.IP_NOT_ALLOWED,
                 "the client address is not allowed for this client",
-                detail="client_allowlist",
+                detail=Detail.CLIENT_ALLOWLIST,
             )

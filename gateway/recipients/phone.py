@@ -15,7 +15,8 @@ import phonenumbers
 from phonenumbers import PhoneMetadata, phonenumberutil
 
 from gateway.config.schema import NON_GEOGRAPHIC_CODES
-from gateway.core.errors import GatewayError, invalid_recipient, refuse
+from gateway.core.errors import GatewayError, Reason, invalid_recipient, refuse
+from gateway.core.events import Detail
 from gateway.core.exchange import Exchange
 from gateway.core.pipeline import BuildContext
 from gateway.core.redaction import Redactor
@@ -185,19 +186,19 @@ class DestinationPolicy:
             if not self.allows(dest):
                 if dest.network is not None:
                     raise refuse(
-                        "destination_not_allowed",
+                        Reason.DESTINATION_NOT_ALLOWED,
                         f"recipient {position} is a non-geographic number (satellite or international "
                         f"network, {dest.network}); allowed only where the client's countries name "
                         f"{dest.network}",
-                        detail=f"non_geographic:{dest.network}",
+                        detail=Detail.NON_GEOGRAPHIC.of(dest.network),
                     )
                 raise refuse(
-                    "destination_not_allowed",
+                    Reason.DESTINATION_NOT_ALLOWED,
                     f"the destination country of recipient {position} is not allowed for this client",
-                    detail=f"country:{dest.region or 'ZZ'}",  # the region phonenumbers placed it in
+                    detail=Detail.COUNTRY.of(dest.region or "ZZ"),  # the region phonenumbers placed it in
                 )
         if self.senders and (default_sender or not senders or any(s not in self.senders for s in senders)):
-            raise refuse("sender_not_allowed", "sender ID is not allowed for this client")
+            raise refuse(Reason.SENDER_NOT_ALLOWED, "sender ID is not allowed for this client")
 
 
 class CheckRecipients:
@@ -232,9 +233,9 @@ class CheckRecipients:
             for position, dest in enumerate(destinations, start=1):
                 if dest.type not in self._number_types:
                     raise refuse(
-                        "destination_not_allowed",
+                        Reason.DESTINATION_NOT_ALLOWED,
                         f"the number type of recipient {position} is not allowed on this route",
-                        detail=f"number_type:{dest.type}",
+                        detail=Detail.NUMBER_TYPE.of(dest.type),
                     )
         client.destinations.check(ex.destinations, message.senders, message.default_sender)
 

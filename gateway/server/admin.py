@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from gateway.core.errors import GatewayError
+from gateway.core.errors import GatewayError, Reason
 from gateway.storage.service import StorageService
 
 if TYPE_CHECKING:
@@ -28,7 +28,7 @@ def _headers_middleware(security_headers: dict[str, str]) -> Callable[..., Await
         try:
             response = await handler(request)
         except web.HTTPException as exc:
-            code = "route_not_found" if exc.status == 404 else "method_not_allowed"
+            code = Reason.ROUTE_NOT_FOUND if exc.status == 404 else Reason.METHOD_NOT_ALLOWED
             error = GatewayError(exc.status, code, exc.reason)
             response = web.json_response(
                 {"error": {"code": error.code, "message": error.message, "request_id": request_id}},

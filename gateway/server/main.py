@@ -24,6 +24,7 @@ from aiohttp import web
 from gateway.audit.log import config_sha256, record_start
 from gateway.config import Config, ConfigError, Problem, parse_listen
 from gateway.config.weakening import weakenings
+from gateway.core.events import AuditEvent
 from gateway.server.admin import build_admin_app
 from gateway.server.app import Gateway, build_public_app
 from gateway.server.config import load_config
@@ -101,10 +102,10 @@ class Running:
         try:
             self.tls.reload()
             log.info("certificate reloaded")
-            self._audit("certificate_reloaded", ok=True)
+            self._audit(AuditEvent.CERTIFICATE_RELOADED, ok=True)
         except (OSError, ssl.SSLError, ValueError) as exc:
             log.error("certificate reload failed, keeping the old one: %s", type(exc).__name__)
-            self._audit("certificate_reloaded", ok=False, error=type(exc).__name__)
+            self._audit(AuditEvent.CERTIFICATE_RELOADED, ok=False, error=type(exc).__name__)
 
     def request_reload(self) -> None:
         """SIGHUP: reload in the background (reloads run one at a time, in order)."""
@@ -134,7 +135,7 @@ class Running:
                 policy = await self.services.reconfigure(new, lambda: build_policy(new, self.services))
             except Exception as exc:  # a file that changed since it was checked, a bug: keep serving
                 if isinstance(exc, OSError | ssl.SSLError | ValueError) and self.tls is not None:
-                    self._audit("certificate_reloaded", ok=False, error=type(exc).__name__)
+                    self._audit(AuditEvent.CERTIFICATE_RELOADED, ok=False, error=type(exc).__name__)
                 return self._refused(
                     [Problem(str(self.config.path), "", f"could not be applied ({type(exc).__name__})")]
                 )
@@ -152,10 +153,10 @@ class Running:
                 sha256=self.config_sha256,
             )
             if self.tls is not None:
-                self._audit("certificate_reloaded", ok=True)
+                self._audit(AuditEvent.CERTIFICATE_RELOADED, ok=True)
             if weakened:
                 self._audit(
-                    "policy_weakened",
+                    AuditEvent.POLICY_WEAKENED,
                     trigger="reload",
                     generation=self.generation,
                     weakened=[w.as_record() for w in weakened],
@@ -178,7 +179,7 @@ class Running:
             self.generation,
         )
         self._audit(
-            "config_rejected",
+            AuditEvent.CONFIG_REJECTED,
             trigger="reload",
             generation=self.generation,
             problems=[{"file": p.file, "key": p.key, "message": p.message} for p in problems[:50]],

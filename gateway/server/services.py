@@ -30,6 +30,7 @@ from gateway.audit.metrics import LogMetrics
 from gateway.callbacks.forward import CallbackForwarder
 from gateway.config import Config, parse_listen
 from gateway.config.files import tighten_log_modes
+from gateway.core.events import AuditEvent
 from gateway.core.jsonlog import JsonLinesSink, worker_log_path
 from gateway.identity.jwks import JwksService
 from gateway.identity.metrics import JwksMetrics
@@ -218,7 +219,7 @@ class Services:
         await self.upstream.close()
 
     def _stopped(self) -> None:
-        self.audit.event("gateway_stopped", worker=self.worker)
+        self.audit.event(AuditEvent.GATEWAY_STOPPED, worker=self.worker)
 
 
 @dataclass(slots=True, repr=False)
