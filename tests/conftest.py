@@ -29,9 +29,9 @@ import trustme
 from aiohttp import web
 from multidict import CIMultiDict
 
-from gateway.audit.log import LIFECYCLE_EVENTS
 from gateway.commands.sandbox import SandboxState, build_sandbox_app
-from gateway.config import load_config
+from gateway.core.events import LIFECYCLE_EVENTS
+from gateway.server.config import load_config
 from gateway.server.main import Running, start
 
 VENDOR_SID = "AC" + "a1" * 16

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
-import gateway.config  # noqa: F401 - loads the providers package in the order the gateway does
+import gateway.server.config  # noqa: F401 - loads the vendors package in the order the gateway does
 from gateway.config.schema import RouteConfig
 from gateway.messages.base import Message, MessageReader
 from gateway.vendors import REGISTRY, ProviderSettings

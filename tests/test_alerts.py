@@ -20,7 +20,7 @@ from http_message_signatures import HTTPMessageVerifier, MappingKeyResolver
 from http_message_signatures.algorithms import HMAC_SHA256
 from multidict import CIMultiDict
 
-from gateway.config import ConfigError, load_config
+from gateway.server.config import ConfigError, load_config
 from tests.conftest import (
     CLIENT_USER,
     Gateway,

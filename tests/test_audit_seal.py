@@ -18,7 +18,6 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from gateway.commands.cli import main
 from gateway.commands.review import body_problem
-from gateway.config import ConfigError, load_config
 from gateway.core.redaction import Redactor
 from gateway.core.seal import (
     ALG_RSA,
@@ -30,6 +29,7 @@ from gateway.core.seal import (
     key_id_of,
     make_key_pair,
 )
+from gateway.server.config import ConfigError, load_config
 from tests.conftest import GatewayFactory, Vendor, write_config
 
 TEXTS = ["Your code is 4711", "Kood: 123 456 ✓ é 日本", ""]

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from gateway.config import ConfigError, load_config
+from gateway.server.config import ConfigError, load_config
 from tests.conftest import DEFAULT_POLICY, write_config
 
 SMSGW = [sys.executable, "-m", "gateway"]

@@ -30,10 +30,10 @@ from pydantic import BaseModel, SecretStr
 
 from gateway.commands.demo import prepare_folder
 from gateway.commands.demo import write_config as write_demo_config
-from gateway.config import Config, ConfigError, Problem, load_config
 from gateway.config.files import tighten_log_modes
 from gateway.config.schema import PolicyFile, Settings
 from gateway.core.routing import PathTemplate, overlap_example
+from gateway.server.config import Config, ConfigError, Problem, load_config
 from gateway.transport.credentials import VendorCredentials
 from tests.conftest import DEFAULT_POLICY, HASH_KEY, VENDOR_SID, VENDOR_TOKEN, free_port, sha, write_config
 

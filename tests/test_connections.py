@@ -26,8 +26,8 @@ import pytest
 import trustme
 from aiohttp import web
 
-from gateway.config import ConfigError, load_config
 from gateway.core.errors import GatewayError
+from gateway.server.config import ConfigError, load_config
 from gateway.server.main import start
 from gateway.transport.connections import (
     BAD_EXPECT,

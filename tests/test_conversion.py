@@ -18,7 +18,7 @@ import pytest
 from aiohttp import web
 
 from gateway.alerts.conversion import check_approved, is_low
-from gateway.config import ConfigError, load_config
+from gateway.server.config import ConfigError, load_config
 from tests.conftest import (
     DEFAULT_POLICY,
     Gateway,

@@ -19,7 +19,8 @@ import pytest
 import yaml
 
 from gateway.commands.cli import build_parser
-from gateway.config import load_config, parse_listen
+from gateway.config import parse_listen
+from gateway.server.config import load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from gateway.config import ConfigError, load_config
+from gateway.server.config import ConfigError, load_config
 from tests.conftest import GatewayFactory, Vendor, error_of, free_port, policy, write_config
 
 ROOT = Path(__file__).resolve().parent.parent

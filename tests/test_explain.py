@@ -18,7 +18,7 @@ import pytest
 import tomli_w
 
 from gateway.commands.explain import Case, Explainer
-from gateway.config import load_config
+from gateway.server.config import load_config
 from tests.conftest import (
     CLIENT_PASSWORD,
     CLIENT_USER,

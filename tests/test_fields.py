@@ -15,7 +15,7 @@ from urllib.parse import parse_qsl, urlencode
 
 import pytest
 
-from gateway.config import ConfigError, load_config
+from gateway.server.config import ConfigError, load_config
 from tests.conftest import (
     DEFAULT_POLICY,
     GatewayFactory,

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from gateway.config import ConfigError, load_config
+from gateway.server.config import ConfigError, load_config
 from tests.conftest import CLIENT_PASSWORD as PASSWORD
 from tests.conftest import CLIENT_USER, GatewayFactory, Vendor, sha, write_config
 from tests.vendor_fields import (

@@ -20,7 +20,7 @@ import tomli_w
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.config import ConfigError, load_config
+from gateway.server.config import ConfigError, load_config
 from tests.conftest import write_config
 from tests.fuzzing import examples
 

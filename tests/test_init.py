@@ -19,7 +19,7 @@ import pytest
 
 from gateway.commands.cli import main
 from gateway.commands.init import STARTERS
-from gateway.config import load_config
+from gateway.server.config import load_config
 from gateway.server.main import start
 from tests.conftest import Recorder, basic, client_ssl, error_of
 

@@ -33,7 +33,7 @@ from tests.conftest import (
 )
 from tests.test_canary import fresh_number
 
-#: The longest path, query or header value a log line may hold (issue 5: bounded log volume).
+#: The longest path, query or header value a log line may hold (docs/logs.md: a record's size is bounded).
 MAX_LOGGED_CHARS = 512
 WRONG_AUTH = basic(CLIENT_USER, "wrong-" + CLIENT_PASSWORD)
 #: What may stand between the digits of a number as people and URLs write it: anything but a letter

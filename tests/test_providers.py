@@ -626,7 +626,6 @@ def test_provider_sets() -> None:
         "gateway.vendors",
         "gateway.vendors.twilio.send",
         "gateway.vendors.twilio",
-        "gateway.vendors.webhooks",
         "gateway.vendors.generic.pointers",
         "gateway.config.model",
         "gateway.callbacks",

@@ -20,7 +20,7 @@ from aiohttp import web
 import gateway.vendors
 from gateway.commands.sandbox import build_sandbox_app
 from gateway.core.headers import is_credential_header
-from gateway.vendors import SANDBOX, VENDORS, providers_of, schemes_of, webhooks
+from gateway.vendors import REGISTRY, SANDBOX, SCHEMES, VENDORS, providers_of, schemes_of
 from tests.conftest import (
     BEARER_TOKEN,
     CLIENT_PASSWORD,
@@ -69,6 +69,17 @@ def test_the_registry_diff_fits_the_registry() -> None:
         assert context in source, hunk
 
 
+def _register(monkeypatch: pytest.MonkeyPatch, replacing: list[tuple[object, object]]) -> None:
+    """The registry with the page's line added: every gateway module holding a registry gets the
+    new one (they import it by name, as ``from gateway.vendors import REGISTRY``)."""
+    for name, module in list(sys.modules.items()):
+        if name == "gateway" or name.startswith("gateway."):
+            for attr, value in list(vars(module).items()):
+                for old, new in replacing:
+                    if value is old:
+                        monkeypatch.setattr(module, attr, new)
+
+
 @pytest.fixture
 def acme(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
     """The page's package, importable as ``gateway.vendors.acme``, and registered."""
@@ -81,10 +92,8 @@ def acme(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType
     monkeypatch.setattr(gateway.vendors, "__path__", [*gateway.vendors.__path__, str(tmp_path)])
     module = importlib.import_module("gateway.vendors.acme")
     listed = (*VENDORS, module.VENDOR)
-    monkeypatch.setattr(gateway.vendors, "VENDORS", listed)
-    monkeypatch.setattr(gateway.vendors, "REGISTRY", providers_of(listed))
-    monkeypatch.setattr(gateway.vendors, "SCHEMES", schemes_of(listed))
-    monkeypatch.setattr(webhooks, "SCHEMES", schemes_of(listed))
+    registries = [(VENDORS, listed), (REGISTRY, providers_of(listed)), (SCHEMES, schemes_of(listed))]
+    _register(monkeypatch, registries)
     monkeypatch.setenv(SECRET_ENV, SECRET)
     yield module
     for name in [

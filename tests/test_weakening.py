@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from gateway.config import Config, load_config
 from gateway.config.weakening import BODY_STRENGTH, RECIPIENT_STRENGTH, Weakening, weakenings
+from gateway.server.config import Config, load_config
 from tests.conftest import DEFAULT_POLICY, GatewayFactory, Vendor, deep_merge, free_port, write_config
 from tests.test_reload import _wait_for
 

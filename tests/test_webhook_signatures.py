@@ -2,8 +2,9 @@
 the official SDKs' own validators on fresh random inputs (both directions: what the gateway
 accepts the SDK accepts, and what the SDK signs the gateway accepts). Pure functions: no I/O.
 
-Vectors (see shared/reference/vendors.md): Twilio ``tests/unit/test_request_validator.py``;
-Vonage ``http_client/tests/test_auth.py`` and ``jwt/tests/test_verify_jwt.py``; Plivo
+Vectors, from the vendors' SDK repositories (the schemes: docs/callbacks.md): Twilio
+``tests/unit/test_request_validator.py``; Vonage ``http_client/tests/test_auth.py`` and
+``jwt/tests/test_verify_jwt.py``; Plivo
 ``tests/resources/test_signature.py`` and the V3 vectors of plivo-go; Sinch's callbacks webhook
 test; MessageBird ``tests/test_request_validator/webhook_signature_test_data.json`` (its 44 cases
 are the 16 distinct token/URL/payload triples below, each repeated for several HTTP methods,

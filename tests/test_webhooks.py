@@ -27,8 +27,8 @@ import pytest
 from aiohttp import web
 from yarl import URL
 
-from gateway.config import ConfigError, load_config
 from gateway.recipients.phone import parse_recipient
+from gateway.server.config import ConfigError, load_config
 from gateway.storage.service import StorageUnavailable
 from tests.conftest import (
     DEFAULT_POLICY,

@@ -1,4 +1,4 @@
-"""``server.workers = N`` (gateway/server/main.py run_workers): N processes of ``smsgw serve`` on one
+"""``server.workers = N`` (gateway/server/workers.py run_workers): N processes of ``smsgw serve`` on one
 port, sharing their limits through one Redis, each writing its own log files."""
 
 from __future__ import annotations
@@ -199,3 +199,63 @@ async def test_a_worker_that_cannot_listen_stops_the_gateway(
         code = await asyncio.to_thread(served.process.wait, 20)
     assert code == 1
     assert "exited before it listened" in served.stderr
+
+
+# -- server.workers = "auto" ------------------------------------------------------------------------
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0))
+
+
+def _check_config(path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", "check-config", "-c", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+
+
+def test_check_config_accepts_workers_auto_as_one_per_core(tmp_path: Path, pki: dict[str, Path]) -> None:
+    settings = {"server": {"workers": "auto"}, "storage": {"url": "redis://127.0.0.1:1/0"}}
+    path = write_config(tmp_path, pki, "https://127.0.0.1:9", settings, policy())
+    result = _check_config(path)
+    assert result.returncode == 0, result.stderr
+    from gateway.server.config import load_config
+
+    assert load_config(path).settings.server.workers == min(_cores(), 64)
+
+
+@pytest.mark.parametrize("value", ["many", "", 0, 65])
+def test_a_bad_workers_value_is_a_config_error_naming_the_key(
+    tmp_path: Path, pki: dict[str, Path], value: object
+) -> None:
+    settings = {"server": {"workers": value}, "storage": {"url": "redis://127.0.0.1:1/0"}}
+    path = write_config(tmp_path, pki, "https://127.0.0.1:9", settings, policy())
+    result = _check_config(path)
+    assert result.returncode == 2
+    assert "server.workers: " in result.stderr, result.stderr
+    if isinstance(value, str):
+        assert '"auto"' in result.stderr
+
+
+async def test_serve_with_workers_auto_starts_one_worker_per_core(
+    serve_workers, vendor: Vendor, redis_server: RedisServer, pki: dict[str, Path]
+) -> None:
+    served = serve_workers(
+        vendor.base_url, {"server": {"workers": "auto"}, "storage": {"url": redis_server.url}}, policy()
+    )
+    cores = min(_cores(), 64)
+    if cores == 1:  # one core: one process serves, no supervisor
+        await asyncio.to_thread(served.wait_for, "smsgw listening on")
+        assert served.worker_pids() == []
+    else:
+        for w in range(1, cores + 1):
+            await asyncio.to_thread(served.wait_for, f"worker {w} listening")
+        assert len(served.worker_pids()) == cores
+    assert await burst(pki, served.port, 4) == {201: 4}
+    served.process.send_signal(signal.SIGTERM)
+    assert await asyncio.to_thread(served.process.wait, 20) == 0

@@ -36,23 +36,40 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from aiohttp import web
 
 from gateway.alerts.conversion_store import ConversionStore, SendCount, is_low
 from gateway.config.schema import ConversionRule, parse_duration
-from gateway.core.errors import refuse
+from gateway.core.errors import Reason, refuse
+from gateway.core.events import Detail
 from gateway.core.exchange import Exchange
 from gateway.recipients.phone import parse_recipient
 from gateway.storage.service import StorageService, StorageUnavailable, skipped
 
 if TYPE_CHECKING:
-    from gateway.alerts.anomalies import AlertService
-    from gateway.config.schema import RouteConfig
-    from gateway.server.policy import Build
+    pass
 
-__all__ = ["ConversionGuard", "GuardConversion", "build_conversion", "check_approved", "is_low"]
+__all__ = [
+    "ConversionAlerts",
+    "ConversionGuard",
+    "GuardConversion",
+    "check_approved",
+    "is_low",
+]
+
+
+class ConversionAlerts(Protocol):
+    """The alert service as the guard uses it (gateway/alerts/anomalies.py's ``AlertService``):
+    where a rule's state lives, and how an alert is raised once."""
+
+    def conversion(self, cfg: ConversionRule) -> ConversionGuard: ...
+
+    def fire(self, rule: str, action: str, **fields: Any) -> None: ...
+
+    async def once(self, subject: str, ttl_s: float) -> bool: ...
+
 
 #: Every key of the rule carries this Redis Cluster hash tag (one script, one node).
 HASH_TAG: Final = "{cv}"
@@ -203,7 +220,7 @@ class GuardConversion:
     name = "conversion"
     __slots__ = ("_alerts", "_guard", "_route_name")
 
-    def __init__(self, guard: ConversionGuard, alerts: AlertService, route_name: str) -> None:
+    def __init__(self, guard: ConversionGuard, alerts: ConversionAlerts, route_name: str) -> None:
         self._guard = guard
         self._alerts = alerts
         self._route_name = route_name
@@ -229,7 +246,7 @@ class GuardConversion:
             error = storage.unavailable("alerts")
             if error is not None:
                 raise error from None
-            ex.detail = skipped(ex.detail, "alerts_skipped")
+            ex.detail = skipped(ex.detail, Detail.ALERTS_SKIPPED)
             return
         first = numbers[0][1]
         ex.conversion = {s.kind: s.shown if s.kind == "country" else s.id for s in first}
@@ -245,10 +262,10 @@ class GuardConversion:
         if guard.block:
             retry_after = (guard.bucket(now) + 1) * guard.bucket_s - now
             raise refuse(
-                "anomaly_blocked",
+                Reason.ANOMALY_BLOCKED,
                 "one-time codes sent here are rarely entered; sends are paused",
                 headers={"Retry-After": str(max(1, math.ceil(retry_after)))},
-                detail="conversion",
+                detail=Detail.CONVERSION,
             )
         ex.held[self.name] = call
 
@@ -261,7 +278,7 @@ class GuardConversion:
         if subject.kind != "country":
             fields[f"{subject.kind}_id"] = subject.id
         self._alerts.fire(
-            "conversion",
+            Detail.CONVERSION,
             guard.action,
             subject=subject.kind,
             **fields,
@@ -307,14 +324,3 @@ class GuardConversion:
                 await guard.store.take_back(held.adds, [key for key, _ in held.marks])
         except StorageUnavailable:
             guard.storage.note_failure("alerts")
-
-
-def build_conversion(route: RouteConfig, b: Build) -> GuardConversion | None:
-    """OTP routes only (sends and checks); the rule's state lives in the alert service."""
-    cfg = b.config.settings.alerts.conversion
-    if cfg is None or route.kind == "webhook":
-        return None
-    if route.kind == "sms" and (route.otp is None or not route.otp.detect):
-        return None
-    guard = b.services.alerts.conversion(cfg)
-    return GuardConversion(guard, b.services.alerts, route.name)

@@ -28,7 +28,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gateway.core.errors import refuse
+from gateway.core.errors import Reason, refuse
+from gateway.core.events import AuditEvent
 from gateway.core.exchange import Exchange
 from gateway.core.jsonlog import JsonLinesSink, worker_log_path
 from gateway.core.redaction import key_id_for
@@ -42,19 +43,6 @@ log = logging.getLogger("smsgw")
 GENESIS = "0" * 64
 DAY_S = 86400
 
-#: Events the gateway writes about itself (not about one request); docs/logs.md, "Audit events".
-LIFECYCLE_EVENTS = frozenset(
-    {
-        "config_loaded",
-        "config_warning",
-        "audit_rotated",
-        "audit_purged",
-        "certificate_reloaded",
-        "config_rejected",
-        "policy_weakened",
-        "gateway_stopped",
-    }
-)
 
 #: ``audit.jsonl`` rotated at 2026-03-15 00:00:01.5 UTC is ``audit.20260315T000001.500000Z.jsonl``:
 #: names sort by time, and the stamp says when the file was closed (retention counts from it).
@@ -254,7 +242,7 @@ class AuditLog:
         self._append(
             {
                 "ts": utc_now(),
-                "event": "audit_rotated",
+                "event": AuditEvent.AUDIT_ROTATED,
                 "provider": self._provider,
                 "trigger": trigger,
                 "previous_file": target.name,
@@ -295,7 +283,7 @@ class AuditLog:
                 }
             )
         if purged or failed:
-            self.event("audit_purged", retention_days=retention_days, files=purged, failed=failed)
+            self.event(AuditEvent.AUDIT_PURGED, retention_days=retention_days, files=purged, failed=failed)
         return purged
 
     # -- records ---------------------------------------------------------------------------
@@ -312,7 +300,7 @@ class AuditLog:
 
         Raises :class:`AuditUnavailable` when the record could not be written.
         """
-        record = self._record(ex, "request")
+        record = self._record(ex, AuditEvent.REQUEST)
         record.update(decision=decision, status=ex.status, reason=ex.reason, detail=ex.detail)
         ex.audited = True
         ex.decision = decision
@@ -321,7 +309,7 @@ class AuditLog:
 
     def outcome(self, ex: Exchange, duration_ms: float) -> None:
         """After the vendor answered (or failed); a failed write never changes the answer."""
-        record = self._record(ex, "outcome")
+        record = self._record(ex, AuditEvent.OUTCOME)
         record.update(
             decision="allow",
             status=ex.status,
@@ -359,7 +347,7 @@ class AuditDecision:
         try:
             self._audit.decision(ex, "allow")
         except AuditUnavailable:
-            raise refuse("audit_unavailable", "the audit log cannot be written") from None
+            raise refuse(Reason.AUDIT_UNAVAILABLE, "the audit log cannot be written") from None
 
 
 # --------------------------------------------------------------------------- the gateway's own events
@@ -430,7 +418,7 @@ def record_start(
         key_id_for(s.hash_key.get_secret_value().encode("utf-8")) if s.hash_key else None
     )
     audit.event(
-        "config_loaded",
+        AuditEvent.CONFIG_LOADED,
         trigger=trigger,
         generation=generation,
         config_file=str(config.path),
@@ -447,7 +435,7 @@ def record_start(
         retention_days=s.retention_days,
     )
     for warning in config.warnings:
-        audit.event("config_warning", file=warning.file, key=warning.key, message=warning.message)
+        audit.event(AuditEvent.CONFIG_WARNING, file=warning.file, key=warning.key, message=warning.message)
 
 
 def _seal_key_id(config: Config) -> str | None:

@@ -2,8 +2,8 @@
 
 The framework names no vendor: each vendor package (``gateway/vendors/<name>/callback.py``) holds
 its pure verifier over bytes and declares its scheme (``scheme.py``); the registry by scheme name
-is handed in (``gateway/vendors/webhooks.py``). Reading a callback's message id, status, numbers
-and text in ``events.py``; config checks in ``config.py``; the stages and the forwarding session
-in ``stage.py``. This package imports nothing from ``gateway.config`` at import time, so the config
-schema can use its options model.
+is handed in (the server passes ``gateway.vendors.SCHEMES``). Reading a callback's message id,
+status, numbers and text in ``events.py``; config checks in ``config.py``; the stages in
+``stages.py`` and ``stage.py``, the forwarding session in ``forward.py``. This package imports
+nothing from ``gateway.config`` at import time, so the config schema can use its options model.
 """

@@ -13,8 +13,11 @@ import binascii
 import hmac
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final, Protocol
+from typing import Protocol
 from urllib.parse import parse_qsl
+
+from gateway.core.events import Detail
+from gateway.core.values import BODY, NOWHERE, QUERY, Verified
 
 __all__ = [
     "BODY",
@@ -33,7 +36,7 @@ __all__ = [
 ]
 
 #: Details that mean "the request could not be read", answered 400 instead of 401.
-MALFORMED = "malformed"
+MALFORMED = Detail.MALFORMED
 
 
 class SignatureError(Exception):
@@ -66,30 +69,6 @@ class Headers(Protocol):
     def getall(self, key: str, default: Sequence[str] = ...) -> list[str]: ...
 
 
-#: Where a verified callback's own fields (message id, status, numbers, text) are, under the
-#: signature: the body (form or JSON), the query (GET callbacks), or nowhere the signature
-#: covers (Plivo V2 signs only the URL without its query, and a nonce).
-BODY: Final = "body"
-QUERY: Final = "query"
-NOWHERE: Final = "none"
-
-
-@dataclass(frozen=True, slots=True)
-class Verified:
-    """A verified callback and what its signature covers.
-
-    ``fields_in`` is where the vendor's own fields are and that they are signed there (BODY,
-    QUERY or NOWHERE); ``query_signed`` says the URL's query is under the signature. A client
-    chooses the callback URL when it sends (vendors let it set one per message), so even a signed
-    query is the client's word, not the vendor's, unless the vendor put its fields there.
-    ``replay_nonce`` is set by schemes whose signature does not cover the body (Plivo V2): the
-    gateway binds the nonce to the body so it cannot be reused with another."""
-
-    fields_in: str
-    query_signed: bool
-    replay_nonce: str | None = None
-
-
 class Verifier(Protocol):
     def __call__(self, request: SignedRequest, now: float) -> Verified: ...
 
@@ -98,10 +77,10 @@ def one_header(headers: Headers, name: str, *, required: bool = True) -> str | N
     """The single value of ``name``; two values are refused (which one would the vendor mean?)."""
     values = headers.getall(name, [])
     if len(values) > 1:
-        raise SignatureError("ambiguous_signature")
+        raise SignatureError(Detail.AMBIGUOUS_SIGNATURE)
     if not values or not values[0].strip():
         if required:
-            raise SignatureError("missing_signature")
+            raise SignatureError(Detail.MISSING_SIGNATURE)
         return None
     return values[0].strip()
 
@@ -120,7 +99,7 @@ def within(timestamp: str, now: float, tolerance_s: float) -> None:
     except ValueError:
         raise SignatureError(MALFORMED) from None
     if abs(now - value) > tolerance_s:
-        raise SignatureError("expired")
+        raise SignatureError(Detail.EXPIRED)
 
 
 def form_pairs(body: bytes) -> list[tuple[str, str]]:

@@ -1,7 +1,7 @@
 """check-config for webhook routes, and the two values the config leaves implicit: the scheme
 (``signature``, default: the one of ``upstream.provider``) and the secret (``signing_secret``,
 default: the vendor credential that signs, when it is the same vendor). The schemes are handed in
-(``gateway/vendors/webhooks.py`` binds the vendors' registry): this framework names no vendor.
+(the server passes ``gateway.vendors.SCHEMES``): this framework names no vendor.
 """
 
 from __future__ import annotations

@@ -14,18 +14,15 @@ valid), it just cannot be recognised as a duplicate. Nothing read here is logged
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from typing import Final
 from urllib.parse import parse_qsl, unquote_plus
 
-from gateway.callbacks.base import NOWHERE, QUERY, Verified, is_form, is_json
+from gateway.callbacks.base import QUERY, Verified, is_form, is_json
+from gateway.core.values import Event
 
 __all__ = ["AmbiguousField", "Event", "EventFields", "forwarded_query", "read_event"]
 
-#: Ids and statuses go to the audit log as they are only when they look like ids.
-_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}", re.ASCII)
-_STATUS: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._:-]{0,63}", re.ASCII)
 _MAX_FIELD: Final = 4096
 
 
@@ -49,32 +46,6 @@ class EventFields:
     def names(self) -> frozenset[str]:
         """Fields that carry personal data (numbers, text): scrubbed from logged URLs."""
         return frozenset(n.casefold() for n in (*self.numbers, *self.text) if not n.startswith("/"))
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    message_id: str | None = None  # raw, for duplicate detection
-    status: str | None = None
-    numbers: tuple[str, ...] = ()
-    text: str | None = None
-    #: Where these fields were read, under the signature: ``body``, ``query``, or ``none`` (the
-    #: signature covers none of them: Plivo V2). The audit record's ``verified_fields``.
-    verified_fields: str = NOWHERE
-    #: The query the internal service gets: only what the signature covers, and never a name the
-    #: vendor's own fields use (a client-chosen callback URL cannot speak for the vendor).
-    forward_query: str = ""
-
-    @property
-    def verified(self) -> bool:
-        return self.verified_fields != NOWHERE
-
-    @property
-    def log_message_id(self) -> str | None:
-        return self.message_id if self.message_id and _ID.fullmatch(self.message_id) else None
-
-    @property
-    def log_status(self) -> str | None:
-        return self.status if self.status and _STATUS.fullmatch(self.status) else None
 
 
 class AmbiguousField(ValueError):

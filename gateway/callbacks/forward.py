@@ -29,7 +29,7 @@ from yarl import URL
 
 from gateway.audit.log import AuditLog
 from gateway.callbacks.base import NOWHERE
-from gateway.core.errors import GatewayError, refuse
+from gateway.core.errors import GatewayError, Reason, refuse
 from gateway.core.exchange import Exchange
 
 __all__ = ["MAX_ANSWER", "CallbackForwarder", "ForwardCallback", "ForwardTarget"]
@@ -58,7 +58,7 @@ class InternalAnswer:
 
 
 def unavailable(message: str = "the internal service could not be reached") -> GatewayError:
-    return refuse("upstream_unavailable", message)
+    return refuse(Reason.UPSTREAM_UNAVAILABLE, message)
 
 
 class CallbackForwarder:
@@ -123,7 +123,7 @@ class CallbackForwarder:
         except aiohttp.ConnectionTimeoutError:
             raise unavailable() from None
         except (TimeoutError, aiohttp.ServerTimeoutError):
-            raise refuse("upstream_timeout", "the internal service did not answer in time") from None
+            raise refuse(Reason.UPSTREAM_TIMEOUT, "the internal service did not answer in time") from None
         except (aiohttp.ClientError, ssl.SSLError, OSError):
             raise unavailable() from None
 

@@ -18,6 +18,7 @@ from jwt.api_jws import PyJWS
 from jwt.exceptions import InvalidAlgorithmError, InvalidKeyError, InvalidSignatureError, PyJWTError
 
 from gateway.callbacks.base import SignatureError
+from gateway.core.events import Detail
 
 __all__ = ["HMAC_ALGORITHMS", "MAX_TOKEN", "number_claim", "sign", "verify"]
 
@@ -50,9 +51,9 @@ def _object(raw: bytes) -> dict[str, Any]:
     try:
         doc = json.loads(raw)
     except (ValueError, RecursionError):
-        raise SignatureError("malformed_token") from None
+        raise SignatureError(Detail.MALFORMED_TOKEN) from None
     if not isinstance(doc, dict):
-        raise SignatureError("malformed_token")
+        raise SignatureError(Detail.MALFORMED_TOKEN)
     return doc
 
 
@@ -63,15 +64,15 @@ def verify(token: str, secret: bytes, algorithms: Collection[str]) -> dict[str, 
     ``bad_signature``, ``malformed_token`` (anything that is not a compact JWS of a JSON object).
     """
     if len(token) > MAX_TOKEN or not token.isascii():
-        raise SignatureError("malformed_token")
+        raise SignatureError(Detail.MALFORMED_TOKEN)
     try:
         decoded = _JWS.decode_complete(token, secret, algorithms=list(algorithms))
     except InvalidAlgorithmError:
-        raise SignatureError("unsupported_algorithm") from None
+        raise SignatureError(Detail.UNSUPPORTED_ALGORITHM) from None
     except (InvalidSignatureError, InvalidKeyError):  # a key PyJWT will not use verifies nothing
-        raise SignatureError("bad_signature") from None
+        raise SignatureError(Detail.BAD_SIGNATURE) from None
     except PyJWTError:
-        raise SignatureError("malformed_token") from None
+        raise SignatureError(Detail.MALFORMED_TOKEN) from None
     return _object(decoded["payload"])
 
 
@@ -86,5 +87,5 @@ def number_claim(claims: dict[str, Any], name: str) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise SignatureError("malformed_token")
+        raise SignatureError(Detail.MALFORMED_TOKEN)
     return float(value)

@@ -23,7 +23,8 @@ from aiohttp import web
 from gateway.audit.log import AuditLog, AuditUnavailable
 from gateway.callbacks.base import MALFORMED, NOWHERE, SignatureError, SignedRequest, Verified, Verifier
 from gateway.callbacks.events import AmbiguousField, EventFields, read_event
-from gateway.core.errors import GatewayError, bad_request, refuse
+from gateway.core.errors import GatewayError, Reason, bad_request, refuse
+from gateway.core.events import AuditEvent, Detail
 from gateway.core.exchange import Exchange
 from gateway.core.redaction import Redactor
 from gateway.recipients.phone import parse_recipient
@@ -44,7 +45,7 @@ def _refusal(exc: SignatureError) -> GatewayError:
         return bad_request(
             "the callback could not be read as its signature scheme requires", detail=MALFORMED
         )
-    return refuse("unauthenticated", "the callback's signature is not valid", detail=exc.detail)
+    return refuse(Reason.UNAUTHENTICATED, "the callback's signature is not valid", detail=exc.detail)
 
 
 class VerifySignature:
@@ -99,12 +100,14 @@ class VerifySignature:
                 return
             seen = await storage.kv.get(key)
         except StorageUnavailable:
-            refusal = storage.unavailable("webhook nonce")
+            refusal = storage.unavailable(Detail.WEBHOOK_NONCE)
             if refusal is not None:
                 raise refusal from None
             return
         if seen is not None and not hmac.compare_digest(seen, fingerprint):
-            raise refuse("unauthenticated", "the callback's signature is not valid", detail="replayed")
+            raise refuse(
+                Reason.UNAUTHENTICATED, "the callback's signature is not valid", detail=Detail.REPLAYED
+            )
 
 
 def e164_of(raw: str) -> str | None:
@@ -145,7 +148,7 @@ class ReadCallback:
             )
         except AmbiguousField:
             raise bad_request(
-                "the callback gives one of its vendor's fields twice", detail="ambiguous_field"
+                "the callback gives one of its vendor's fields twice", detail=Detail.AMBIGUOUS_FIELD
             ) from None
         ex.callback = event
         ex.vendor_message_id = event.log_message_id
@@ -198,29 +201,29 @@ class DropDuplicates:
                 if state is not None:
                     break
         except StorageUnavailable:
-            refusal = self._storage.unavailable("webhook duplicates")
+            refusal = self._storage.unavailable(Detail.WEBHOOK_DUPLICATES)
             if refusal is not None:
                 raise refusal from None
             self._audit.event(
-                "storage_unavailable",
+                AuditEvent.STORAGE_UNAVAILABLE,
                 request_id=ex.request_id,
                 route=self._route,
-                what="webhook duplicates",
+                what=Detail.WEBHOOK_DUPLICATES,
                 on_error="open",
             )
             return None
         if state != DONE:
             raise refuse(
-                "callback_in_progress",
+                Reason.CALLBACK_IN_PROGRESS,
                 "the same callback is being delivered; try again later",
                 headers={"Retry-After": "5"},
-                detail="in_progress",
+                detail=Detail.IN_PROGRESS,
             )
-        ex.status, ex.detail = 200, "duplicate"
+        ex.status, ex.detail = 200, Detail.DUPLICATE
         try:
             self._audit.decision(ex, "allow")
         except AuditUnavailable:
-            raise refuse("audit_unavailable", "the audit log cannot be written") from None
+            raise refuse(Reason.AUDIT_UNAVAILABLE, "the audit log cannot be written") from None
         return web.Response(status=200)
 
     async def after(self, ex: Exchange, response: web.StreamResponse) -> None:
@@ -233,4 +236,4 @@ class DropDuplicates:
             else:
                 await self._storage.kv.delete(key)
         except StorageUnavailable:
-            self._storage.unavailable("webhook duplicates")
+            self._storage.unavailable(Detail.WEBHOOK_DUPLICATES)

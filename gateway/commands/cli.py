@@ -24,10 +24,11 @@ from gateway.commands.explain import add_explain_parser
 from gateway.commands.init import add_init_parser
 from gateway.commands.keygen import basic_credential, basic_lines, hmac_key_lines, random_token, sdk_username
 from gateway.commands.review import add_audit_parser
-from gateway.config import Config, ConfigError, load_config, parse_listen
+from gateway.config import Config, ConfigError, parse_listen
 from gateway.config.schema import HMACKeyConfig
 from gateway.config.weakening import Weakening, weakenings
 from gateway.core.oplog import configure as configure_oplog
+from gateway.server.config import load_config
 
 
 def _configure_logging(level: str, fmt: str = "text") -> None:
@@ -75,7 +76,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from gateway.server.main import run_workers, serve
+    from gateway.server.main import serve
+    from gateway.server.workers import run_workers
 
     config = _load(args.config)
     _configure_logging(config.settings.logging.level, config.settings.logging.format)
@@ -303,7 +305,11 @@ def _add_keygen_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--username", help="the username (default: AC + 32 random hex digits)")
     p.set_defaults(func=cmd_keygen_basic)
+    _add_keygen_file_kinds(kinds)
 
+
+def _add_keygen_file_kinds(kinds: argparse._SubParsersAction) -> None:
+    """The kinds that write key files (and never overwrite one): ``seal`` and ``cert``."""
     p = kinds.add_parser(
         "seal",
         help='the reviewers\' key pair for logging.body = "seal"',

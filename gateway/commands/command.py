@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import sys
 
-from gateway.config import Config, ConfigError, load_config
+from gateway.config import Config, ConfigError
+from gateway.server.config import load_config
 
 __all__ = ["load_or_exit"]
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.alerts.conversion_store import is_low
+from gateway.core.events import AuditEvent, Detail
 
 __all__ = ["ConversionTally"]
 
@@ -37,11 +38,11 @@ class ConversionTally:
         if not isinstance(conversion, dict):
             return
         event, status = record.get("event"), record.get("status")
-        if event == "request" and record.get("decision") == "deny":
-            if record.get("detail") == "conversion":
+        if event == AuditEvent.REQUEST and record.get("decision") == "deny":
+            if record.get("detail") == Detail.CONVERSION:
                 self._bump(conversion, "refused")
             return
-        if event != "outcome" or not isinstance(status, int):
+        if event != AuditEvent.OUTCOME or not isinstance(status, int):
             return
         if "approved" in conversion:
             self._bump(conversion, "converted" if conversion["approved"] is True else "failed")

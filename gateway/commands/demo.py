@@ -25,7 +25,7 @@ from cryptography.x509.oid import NameOID
 
 from gateway.commands.keygen import random_token
 from gateway.commands.sandbox import SandboxState, build_sandbox_app
-from gateway.config import load_config
+from gateway.server.config import load_config
 from gateway.server.main import start
 
 DEMO_CLIENT_USER = "AC00000000000000000000000000demo"

@@ -36,14 +36,15 @@ from multidict import CIMultiDict
 
 from gateway.commands.command import load_or_exit
 from gateway.config import Config
-from gateway.core.errors import GatewayError
+from gateway.core.errors import GatewayError, Reason, refuse
+from gateway.core.events import AuditEvent
 from gateway.core.exchange import Exchange
 from gateway.core.pipeline import Stage, describe_exception, run_after
 from gateway.identity.auth import Authenticate, Principal
 from gateway.identity.ip import parse_ip
 from gateway.identity.jwks import JwksService
 from gateway.server.policy import Policy, build_policy
-from gateway.server.services import Services
+from gateway.server.services import Services, dry_services
 
 __all__ = ["Case", "Explainer", "Explanation", "add_explain_parser", "load_cases", "run_cases"]
 
@@ -116,7 +117,7 @@ class _DryAudit:
     def decision(self, ex: Exchange, decision: str) -> None:
         record = ex.audit_fields()
         record.update(
-            event="request", decision=decision, status=ex.status, reason=ex.reason, detail=ex.detail
+            event=AuditEvent.REQUEST, decision=decision, status=ex.status, reason=ex.reason, detail=ex.detail
         )
         self.records.append(record)
 
@@ -214,13 +215,12 @@ class Explainer:
         return explainer
 
     def policy(self) -> tuple[Policy, Services]:
-        services = Services(self.config)
-        services.jwks = self._jwks
-        services.audit = self._audit  # type: ignore[assignment]
+        services = dry_services(self.config, self._jwks, self._audit)  # type: ignore[arg-type]
         return build_policy(self.config, services), services
 
     @staticmethod
     async def close_policy(policy: Policy, services: Services) -> None:
+        services.access_log.close()
         await services.storage.close()
 
     async def close(self) -> None:
@@ -286,8 +286,11 @@ class Explainer:
                 verdicts.append(Verdict(stage.name, "refused", exc.code, exc.detail, exc.status))
                 return verdicts, exc, ran_after
             except Exception as exc:
-                verdicts.append(Verdict(stage.name, "error", "internal_error", describe_exception(exc), 500))
-                return verdicts, GatewayError(500, "internal_error", "the gateway failed"), ran_after
+                failed = refuse(Reason.INTERNAL_ERROR, "the gateway failed")
+                verdicts.append(
+                    Verdict(stage.name, "error", failed.code, describe_exception(exc), failed.status)
+                )
+                return verdicts, failed, ran_after
             if answer is not None:
                 verdicts.append(Verdict(stage.name, "answered", status=answer.status))
                 return verdicts, None, ran_after

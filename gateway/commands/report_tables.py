@@ -14,6 +14,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.core.events import AuditEvent
+
 __all__ = ["ReportTables"]
 
 _TOP = 50  # rows a table shows at most (the JSON keeps them all)
@@ -31,17 +33,17 @@ class ReportTables:
 
     def count(self, record: dict[str, Any]) -> None:
         event = record.get("event")
-        if event == "request":
+        if event == AuditEvent.REQUEST:
             decision = str(record.get("decision"))
             for country in record.get("countries") or ():
                 self.countries.setdefault(str(country), Counter())[decision] += 1
             if record.get("reason") == "unauthenticated":
                 self.auth_failures[str(record.get("ip") or "(unknown)")] += 1
-        elif event == "outcome":
+        elif event == AuditEvent.OUTCOME:
             status = record.get("status")
             if isinstance(status, int) and 400 <= status < 500:
                 self.vendor_4xx[(str(record.get("client")), str(record.get("route")), status)] += 1
-        elif event == "config_loaded":
+        elif event == AuditEvent.CONFIG_LOADED:
             self.generations.append(
                 {
                     "ts": record.get("ts"),
@@ -51,7 +53,7 @@ class ReportTables:
                     "worker": record.get("worker"),
                 }
             )
-        elif event == "policy_weakened":
+        elif event == AuditEvent.POLICY_WEAKENED:
             kept = {k: v for k, v in record.items() if k not in ("chain", "provider", "event")}
             self.weakened.append(kept)
 

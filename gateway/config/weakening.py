@@ -20,8 +20,8 @@ from typing import Final
 import netaddr
 from limits import parse_many
 
-from gateway.config import Config
-from gateway.config.loader import Located, _display
+from gateway.config.loaded import Config, Located
+from gateway.config.problems import display
 from gateway.config.schema import ClientConfig, RouteConfig
 
 __all__ = ["BODY_STRENGTH", "RECIPIENT_STRENGTH", "Weakening", "weakenings"]
@@ -78,7 +78,7 @@ def weakenings(old: Config, new: Config) -> list[Weakening]:
 
 
 def _settings(old: Config, new: Config) -> list[Weakening]:
-    file = _display(new.path)
+    file = display(new.path)
     a, b = old.settings, new.settings
     found: list[Weakening] = []
 

@@ -3,24 +3,64 @@
 Stages fill the exchange in as they pass. Raw message parts (body bytes, recipients, the parsed
 message) stay on the exchange for later stages and never reach a log; the ``log_*`` fields hold
 only the redacted forms, and the records below are built from those alone.
+
+The exchange is typed by core alone: the values it holds are in gateway/core/values.py, and the
+route and policy it points at by the protocols below, which say what is read of them. The stage
+contract and :class:`Chain` are here too, since a route holds its chain and every stage takes the
+exchange; gateway/core/pipeline.py exports them with the loop's helpers and the factory contract.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import netaddr
 from aiohttp import web
 
+from gateway.core.errors import GatewayError
+from gateway.core.values import Client, Destination, Event, Message, Principal, Verified
+
 if TYPE_CHECKING:
-    from gateway.callbacks.base import Verified
-    from gateway.callbacks.events import Event
-    from gateway.identity.auth import Principal
-    from gateway.messages.base import Message
-    from gateway.recipients.phone import Destination
-    from gateway.server.policy import Client, CompiledRoute, Policy
+    from gateway.core.redaction import Redactor
+
+__all__ = ["Chain", "Exchange", "Policy", "ResponsePhase", "Route", "Stage", "StageTimer"]
+
+
+class Route(Protocol):
+    """The route a request matched (the policy's ``CompiledRoute``): what stages, logs and the
+    server read of it."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def chain(self) -> Chain: ...
+
+
+class Policy(Protocol):
+    """The policy a request runs under (gateway/server/policy.py builds it): what the stages and
+    the server read of it while the request is in flight."""
+
+    @property
+    def front(self) -> Chain: ...
+
+    @property
+    def clients(self) -> Mapping[str, Client]: ...
+
+    @property
+    def redactor(self) -> Redactor: ...
+
+    @property
+    def security_headers(self) -> Mapping[str, str]: ...
+
+    @property
+    def debug(self) -> bool: ...
 
 
 @dataclass(slots=True, eq=False)
@@ -38,7 +78,7 @@ class Exchange:
     ip: str = ""
 
     # routing
-    route: CompiledRoute | None = None
+    route: Route | None = None
     params: Mapping[str, str] = field(default_factory=dict)
 
     # identity
@@ -123,3 +163,79 @@ class Exchange:
             fields["vendor_status"] = self.vendor_status
             fields["verified_fields"] = self.callback.verified_fields  # body, query or none
         return fields
+
+
+# --------------------------------------------------------------------------- the stage contract
+
+
+class Stage(Protocol):
+    name: str
+
+    async def run(self, ex: Exchange) -> web.StreamResponse | None: ...
+
+
+@runtime_checkable
+class ResponsePhase(Protocol):
+    """A stage that also acts once the answer is known."""
+
+    async def after(self, ex: Exchange, response: web.StreamResponse) -> None: ...
+
+
+class StageTimer:
+    """Per-stage call counts and total seconds since the last :meth:`drain`: the metrics service
+    drains it (gateway/server/metrics.py), profiles print a snapshot. Two dict updates per stage."""
+
+    __slots__ = ("calls", "seconds")
+
+    def __init__(self) -> None:
+        self.calls: dict[str, int] = {}
+        self.seconds: dict[str, float] = {}
+
+    def observe(self, stage: str, seconds: float) -> None:
+        self.calls[stage] = self.calls.get(stage, 0) + 1
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
+
+    def snapshot(self) -> dict[str, dict[str, float]]:
+        return {
+            name: {"calls": self.calls[name], "seconds": round(self.seconds[name], 6)} for name in self.calls
+        }
+
+    def drain(self) -> tuple[dict[str, int], dict[str, float]]:
+        """What was observed since the last drain, and start again from zero."""
+        calls, seconds = self.calls, self.seconds
+        self.calls, self.seconds = {}, {}
+        return calls, seconds
+
+
+class Chain:
+    """An ordered, immutable list of stages; ``after`` hooks are found once, here."""
+
+    __slots__ = ("names", "stages")
+
+    def __init__(self, stages: Iterable[Stage]) -> None:
+        self.stages: tuple[tuple[Stage, bool], ...] = tuple(
+            (stage, isinstance(stage, ResponsePhase)) for stage in stages
+        )
+        self.names: tuple[str, ...] = tuple(stage.name for stage, _ in self.stages)
+
+    def __len__(self) -> int:
+        return len(self.stages)
+
+    async def run(self, ex: Exchange, timer: StageTimer, ran_after: list[Stage]) -> web.StreamResponse | None:
+        """Run every stage in order until one answers; raises the first refusal."""
+        perf = time.perf_counter
+        observe = timer.observe
+        for stage, has_after in self.stages:
+            if has_after:
+                ran_after.append(stage)
+            t0 = perf()
+            try:
+                response = await stage.run(ex)
+            except GatewayError:
+                ex.refused_by = stage.name
+                raise
+            finally:
+                observe(stage.name, perf() - t0)
+            if response is not None:
+                return response
+        return None

@@ -8,99 +8,44 @@ A stage is one concern in its owner's module (``identity/ip.py`` checks allowlis
 - optionally ``async after(exchange, response)``: called for every stage that ran, last first,
   once the answer is known (refusals included), for work on the response phase.
 
-The loop times every stage (:class:`StageTimer`), so per-stage metrics and profiles have one
-place to live. Which stages a route has is decided once, in ``gateway/server/policy.py``.
+The contract and :class:`Chain` are defined next to the exchange (gateway/core/exchange.py),
+since a route on the exchange holds its chain; this module re-exports them with the loop's
+helpers. The loop times every stage (:class:`StageTimer`), so per-stage metrics and profiles have
+one place to live. Which stages a route has is decided once, in ``gateway/server/policy.py``, from
+a list of named factories (:class:`NamedFactory`).
 """
 
 from __future__ import annotations
 
 import logging
-import time
 import traceback
 from collections.abc import Iterable, Sequence
-from typing import Protocol, runtime_checkable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
 from aiohttp import web
 
-from gateway.core.errors import GatewayError, refuse
-from gateway.core.exchange import Exchange
+from gateway.core.errors import GatewayError, Reason, refuse
+from gateway.core.exchange import Chain, Exchange, ResponsePhase, Stage, StageTimer
+
+if TYPE_CHECKING:
+    from gateway.core.redaction import Redactor
 
 log = logging.getLogger("smsgw")
 
-__all__ = ["Chain", "ResponsePhase", "Stage", "StageTimer", "describe_exception"]
-
-
-class Stage(Protocol):
-    name: str
-
-    async def run(self, ex: Exchange) -> web.StreamResponse | None: ...
-
-
-@runtime_checkable
-class ResponsePhase(Protocol):
-    """A stage that also acts once the answer is known."""
-
-    async def after(self, ex: Exchange, response: web.StreamResponse) -> None: ...
-
-
-class StageTimer:
-    """Per-stage call counts and total seconds since the last :meth:`drain`: the metrics service
-    drains it (gateway/server/metrics.py), profiles print a snapshot. Two dict updates per stage."""
-
-    __slots__ = ("calls", "seconds")
-
-    def __init__(self) -> None:
-        self.calls: dict[str, int] = {}
-        self.seconds: dict[str, float] = {}
-
-    def observe(self, stage: str, seconds: float) -> None:
-        self.calls[stage] = self.calls.get(stage, 0) + 1
-        self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
-
-    def snapshot(self) -> dict[str, dict[str, float]]:
-        return {
-            name: {"calls": self.calls[name], "seconds": round(self.seconds[name], 6)} for name in self.calls
-        }
-
-    def drain(self) -> tuple[dict[str, int], dict[str, float]]:
-        """What was observed since the last drain, and start again from zero."""
-        calls, seconds = self.calls, self.seconds
-        self.calls, self.seconds = {}, {}
-        return calls, seconds
-
-
-class Chain:
-    """An ordered, immutable list of stages; ``after`` hooks are found once, here."""
-
-    __slots__ = ("names", "stages")
-
-    def __init__(self, stages: Iterable[Stage]) -> None:
-        self.stages: tuple[tuple[Stage, bool], ...] = tuple(
-            (stage, isinstance(stage, ResponsePhase)) for stage in stages
-        )
-        self.names: tuple[str, ...] = tuple(stage.name for stage, _ in self.stages)
-
-    def __len__(self) -> int:
-        return len(self.stages)
-
-    async def run(self, ex: Exchange, timer: StageTimer, ran_after: list[Stage]) -> web.StreamResponse | None:
-        """Run every stage in order until one answers; raises the first refusal."""
-        perf = time.perf_counter
-        observe = timer.observe
-        for stage, has_after in self.stages:
-            if has_after:
-                ran_after.append(stage)
-            t0 = perf()
-            try:
-                response = await stage.run(ex)
-            except GatewayError:
-                ex.refused_by = stage.name
-                raise
-            finally:
-                observe(stage.name, perf() - t0)
-            if response is not None:
-                return response
-        return None
+__all__ = [
+    "BuildContext",
+    "Chain",
+    "NamedFactory",
+    "ResponsePhase",
+    "Stage",
+    "StageFactory",
+    "StageTimer",
+    "compile_stages",
+    "describe_exception",
+    "internal_error",
+    "run_after",
+]
 
 
 async def run_after(ex: Exchange, stages: Sequence[Stage], response: web.StreamResponse) -> None:
@@ -119,4 +64,54 @@ def describe_exception(exc: BaseException) -> str:
 
 
 def internal_error() -> GatewayError:
-    return refuse("internal_error", "the gateway failed")
+    return refuse(Reason.INTERNAL_ERROR, "the gateway failed")
+
+
+# --------------------------------------------------------------------------- building chains
+
+RouteT = TypeVar("RouteT")
+BuildT = TypeVar("BuildT")
+RouteIn = TypeVar("RouteIn", contravariant=True)
+BuildIn = TypeVar("BuildIn", contravariant=True)
+
+
+class BuildContext(Protocol):
+    """What every stage factory may count on while a policy is compiled.
+
+    Core names only what core defines; a feature declares the rest it needs as its own protocol
+    (``gateway.limits.context.LimitsBuild``: the config and the storage), and the server's build
+    context satisfies each of them structurally, so no feature imports the server.
+    """
+
+    @property
+    def redactor(self) -> Redactor: ...
+
+
+class StageFactory(Protocol[RouteIn, BuildIn]):
+    """Builds one route's stage when a policy is compiled, or None when the route does not need it
+    (so a route pays only for the stages it has)."""
+
+    def __call__(self, route: RouteIn, build: BuildIn, /) -> Stage | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class NamedFactory(Generic[RouteT, BuildT]):
+    """One entry of a route kind's stage list: the name of the stage it builds, and the factory
+    the stage's feature owns. The policy only orders these; the names make the list readable and
+    are checked against what the factories build."""
+
+    name: str
+    build: StageFactory[RouteT, BuildT]
+
+
+def compile_stages(factories: Iterable[NamedFactory[RouteT, BuildT]], route: RouteT, build: BuildT) -> Chain:
+    """The route's chain: every factory in order, skipping those that return None."""
+    stages: list[Stage] = []
+    for factory in factories:
+        stage = factory.build(route, build)
+        if stage is None:
+            continue
+        if stage.name != factory.name:
+            raise ValueError(f"stage factory {factory.name!r} built a stage named {stage.name!r}")
+        stages.append(stage)
+    return Chain(stages)

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from gateway.core.errors import GatewayError, bad_request
+from gateway.core.errors import Reason, bad_request, refuse
 
 if TYPE_CHECKING:
     from gateway.core.exchange import Exchange
@@ -103,10 +103,8 @@ class Router(Generic[T]):
             allowed |= methods
         if allowed:
             allow = ", ".join(sorted(allowed))
-            raise GatewayError(
-                405, "method_not_allowed", "this route does not accept the method", {"Allow": allow}
-            )
-        raise GatewayError(404, "route_not_found", "no route matches this path")
+            raise refuse(Reason.METHOD_NOT_ALLOWED, "this route does not accept the method", {"Allow": allow})
+        raise refuse(Reason.ROUTE_NOT_FOUND, "no route matches this path")
 
 
 def overlap_example(a: str, b: str) -> str | None:

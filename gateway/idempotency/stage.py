@@ -23,22 +23,42 @@ from __future__ import annotations
 import base64
 import json
 import re
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from aiohttp import web
 from multidict import CIMultiDict
 
 from gateway.audit.log import AuditLog, AuditUnavailable
-from gateway.core.errors import bad_request, refuse
+from gateway.core.errors import Reason, bad_request, refuse
+from gateway.core.events import Detail
 from gateway.core.exchange import Exchange
 from gateway.storage.service import StorageKeys, StorageService, StorageUnavailable, skipped
 from gateway.transport.proxy import may_have_reached_vendor
 
 if TYPE_CHECKING:
+    from gateway.config import Config
     from gateway.config.schema import RouteConfig
-    from gateway.server.policy import Build
 
-__all__ = ["HEADER", "MAX_ANSWER_BYTES", "TTL_S", "Idempotency", "build_idempotency"]
+__all__ = ["HEADER", "MAX_ANSWER_BYTES", "TTL_S", "Idempotency", "IdempotencyBuild", "build_idempotency"]
+
+
+class IdempotencyServices(Protocol):
+    @property
+    def storage(self) -> StorageService: ...
+
+    @property
+    def audit(self) -> AuditLog | None: ...
+
+
+class IdempotencyBuild(Protocol):
+    """What the stage needs while a policy is compiled (server/policy.py's ``Build`` has it)."""
+
+    @property
+    def config(self) -> Config: ...
+
+    @property
+    def services(self) -> IdempotencyServices: ...
+
 
 HEADER: Final = "Idempotency-Key"
 REPLAYED: Final = "Idempotent-Replayed"
@@ -69,13 +89,13 @@ class Idempotency:
         if len(values) > 1 or not _KEY_TEXT.fullmatch(values[0]):
             raise bad_request(
                 "Idempotency-Key must be given once, as 1 to 255 visible ASCII characters",
-                detail="idempotency_key",
+                detail=Detail.IDEMPOTENCY_KEY,
             )
         keys = self._storage.keys
         if keys is None:
             raise bad_request(
                 "this gateway cannot honour Idempotency-Key (it has no logging.hash_key)",
-                detail="idempotency_unconfigured",
+                detail=Detail.IDEMPOTENCY_UNCONFIGURED,
             )
         assert ex.client is not None
         key = self._storage.key("idem", keys.digest("idempotency", ex.client.id, values[0]))
@@ -93,32 +113,34 @@ class Idempotency:
                 if stored is not None:
                     break
         except StorageUnavailable:
-            error = self._storage.unavailable("idempotency")
+            error = self._storage.unavailable(Detail.IDEMPOTENCY)
             if error is not None:
                 raise error from None
-            ex.detail = skipped(ex.detail, "idempotency_skipped")
+            ex.detail = skipped(ex.detail, Detail.IDEMPOTENCY_SKIPPED)
             return None
         record = _open(keys, key, stored) if stored is not None else {"state": "in_flight", "fp": fingerprint}
         if record is None or record.get("fp") != fingerprint:
             raise refuse(
-                "idempotency_mismatch",
+                Reason.IDEMPOTENCY_MISMATCH,
                 "this Idempotency-Key was used for a different request",
-                detail="unreadable" if record is None else "different_request",
+                detail=Detail.UNREADABLE if record is None else Detail.DIFFERENT_REQUEST,
             )
         if record.get("state") != "done":
-            raise refuse("idempotency_in_flight", "a request with this Idempotency-Key is still in progress")
+            raise refuse(
+                Reason.IDEMPOTENCY_IN_FLIGHT, "a request with this Idempotency-Key is still in progress"
+            )
         return self._replay(ex, record)
 
     def _replay(self, ex: Exchange, record: dict[str, Any]) -> web.Response:
         if record.get("too_large"):
             raise refuse(
-                "upstream_unavailable",
+                Reason.UPSTREAM_UNAVAILABLE,
                 "the vendor's answer to the first request was too large to keep",
                 headers={REPLAYED: "true"},
-                detail="idempotent_replay",
+                detail=Detail.IDEMPOTENT_REPLAY,
             )
         ex.status = int(record["status"])
-        ex.detail = "idempotent_replay"
+        ex.detail = Detail.IDEMPOTENT_REPLAY
         try:
             self._audit.decision(ex, "allow")  # nothing goes upstream; recorded as answered
         except AuditUnavailable:
@@ -182,8 +204,7 @@ def _open(keys: StorageKeys, key: str, blob: bytes) -> dict[str, Any] | None:
     return record if isinstance(record, dict) else None
 
 
-def build_idempotency(route: RouteConfig, b: Build) -> Idempotency:
+def build_idempotency(route: RouteConfig, b: IdempotencyBuild) -> Idempotency:
     s = b.config.settings
-    assert b.services.audit is not None
     in_flight_ttl = s.upstream.timeout_s + 4 * s.storage.timeout_s + 10
     return Idempotency(b.services.storage, b.services.audit, in_flight_ttl)

@@ -14,27 +14,26 @@ from typing import TYPE_CHECKING, Protocol
 
 from aiohttp import web
 
-from gateway.core.errors import GatewayError, refuse
+from gateway.core.errors import GatewayError, Reason, refuse
+from gateway.core.events import Detail
 from gateway.core.exchange import Exchange
+from gateway.core.values import Client, Principal
 
 if TYPE_CHECKING:
     from gateway.config import Config
+    from gateway.identity.jwks import JwksService
     from gateway.messages.base import ProviderAdapter
-    from gateway.server.policy import Client
-    from gateway.server.services import Services
+    from gateway.storage.service import StorageService
 
-__all__ = ["AuthContext", "Authenticate", "Authenticator", "AuthenticatorBuilder", "CheckScopes", "Principal"]
-
-
-@dataclass(frozen=True, slots=True)
-class Principal:
-    """A verified caller. ``scopes`` is what the credential itself grants (a token's ``scope``
-    claim); None means the credential does not narrow the client's scopes."""
-
-    client_id: str
-    method: str
-    scopes: frozenset[str] | None = None
-    key_id: str | None = None
+__all__ = [
+    "AuthContext",
+    "AuthServices",
+    "Authenticate",
+    "Authenticator",
+    "AuthenticatorBuilder",
+    "CheckScopes",
+    "Principal",
+]
 
 
 class Authenticator(Protocol):
@@ -54,13 +53,24 @@ class Authenticator(Protocol):
         ...
 
 
+class AuthServices(Protocol):
+    """The long-lived services authenticators use (gateway/server/services.py's ``Services`` has
+    them): JWKS key sets, and the shared storage for replay nonces."""
+
+    @property
+    def jwks(self) -> JwksService: ...
+
+    @property
+    def storage(self) -> StorageService: ...
+
+
 @dataclass(frozen=True, slots=True)
 class AuthContext:
     """What authenticator builders may use: the config, the compiled clients, the services."""
 
     config: Config
     clients: Mapping[str, Client]
-    services: Services
+    services: AuthServices
     #: The vendor adapter: where its SDK puts credentials (``slots``).
     adapter: ProviderAdapter | None = None
 
@@ -94,15 +104,15 @@ class Authenticate:
                     raise
                 client = ex.policy.clients.get(principal.client_id)
                 if client is None:  # a credential for a client that no longer exists
-                    raise self.unauthenticated("unknown_client")
+                    raise self.unauthenticated(Detail.UNKNOWN_CLIENT)
                 ex.principal = principal
                 ex.client = client
                 return
-        raise self.unauthenticated("missing")
+        raise self.unauthenticated(Detail.MISSING)
 
     def unauthenticated(self, detail: str) -> GatewayError:
         headers = {"WWW-Authenticate": self._challenge} if self._challenge else {}
-        return refuse("unauthenticated", "a valid credential is required", headers, detail)
+        return refuse(Reason.UNAUTHENTICATED, "a valid credential is required", headers, detail)
 
 
 class CheckScopes:
@@ -120,4 +130,4 @@ class CheckScopes:
         if ex.principal.scopes is not None:
             granted = granted & ex.principal.scopes
         if not self._required <= granted:
-            raise refuse("forbidden", "the client lacks a scope this route needs", detail="scope")
+            raise refuse(Reason.FORBIDDEN, "the client lacks a scope this route needs", detail=Detail.SCOPE)

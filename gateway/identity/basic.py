@@ -18,7 +18,8 @@ from collections.abc import Iterable, Mapping, Sequence
 import netaddr
 from aiohttp import web
 
-from gateway.core.errors import refuse
+from gateway.core.errors import Reason, refuse
+from gateway.core.events import Detail
 from gateway.core.exchange import Exchange
 from gateway.identity.auth import AuthContext, Principal
 from gateway.identity.ip import IpAllowlist
@@ -134,20 +135,26 @@ class BasicAuthenticator:
         slots = [slot for slot in self._slots if slot.present(request)]
         if len(slots) > 1:
             raise refuse(
-                "unauthenticated", "send one credential, not several", detail="ambiguous_credentials"
+                Reason.UNAUTHENTICATED,
+                "send one credential, not several",
+                detail=Detail.AMBIGUOUS_CREDENTIALS,
             )
         presented = slots[0].read(request, ex.body) if slots else None
         if presented is None:
-            raise refuse("unauthenticated", "a valid credential is required", detail="bad_credentials")
+            raise refuse(
+                Reason.UNAUTHENTICATED, "a valid credential is required", detail=Detail.BAD_CREDENTIALS
+            )
         if ex.address is not None and not self._address_allowed(presented, ex.address):
             raise refuse(
-                "ip_not_allowed",
+                Reason.IP_NOT_ALLOWED,
                 "the client address is not allowed for this client",
-                detail="client_allowlist",
+                detail=Detail.CLIENT_ALLOWLIST,
             )
         client_id = self._check(presented)
         if client_id is None:
-            raise refuse("unauthenticated", "a valid credential is required", detail="bad_credentials")
+            raise refuse(
+                Reason.UNAUTHENTICATED, "a valid credential is required", detail=Detail.BAD_CREDENTIALS
+            )
         return Principal(client_id, "basic")
 
 

@@ -40,7 +40,8 @@ from http_message_signatures import ContentDigest, HTTPMessageVerifier, HTTPSign
 from http_message_signatures.algorithms import HMAC_SHA256
 from http_message_signatures.exceptions import HTTPMessageSignaturesException
 
-from gateway.core.errors import GatewayError, refuse
+from gateway.core.errors import GatewayError, Reason, refuse
+from gateway.core.events import Detail
 from gateway.core.exchange import Exchange
 from gateway.identity.auth import AuthContext, Principal
 from gateway.storage.service import StorageService, StorageUnavailable, skipped
@@ -67,7 +68,7 @@ MAX_HEADER = 2048
 
 
 def _unauthenticated(detail: str) -> GatewayError:
-    return refuse("unauthenticated", "a valid credential is required", detail=detail)
+    return refuse(Reason.UNAUTHENTICATED, "a valid credential is required", detail=detail)
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,11 +141,11 @@ def time_refusal(created: int, expires: object, now: float, remembers_since: int
     """
     if expires is not None:  # a structured-field parameter is never None: None is absent
         if type(expires) is not int:
-            return "malformed"
+            return Detail.MALFORMED
         if now >= expires:
-            return "expired"
+            return Detail.EXPIRED
     if remembers_since is not None and created < remembers_since:
-        return "signed_before_start"
+        return Detail.SIGNED_BEFORE_START
     return None
 
 
@@ -186,46 +187,46 @@ class HmacAuthenticator:
         inputs = headers.getall("Signature-Input", ())
         signatures = headers.getall("Signature", ())
         if len(inputs) != 1 or len(signatures) != 1:
-            raise _unauthenticated("malformed")
+            raise _unauthenticated(Detail.MALFORMED)
         if len(inputs[0]) > MAX_HEADER or len(signatures[0]) > MAX_HEADER:
-            raise _unauthenticated("malformed")
+            raise _unauthenticated(Detail.MALFORMED)
         try:
             _, members, params = _parse_input(inputs[0])
         except (ValueError, UnicodeEncodeError):
-            raise _unauthenticated("malformed") from None
+            raise _unauthenticated(Detail.MALFORMED) from None
 
         key_id, created, nonce = params.get("keyid"), params.get("created"), params.get("nonce")
         if not isinstance(key_id, str) or type(created) is not int or not isinstance(nonce, str):
-            raise _unauthenticated("missing_parameter")
+            raise _unauthenticated(Detail.MISSING_PARAMETER)
         if not 0 < len(nonce) <= MAX_NONCE:
-            raise _unauthenticated("malformed")
+            raise _unauthenticated(Detail.MALFORMED)
         if params.get("alg", ALGORITHM) != ALGORITHM:
-            raise _unauthenticated("algorithm")
+            raise _unauthenticated(Detail.ALGORITHM)
         covered = {name for name, item_params in members if isinstance(name, str) and not item_params}
         if not all(component in covered for component in REQUIRED_COMPONENTS):
-            raise _unauthenticated("missing_component")
+            raise _unauthenticated(Detail.MISSING_COMPONENT)
 
         key = self._keys.get(key_id)
         if key is None:
-            raise _unauthenticated("unknown_key")
+            raise _unauthenticated(Detail.UNKNOWN_KEY)
         now = time.time()
         if key.expired(datetime.fromtimestamp(now, UTC).date()):
-            raise _unauthenticated("key_expired")
+            raise _unauthenticated(Detail.KEY_EXPIRED)
         if abs(now - created) > WINDOW_S:
-            raise _unauthenticated("clock_skew")
+            raise _unauthenticated(Detail.CLOCK_SKEW)
         refusal = time_refusal(created, params.get("expires"), now, self._storage.remembers_since)
         if refusal is not None:
             raise _unauthenticated(refusal)
 
         url = self._target.of(request)
         if url is None:
-            raise _unauthenticated("malformed")
+            raise _unauthenticated(Detail.MALFORMED)
         try:
             (result,) = self._verifier.verify(
                 _Message(request.method, url, headers), max_age=None, require_components=REQUIRED_COMPONENTS
             )
         except HTTPMessageSignaturesException:
-            raise _unauthenticated("bad_signature") from None
+            raise _unauthenticated(Detail.BAD_SIGNATURE) from None
         self._check_digest(result.covered_components['"content-digest"'], ex.body or b"")
         await self._fresh_nonce(ex, key, nonce, created, now)
         return Principal(key.client_id, "hmac", None, key.key_id)
@@ -238,10 +239,10 @@ class HmacAuthenticator:
                 signed_value.encode("ascii"), tltype="dictionary", on_duplicate_key=_no_duplicates
             )
             if not isinstance(members, dict) or "sha-256" not in members:
-                raise _unauthenticated("digest_mismatch")
+                raise _unauthenticated(Detail.DIGEST_MISMATCH)
             ContentDigest.verify(signed_value, body)
         except (ValueError, UnicodeEncodeError, HTTPMessageSignaturesException):
-            raise _unauthenticated("digest_mismatch") from None
+            raise _unauthenticated(Detail.DIGEST_MISMATCH) from None
 
     async def _fresh_nonce(self, ex: Exchange, key: HmacKey, nonce: str, created: int, now: float) -> None:
         storage = self._storage
@@ -251,13 +252,13 @@ class HmacAuthenticator:
         try:
             stored = await storage.kv.set_if_absent(storage.key("hmac-nonce", name), b"1", ttl)
         except StorageUnavailable:
-            refusal = storage.unavailable("hmac_nonce")
+            refusal = storage.unavailable(Detail.HMAC_NONCE)
             if refusal is not None:
                 raise refusal from None
-            ex.detail = skipped(ex.detail, "nonce_skipped")  # on_error = "open": passed, and recorded
+            ex.detail = skipped(ex.detail, Detail.NONCE_SKIPPED)  # on_error = "open": passed, and recorded
             return
         if not stored:
-            raise _unauthenticated("replayed")
+            raise _unauthenticated(Detail.REPLAYED)
 
 
 def build_hmac(ctx: AuthContext) -> HmacAuthenticator:

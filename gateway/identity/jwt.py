@@ -38,7 +38,8 @@ import jwt
 from aiohttp import web
 from jwt import exceptions as jwt_errors
 
-from gateway.core.errors import GatewayError, refuse
+from gateway.core.errors import GatewayError, Reason, refuse
+from gateway.core.events import Detail
 from gateway.core.exchange import Exchange
 from gateway.identity.auth import AuthContext, Principal
 from gateway.identity.jwks import JwksCache
@@ -67,20 +68,20 @@ _DECODE_OPTIONS: Any = {
 
 
 def _unauthenticated(detail: str) -> GatewayError:
-    return refuse("unauthenticated", "a valid credential is required", detail=detail)
+    return refuse(Reason.UNAUTHENTICATED, "a valid credential is required", detail=detail)
 
 
 #: pyjwt's errors -> audit details; subclasses come before their parents.
 _DETAILS: tuple[tuple[type[Exception], str], ...] = (
-    (jwt_errors.ExpiredSignatureError, "expired"),
-    (jwt_errors.ImmatureSignatureError, "not_yet_valid"),
-    (jwt_errors.InvalidIssuerError, "wrong_issuer"),
-    (jwt_errors.InvalidAudienceError, "wrong_audience"),
-    (jwt_errors.MissingRequiredClaimError, "missing_claim"),
-    (jwt_errors.InvalidSignatureError, "bad_signature"),
-    (jwt_errors.InvalidAlgorithmError, "algorithm"),
-    (jwt_errors.InvalidKeyError, "bad_key"),
-    (jwt_errors.PyJWTError, "malformed"),
+    (jwt_errors.ExpiredSignatureError, Detail.EXPIRED),
+    (jwt_errors.ImmatureSignatureError, Detail.NOT_YET_VALID),
+    (jwt_errors.InvalidIssuerError, Detail.WRONG_ISSUER),
+    (jwt_errors.InvalidAudienceError, Detail.WRONG_AUDIENCE),
+    (jwt_errors.MissingRequiredClaimError, Detail.MISSING_CLAIM),
+    (jwt_errors.InvalidSignatureError, Detail.BAD_SIGNATURE),
+    (jwt_errors.InvalidAlgorithmError, Detail.ALGORITHM),
+    (jwt_errors.InvalidKeyError, Detail.BAD_KEY),
+    (jwt_errors.PyJWTError, Detail.MALFORMED),
 )
 
 
@@ -97,13 +98,13 @@ def claim_times_refusal(claims: Mapping[str, Any], now: float, max_lifetime_s: i
         if name in claims and (
             isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
         ):
-            return "malformed_claim"
+            return Detail.MALFORMED_CLAIM
     exp = claims.get("exp")
     if exp is None:
-        return "missing_claim"
+        return Detail.MISSING_CLAIM
     iat = claims.get("iat")
     if exp - (iat if iat is not None else now) > max_lifetime_s:
-        return "lifetime_too_long"
+        return Detail.LIFETIME_TOO_LONG
     return None
 
 
@@ -155,7 +156,7 @@ def scopes_of(claims: Mapping[str, Any]) -> frozenset[str] | None:
             return frozenset(value.split())
         if isinstance(value, list) and all(isinstance(v, str) for v in value):
             return frozenset(value)
-        raise _unauthenticated("malformed")
+        raise _unauthenticated(Detail.MALFORMED)
     return None
 
 
@@ -185,12 +186,12 @@ class JwtAuthenticator:
     async def authenticate(self, ex: Exchange) -> Principal:
         token = ex.request.headers.get("Authorization", "")[7:].strip(" \t")  # HTTP whitespace only
         if len(token.encode("utf-8", "surrogateescape")) > self._max_bytes:
-            raise _unauthenticated("oversized")
+            raise _unauthenticated(Detail.OVERSIZED)
         if not _COMPACT.fullmatch(token):
             # RFC 7515 compact form only: unpadded base64url. pyjwt also took padding and other
             # spellings of one token, and raised (a 500) on the surrogates that stand for header
             # bytes that are not UTF-8.
-            raise _unauthenticated("malformed")
+            raise _unauthenticated(Detail.MALFORMED)
         digest = hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
         known = self._cache.get(digest)
         if known is not None:
@@ -209,7 +210,7 @@ class JwtAuthenticator:
         unverified = jwt.decode(token, options={"verify_signature": False})
         issuer = self._issuers.get(unverified.get("iss")) if isinstance(unverified.get("iss"), str) else None
         if issuer is None:
-            raise _unauthenticated("wrong_issuer")
+            raise _unauthenticated(Detail.WRONG_ISSUER)
         return issuer
 
     async def _verify(self, token: str) -> tuple[Principal, float, JwtIssuer, int]:
@@ -217,14 +218,14 @@ class JwtAuthenticator:
             header = jwt.get_unverified_header(token)
             alg, kid = header.get("alg"), header.get("kid")
             if not isinstance(alg, str) or not (kid is None or isinstance(kid, str)):
-                raise _unauthenticated("malformed")
+                raise _unauthenticated(Detail.MALFORMED)
             issuer = self._issuer_of(token)
             if alg not in issuer.algorithms:  # "none" is never on the list
-                raise _unauthenticated("algorithm")
+                raise _unauthenticated(Detail.ALGORITHM)
             generation = issuer.generation
             keys = await issuer.keys(alg, kid)
             if not keys:
-                raise _unauthenticated("unknown_key")
+                raise _unauthenticated(Detail.UNKNOWN_KEY)
             claims = self._decode(token, issuer, alg, keys)
         except jwt_errors.PyJWTError as exc:
             raise _unauthenticated(_detail_of(exc)) from None
@@ -234,7 +235,7 @@ class JwtAuthenticator:
         subject = next((claims[c] for c in SUBJECT_CLAIMS if c in claims), None)
         client_id = self._subjects.get((issuer.name, subject)) if isinstance(subject, str) else None
         if client_id is None:
-            raise _unauthenticated("unknown_subject")
+            raise _unauthenticated(Detail.UNKNOWN_SUBJECT)
         principal = Principal(client_id, "jwt", scopes_of(claims), kid)
         return principal, float(claims["exp"]) + issuer.leeway_s, issuer, generation
 

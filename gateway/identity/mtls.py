@@ -18,7 +18,8 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.core.errors import refuse
+from gateway.core.errors import Reason, refuse
+from gateway.core.events import Detail
 from gateway.core.exchange import Exchange
 from gateway.identity.auth import AuthContext, Principal
 
@@ -60,7 +61,9 @@ class MtlsAuthenticator:
     async def authenticate(self, ex: Exchange) -> Principal:
         cert = peer_certificate(ex.request)
         if cert is None:
-            raise refuse("unauthenticated", "a valid credential is required", detail="no_certificate")
+            raise refuse(
+                Reason.UNAUTHENTICATED, "a valid credential is required", detail=Detail.NO_CERTIFICATE
+            )
         matches = {
             (self._subjects[name.lower()], name)
             for name in certificate_names(cert)
@@ -68,8 +71,8 @@ class MtlsAuthenticator:
         }
         clients = {client_id for client_id, _ in matches}
         if len(clients) != 1:
-            detail = "unknown_certificate" if not clients else "ambiguous_certificate"
-            raise refuse("unauthenticated", "a valid credential is required", detail=detail)
+            detail = Detail.UNKNOWN_CERTIFICATE if not clients else Detail.AMBIGUOUS_CERTIFICATE
+            raise refuse(Reason.UNAUTHENTICATED, "a valid credential is required", detail=detail)
         client_id, name = min(matches)
         return Principal(client_id, "mtls", None, name)
 

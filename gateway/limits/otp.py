@@ -33,14 +33,15 @@ import unicodedata
 from typing import TYPE_CHECKING, Final
 
 from gateway.config.schema import OTPConfig, parse_duration
-from gateway.core.errors import GatewayError, bad_request, refuse
+from gateway.core.errors import GatewayError, Reason, bad_request, refuse
+from gateway.core.events import Detail
 from gateway.core.exchange import Exchange
 from gateway.storage.counters import Slot
 from gateway.storage.service import StorageService
 
 if TYPE_CHECKING:
     from gateway.config.schema import RouteConfig
-    from gateway.server.policy import Build
+    from gateway.limits.context import LimitsBuild
 
 __all__ = ["OtpCaps", "build_otp_caps"]
 
@@ -64,9 +65,9 @@ class OtpCaps:
         self._detect = detect
         self._window_s = float(parse_duration(cfg.window))
         if kind == "otp-check":
-            self._action, self._limit, self._gap_s = "checks", cfg.max_checks, 0.0
+            self._action, self._limit, self._gap_s = Detail.CHECKS, cfg.max_checks, 0.0
         else:
-            self._action, self._limit = "sends", cfg.max_sends
+            self._action, self._limit = Detail.SENDS, cfg.max_sends
             self._gap_s = float(parse_duration(cfg.min_interval))
 
     def applies(self, ex: Exchange) -> bool:
@@ -91,7 +92,7 @@ class OtpCaps:
         refuses (400) what the cap could not count exactly."""
         ids = ex.message.verification_ids if ex.message is not None else ()
         numbers = [d.e164 for d in ex.destinations]
-        if ids and self._action == "checks":
+        if ids and self._action == Detail.CHECKS:
             if numbers:
                 raise bad_request("a verification check names its number or its verification id, not both")
             subjects = [("verification", v) for v in ids]
@@ -107,7 +108,7 @@ class OtpCaps:
         """The slots this request takes; none when the caps do not apply to it."""
         if not self.applies(ex):
             return []
-        ex.otp_kind = "check" if self._action == "checks" else "send"
+        ex.otp_kind = "check" if self._action == Detail.CHECKS else "send"
         storage = self._storage
         keys = storage.keys
         assert keys is not None  # check-config requires logging.hash_key for OTP caps
@@ -126,7 +127,7 @@ class OtpCaps:
     def refusal(self, waits: list[float]) -> GatewayError:
         retry_after = max(1, math.ceil(max(waits, default=1.0)))
         return refuse(
-            "otp_retry_cap",
+            Reason.OTP_RETRY_CAP,
             "too many one-time-password attempts for this number or verification; retry later",
             headers={"Retry-After": str(retry_after)},
             detail=self._action,
@@ -156,7 +157,7 @@ def shown_as_ascii(text: str) -> str:
     return unicodedata.normalize("NFKC", text).translate(_ASCII_DIGITS)
 
 
-def build_otp_caps(route: RouteConfig, b: Build) -> OtpCaps | None:
+def build_otp_caps(route: RouteConfig, b: LimitsBuild) -> OtpCaps | None:
     """Kinds otp and otp-check always (defaults when [route.otp] is absent); sms with ``detect``."""
     if route.kind in ("otp", "otp-check"):
         return OtpCaps(b.services.storage, route.name, route.kind, route.otp or OTPConfig(), None)

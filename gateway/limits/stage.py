@@ -46,7 +46,8 @@ from limits.aio.strategies import (
     SlidingWindowCounterRateLimiter,
 )
 
-from gateway.core.errors import refuse
+from gateway.core.errors import Reason, refuse
+from gateway.core.events import Detail
 from gateway.core.exchange import Exchange
 from gateway.limits.otp import OtpCaps, build_otp_caps
 from gateway.storage.counters import (
@@ -64,7 +65,7 @@ from gateway.transport.proxy import may_have_reached_vendor
 
 if TYPE_CHECKING:
     from gateway.config.schema import RouteConfig
-    from gateway.server.policy import Build
+    from gateway.limits.context import LimitsBuild
 
 __all__ = [
     "STRATEGIES",
@@ -211,7 +212,7 @@ class RateLimits:
         try:
             return await self._counters.figures(hits)
         except StorageUnavailable:
-            self._storage.failed("rate_limits")
+            self._storage.failed(Detail.RATE_LIMITS)
             return []
 
     async def _refuse(self, ex: Exchange, refused: list[tuple[Hit, Tally]]) -> None:
@@ -227,7 +228,7 @@ class RateLimits:
         headers = limit_headers(hit.item.amount, stats[worst][0], waits[worst])
         headers["Retry-After"] = str(waits[worst])
         raise refuse(
-            "rate_limited", "rate limit reached; retry later", headers=headers, detail=hit.item.namespace
+            Reason.RATE_LIMITED, "rate limit reached; retry later", headers=headers, detail=hit.item.namespace
         )
 
 
@@ -257,10 +258,10 @@ class Limits:
             storage.check_up()
             counted = await self._counters.count(hits, slots)
         except StorageUnavailable:
-            error = storage.unavailable("rate_limits" if hits else "otp")
+            error = storage.unavailable(Detail.RATE_LIMITS if hits else Detail.OTP)
             if error is not None:
                 raise error from None
-            ex.detail = skipped(ex.detail, "limits_skipped")
+            ex.detail = skipped(ex.detail, Detail.LIMITS_SKIPPED)
             return
         if not counted.counted:
             await self._refuse(ex, hits, counted)
@@ -287,15 +288,15 @@ class Limits:
             pass  # the slot stays counted until it leaves the window: errs towards refusing
 
 
-def build_rate_limits(route: RouteConfig, b: Build, counters: Counters) -> RateLimits | None:
+def build_rate_limits(route: RouteConfig, b: LimitsBuild, counters: Counters) -> RateLimits | None:
     """A route's rate limits, or None when none can apply to it."""
     clients = MappingProxyType(
-        {c.id: compile_rates(c.rate_limits, "client") for c in b.config.clients if c.rate_limits}
+        {c.id: compile_rates(c.rate_limits, Detail.CLIENT) for c in b.config.clients if c.rate_limits}
     )
-    own = compile_rates(route.rate_limits, "route")
-    numbers = compile_rates(route.recipient_limits, "number")
+    own = compile_rates(route.rate_limits, Detail.ROUTE)
+    numbers = compile_rates(route.recipient_limits, Detail.NUMBER)
     countries = MappingProxyType(
-        {code: compile_rates(rates, "country") for code, rates in route.country_limits.items() if rates}
+        {code: compile_rates(rates, Detail.COUNTRY) for code, rates in route.country_limits.items() if rates}
     )
     if not (clients or own or numbers or countries):
         return None
@@ -311,7 +312,7 @@ def build_rate_limits(route: RouteConfig, b: Build, counters: Counters) -> RateL
     )
 
 
-def build_limits(route: RouteConfig, b: Build) -> Limits | None:
+def build_limits(route: RouteConfig, b: LimitsBuild) -> Limits | None:
     """The stage for a route's rate limits and OTP caps, or None when it has neither."""
     storage = b.services.storage
     counters = make_counters(storage, b.config.settings.limits.strategy)

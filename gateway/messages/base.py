@@ -14,10 +14,12 @@ from typing import TYPE_CHECKING, Final, Protocol
 
 from pydantic import BaseModel
 
+from gateway.core.values import Message
+
 if TYPE_CHECKING:
     from gateway.config.schema import RouteConfig
     from gateway.core.routing import PathTemplate
-    from gateway.messages.fields import Control, FieldTable
+    from gateway.messages.fields import FieldTable
     from gateway.messages.slots import CredentialSlot
 
 __all__ = [
@@ -30,42 +32,8 @@ __all__ = [
     "ProviderAdapter",
     "ProviderSettings",
     "UpstreamTarget",
+    "client_query_credentials",
 ]
-
-
-@dataclass(frozen=True, slots=True)
-class Message:
-    """Every part of a send request that the vendor will act on; raw, as the client sent them.
-
-    A request may hold several messages (Infobip, Messente Omnimessage, a generic ``*`` pointer):
-    every recipient, sender and text is here, so every one is checked and logged.
-    """
-
-    recipients: tuple[str, ...]
-    senders: tuple[str, ...] = ()
-    bodies: tuple[str, ...] = ()
-    #: True when some message names no sender (the vendor then uses the account's default).
-    default_sender: bool = False
-    #: Texts that carry codes or personal data besides the body (Twilio ``CustomCode``, ``Code``,
-    #: ``ContentVariables``, ``MediaUrl``; Sinch ``parameters``; SMSAPI ``param1``...): logged
-    #: through the redactor exactly like bodies, never in clear.
-    secrets: tuple[str, ...] = ()
-    #: Ids of the verifications a check names instead of a number (Twilio ``VerificationSid``):
-    #: OTP check caps count per id (an HMAC of it), as they count per number.
-    verification_ids: tuple[str, ...] = ()
-    #: Policed fields present (control, callback URL, channel): the route's ``FieldPolicy`` decides.
-    controls: tuple[Control, ...] = ()
-    #: True when the request names stored content (a template or content id) whose text the gateway
-    #: cannot see: on a route with ``[route.otp]`` it counts as an OTP send.
-    templated: bool = False
-
-    @property
-    def sender(self) -> str | None:
-        return self.senders[0] if self.senders else None
-
-    @property
-    def body(self) -> str | None:
-        return self.bodies[0] if self.bodies else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +101,12 @@ class ProviderAdapter(Protocol):
     def vendor_message_id(self, status: int, body: bytes, content_type: str) -> str | None:
         """The vendor's id for an accepted message, read from its answer; None when absent."""
         ...
+
+
+def client_query_credentials(adapter: ProviderAdapter) -> frozenset[str]:
+    """Case-folded query names where the adapter's clients may put a credential."""
+    names = {name for slot in getattr(adapter, "slots", ()) for name in slot.query_names}
+    return frozenset(names | set(getattr(adapter, "secret_query_names", ())))
 
 
 @dataclass(frozen=True, slots=True)

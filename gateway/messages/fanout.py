@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from gateway.core.errors import GatewayError, refuse
+from gateway.core.errors import GatewayError, Reason, refuse
+from gateway.core.events import Detail
 from gateway.messages.forms import check_name, field_base, json_key_fold
 
 __all__ = ["FanOut"]
@@ -29,7 +30,7 @@ class FanOut:
 
     def _refuse(self, folded: str) -> GatewayError:
         name, why = self._folded[folded]
-        return refuse("field_not_allowed", why, detail=f"control:{name}")
+        return refuse(Reason.FIELD_NOT_ALLOWED, why, detail=Detail.CONTROL.of(name))
 
     def check_form(self, pairs: Sequence[tuple[str, str]]) -> None:
         """Forms: names cut at ``[``, ``]`` or ``.``, trimmed and case-folded, as PHP or ``qs`` do."""

@@ -35,7 +35,9 @@ from dataclasses import field as _default
 from typing import Final, Literal
 from urllib.parse import urlsplit
 
-from gateway.core.errors import GatewayError, bad_request, refuse
+from gateway.core.errors import GatewayError, Reason, bad_request, refuse
+from gateway.core.events import Detail
+from gateway.core.values import Control
 from gateway.messages.forms import check_name, check_text, field_base, json_key_fold, query_names
 
 __all__ = [
@@ -93,17 +95,6 @@ class Field:
             raise ValueError(f"field {self.name!r}: unknown role {self.role!r}")
 
 
-@dataclass(frozen=True, slots=True)
-class Control:
-    """A policed field present in a request, for the route's :class:`FieldPolicy`."""
-
-    name: str  # as declared
-    kind: str  # "control" | "callback_url" | CHANNEL
-    value: str
-    #: False when written otherwise than declared (``sendat``, ``SendAt[]``): refused either way.
-    exact: bool = True
-
-
 def shown_name(name: str) -> str:
     """A field name as the audit detail may show it: printable ASCII, cut, and with its digits
     hidden when it holds enough of them to be a phone number (a client may put anything there)."""
@@ -117,7 +108,7 @@ def unknown_field(name: str, where: str = "body") -> GatewayError:
     """400 ``unknown_field``: the (sanitised, cut) name goes to the audit detail, never a value."""
     shown = shown_name(name)
     return refuse(
-        "unknown_field",
+        Reason.UNKNOWN_FIELD,
         f"the request holds a field this route's vendor API does not declare (in the {where})",
         detail=f"{where}:{shown}",
     )
@@ -235,7 +226,7 @@ class FieldTable:
                 if f.role not in POLICED:
                     raise bad_request(
                         f"a {f.role} field is written in a form the vendor could read differently",
-                        detail=f"field:{shown_name(f.name)}",
+                        detail=Detail.FIELD.of(shown_name(f.name)),
                     )
             values[f.name].append(value)
             if f.role in POLICED:
@@ -246,7 +237,9 @@ class FieldTable:
                     secrets.append(value)
         for f in self._exact.values():
             if len(values[f.name]) > 1 and not f.repeat:
-                raise bad_request(f"the {f.role} field appears more than once", detail=f"field:{f.name}")
+                raise bad_request(
+                    f"the {f.role} field appears more than once", detail=Detail.FIELD.of(f.name)
+                )
         return FormRead(values, tuple(controls), tuple(secrets), templated)
 
     # JSON ------------------------------------------------------------------
@@ -277,7 +270,8 @@ class FieldTable:
             if f is None:
                 if base in self.message_names:
                     raise bad_request(
-                        "message fields belong in the body, not the query string", detail=f"query:{base}"
+                        "message fields belong in the body, not the query string",
+                        detail=Detail.QUERY.of(base),
                     )
                 raise unknown_field(name, "query")
             if f.role in POLICED:
@@ -322,7 +316,7 @@ class _JsonWalk:
         if not exact and f.role not in POLICED:
             raise bad_request(
                 f"a {f.role} field is written in a form the vendor could read differently",
-                detail=f"field:{_display(f.name)[:_DETAIL_MAX]}",
+                detail=Detail.FIELD.of(_display(f.name)[:_DETAIL_MAX]),
             )
         if value is None:
             return
@@ -382,20 +376,20 @@ class FieldPolicy:
             if not allowed:
                 what = "channel" if c.kind == CHANNEL else "field"
                 raise refuse(
-                    "field_not_allowed",
+                    Reason.FIELD_NOT_ALLOWED,
                     f"this route does not allow the {what} the request sets",
                     detail=f"{c.kind}:{c.name[:_DETAIL_MAX]}",
                 )
             if not c.exact:
                 raise bad_request(
                     "a field is written in a form the vendor could read differently",
-                    detail=f"field:{c.name[:_DETAIL_MAX]}",
+                    detail=Detail.FIELD.of(c.name[:_DETAIL_MAX]),
                 )
             if c.kind == "callback_url" and not self.own_callback(c.value):
                 raise refuse(
-                    "field_not_allowed",
+                    Reason.FIELD_NOT_ALLOWED,
                     "a callback URL may only name this gateway's own callback route",
-                    detail=f"callback_url:{c.name[:_DETAIL_MAX]}",
+                    detail=Detail.CALLBACK_URL.of(c.name[:_DETAIL_MAX]),
                 )
 
     def own_callback(self, url: str) -> bool:

@@ -3,21 +3,40 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from gateway.core.errors import bad_request
 from gateway.core.exchange import Exchange
+from gateway.core.pipeline import BuildContext
 from gateway.core.redaction import Redactor
-from gateway.messages.base import MessageReader
+from gateway.messages.base import MessageReader, client_query_credentials
 from gateway.messages.fields import Control, FieldPolicy
 from gateway.messages.forms import check_name, field_base, query_names
 
 if TYPE_CHECKING:
     from gateway.config import Config
     from gateway.config.schema import RouteConfig
-    from gateway.server.policy import Build
+    from gateway.messages.base import ProviderAdapter
 
-__all__ = ["CheckFields", "ReadMessage", "build_field_checks", "field_policy"]
+__all__ = [
+    "CheckFields",
+    "MessagesBuild",
+    "ReadMessage",
+    "build_field_checks",
+    "field_policy",
+    "read_message",
+]
+
+
+class MessagesBuild(BuildContext, Protocol):
+    """What the message stages need while a policy is compiled (server/policy.py's ``Build`` has
+    it): the config (field policies) and the vendor adapter (its readers), and core's redactor."""
+
+    @property
+    def config(self) -> Config: ...
+
+    @property
+    def adapter(self) -> ProviderAdapter: ...
 
 
 class ReadMessage:
@@ -103,5 +122,9 @@ def field_policy(route: RouteConfig, config: Config) -> FieldPolicy:
     )
 
 
-def build_field_checks(route: RouteConfig, b: Build) -> CheckFields:
+def build_field_checks(route: RouteConfig, b: MessagesBuild) -> CheckFields:
     return CheckFields(field_policy(route, b.config))
+
+
+def read_message(route: RouteConfig, b: MessagesBuild) -> ReadMessage:
+    return ReadMessage(b.adapter.reader(route), b.redactor, client_query_credentials(b.adapter))

@@ -9,16 +9,23 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
 
 import phonenumbers
 from phonenumbers import PhoneMetadata, phonenumberutil
 
 from gateway.config.schema import NON_GEOGRAPHIC_CODES
-from gateway.core.errors import GatewayError, invalid_recipient, refuse
+from gateway.core.errors import GatewayError, Reason, invalid_recipient, refuse
+from gateway.core.events import Detail
 from gateway.core.exchange import Exchange
+from gateway.core.pipeline import BuildContext
 from gateway.core.redaction import Redactor
+from gateway.core.values import Destination
 from gateway.messages.base import E164, NumberRule
+
+if TYPE_CHECKING:
+    from gateway.config.schema import RouteConfig
+    from gateway.messages.base import ProviderAdapter
 
 __all__ = [
     "ANY_COUNTRY",
@@ -27,6 +34,8 @@ __all__ = [
     "CheckRecipients",
     "Destination",
     "DestinationPolicy",
+    "RecipientsBuild",
+    "check_recipients",
     "parse_recipient",
 ]
 
@@ -56,17 +65,6 @@ _COUNTRY_CODE = re.compile(r"[A-Za-z]{2}", re.ASCII)
 ANY_COUNTRY = "*"
 _CHANNEL_PREFIXES = ("sms:", "whatsapp:", "tel:")
 _MAX_RAW = 64  # far above any real address; bounds the work done on hostile input
-
-
-@dataclass(frozen=True, slots=True)
-class Destination:
-    raw: str
-    e164: str
-    region: str | None
-    #: phonenumbers' type name (``mobile``, ``premium_rate``, ...).
-    type: str = "unknown"
-    #: A non-geographic number's calling code (``"+881"``); ``None`` for a number in a country.
-    network: str | None = None
 
 
 def _strip_channel(text: str) -> str:
@@ -188,19 +186,19 @@ class DestinationPolicy:
             if not self.allows(dest):
                 if dest.network is not None:
                     raise refuse(
-                        "destination_not_allowed",
+                        Reason.DESTINATION_NOT_ALLOWED,
                         f"recipient {position} is a non-geographic number (satellite or international "
                         f"network, {dest.network}); allowed only where the client's countries name "
                         f"{dest.network}",
-                        detail=f"non_geographic:{dest.network}",
+                        detail=Detail.NON_GEOGRAPHIC.of(dest.network),
                     )
                 raise refuse(
-                    "destination_not_allowed",
+                    Reason.DESTINATION_NOT_ALLOWED,
                     f"the destination country of recipient {position} is not allowed for this client",
-                    detail=f"country:{dest.region or 'ZZ'}",  # the region phonenumbers placed it in
+                    detail=Detail.COUNTRY.of(dest.region or "ZZ"),  # the region phonenumbers placed it in
                 )
         if self.senders and (default_sender or not senders or any(s not in self.senders for s in senders)):
-            raise refuse("sender_not_allowed", "sender ID is not allowed for this client")
+            raise refuse(Reason.SENDER_NOT_ALLOWED, "sender ID is not allowed for this client")
 
 
 class CheckRecipients:
@@ -235,8 +233,19 @@ class CheckRecipients:
             for position, dest in enumerate(destinations, start=1):
                 if dest.type not in self._number_types:
                     raise refuse(
-                        "destination_not_allowed",
+                        Reason.DESTINATION_NOT_ALLOWED,
                         f"the number type of recipient {position} is not allowed on this route",
-                        detail=f"number_type:{dest.type}",
+                        detail=Detail.NUMBER_TYPE.of(dest.type),
                     )
         client.destinations.check(ex.destinations, message.senders, message.default_sender)
+
+
+class RecipientsBuild(BuildContext, Protocol):
+    """The vendor adapter (how its numbers are written), and core's redactor, at policy build."""
+
+    @property
+    def adapter(self) -> ProviderAdapter: ...
+
+
+def check_recipients(route: RouteConfig, b: RecipientsBuild) -> CheckRecipients:
+    return CheckRecipients(b.redactor, b.adapter.reader(route).numbers, route.number_types)

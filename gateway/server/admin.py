@@ -9,13 +9,52 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from gateway.core.errors import GatewayError
+from gateway.core.errors import GatewayError, Reason
 from gateway.storage.service import StorageService
 
 if TYPE_CHECKING:
     from gateway.server.metrics import Metrics
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _headers_middleware(security_headers: dict[str, str]) -> Callable[..., Awaitable[web.StreamResponse]]:
+    """Every admin answer carries the security headers and a request id; an unknown path or
+    method gets the gateway's JSON error shape, not aiohttp's page."""
+
+    @web.middleware
+    async def headers_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        request_id = uuid.uuid4().hex
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            code = Reason.ROUTE_NOT_FOUND if exc.status == 404 else Reason.METHOD_NOT_ALLOWED
+            error = GatewayError(exc.status, code, exc.reason)
+            response = web.json_response(
+                {"error": {"code": error.code, "message": error.message, "request_id": request_id}},
+                status=exc.status,
+            )
+        response.headers.update(security_headers)
+        response.headers["X-Request-ID"] = request_id
+        return response
+
+    return headers_middleware
+
+
+def _scrape(metrics: Metrics) -> Handler:
+    async def scrape(_: web.Request) -> web.Response:
+        from gateway.server.metrics import CONTENT_TYPE
+
+        metrics.flush()
+        if metrics.multiprocess_dir is None:
+            body = metrics.exposition()
+        else:  # every worker's files are read
+            body = await asyncio.to_thread(metrics.exposition)
+        response = web.Response(body=body)
+        response.headers["Content-Type"] = CONTENT_TYPE
+        return response
+
+    return scrape
 
 
 def build_admin_app(
@@ -29,22 +68,6 @@ def build_admin_app(
     that is down makes the gateway not ready when ``on_error = "closed"`` (it would refuse
     every limited send), and stays a warning in the answer with ``"open"``. ``info`` adds the
     config in force (generation and hash). ``/metrics`` is the Prometheus text format."""
-
-    @web.middleware
-    async def headers_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        request_id = uuid.uuid4().hex
-        try:
-            response = await handler(request)
-        except web.HTTPException as exc:
-            code = "route_not_found" if exc.status == 404 else "method_not_allowed"
-            error = GatewayError(exc.status, code, exc.reason)
-            response = web.json_response(
-                {"error": {"code": error.code, "message": error.message, "request_id": request_id}},
-                status=exc.status,
-            )
-        response.headers.update(security_headers)
-        response.headers["X-Request-ID"] = request_id
-        return response
 
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
@@ -61,22 +84,9 @@ def build_admin_app(
         answer = {"status": "ready" if ok else "not ready", **answer}
         return web.json_response(answer, status=200 if ok else 503)
 
-    async def scrape(_: web.Request) -> web.Response:
-        assert metrics is not None
-        from gateway.server.metrics import CONTENT_TYPE
-
-        metrics.flush()
-        if metrics.multiprocess_dir is None:
-            body = metrics.exposition()
-        else:  # every worker's files are read
-            body = await asyncio.to_thread(metrics.exposition)
-        response = web.Response(body=body)
-        response.headers["Content-Type"] = CONTENT_TYPE
-        return response
-
-    app = web.Application(middlewares=[headers_middleware])
+    app = web.Application(middlewares=[_headers_middleware(security_headers)])
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     if metrics is not None:
-        app.router.add_get("/metrics", scrape)
+        app.router.add_get("/metrics", _scrape(metrics))
     return app

@@ -89,10 +89,8 @@ class Gateway:
     def refused(self, ex: Exchange, exc: GatewayError) -> web.Response:
         ex.status, ex.reason, ex.detail = exc.status, exc.code, exc.detail
         if ex.route is not None and not ex.audited:
-            audit = self.services.audit
-            assert audit is not None
             try:
-                audit.decision(ex, "deny")
+                self.services.audit.decision(ex, "deny")
             except AuditUnavailable:
                 pass  # refused anyway; the sink has counted and reported the failure
         return error_response(exc, ex.request_id)
@@ -110,9 +108,7 @@ class Gateway:
             ex.status = response.status
         elapsed = time.perf_counter() - ex.started
         self.services.metrics.request(ex, response.status, elapsed)
-        access = self.services.access_log
-        if access is not None:
-            access.write(self.access_record(ex, response, elapsed))
+        self.services.access_log.write(self.access_record(ex, response, elapsed))
 
     @staticmethod
     def access_record(ex: Exchange, response: web.StreamResponse, elapsed: float) -> dict[str, Any]:

@@ -10,37 +10,33 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
 import ssl
-import time
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiohttp import web
 
 from gateway.audit.log import config_sha256, record_start
-from gateway.config import Config, ConfigError, Problem, load_config, parse_listen
+from gateway.config import Config, ConfigError, Problem, parse_listen
 from gateway.config.weakening import weakenings
+from gateway.core.events import AuditEvent
 from gateway.server.admin import build_admin_app
 from gateway.server.app import Gateway, build_public_app
-from gateway.server.metrics import (
-    enable_multiprocess,
-    prepare_multiprocess_dir,
-    remove_multiprocess_dir,
-    worker_gone,
-)
+from gateway.server.config import load_config
 from gateway.server.policy import build_policy
 from gateway.server.reload import restart_problems
-from gateway.server.services import Services
+from gateway.server.services import Services, open_services
 from gateway.transport.connections import (
     LOG_FAILED,
     LOG_MALFORMED,
     ConnectionLimits,
     ConnectionPolicy,
     GatedSite,
-    connection_limits,
     raise_open_file_limit,
 )
 from gateway.transport.tls import ReloadableServerTLS, security_headers
@@ -78,6 +74,8 @@ class Running:
     admin_port: int
     http_port: int | None
     connections: ConnectionLimits
+    #: Closes the services (``open_services``) once the listeners have drained.
+    closing: AsyncExitStack
     draining: bool = False
     worker: int | None = None
     #: 1 at start, one more for each accepted reload; with its hash, on /readyz.
@@ -101,16 +99,13 @@ class Running:
         """New handshakes use the certificate files' current pair; a broken pair keeps the old one."""
         if self.tls is None:
             return
-        audit = self.services.audit
         try:
             self.tls.reload()
             log.info("certificate reloaded")
-            if audit is not None:
-                audit.event("certificate_reloaded", ok=True)
+            self._audit(AuditEvent.CERTIFICATE_RELOADED, ok=True)
         except (OSError, ssl.SSLError, ValueError) as exc:
             log.error("certificate reload failed, keeping the old one: %s", type(exc).__name__)
-            if audit is not None:
-                audit.event("certificate_reloaded", ok=False, error=type(exc).__name__)
+            self._audit(AuditEvent.CERTIFICATE_RELOADED, ok=False, error=type(exc).__name__)
 
     def request_reload(self) -> None:
         """SIGHUP: reload in the background (reloads run one at a time, in order)."""
@@ -140,7 +135,7 @@ class Running:
                 policy = await self.services.reconfigure(new, lambda: build_policy(new, self.services))
             except Exception as exc:  # a file that changed since it was checked, a bug: keep serving
                 if isinstance(exc, OSError | ssl.SSLError | ValueError) and self.tls is not None:
-                    self._audit("certificate_reloaded", ok=False, error=type(exc).__name__)
+                    self._audit(AuditEvent.CERTIFICATE_RELOADED, ok=False, error=type(exc).__name__)
                 return self._refused(
                     [Problem(str(self.config.path), "", f"could not be applied ({type(exc).__name__})")]
                 )
@@ -149,25 +144,23 @@ class Running:
             self.config = new
             self.generation += 1
             self.config_sha256 = config_sha256(new)
-            audit = self.services.audit
-            if audit is not None:
-                record_start(
-                    audit,
-                    new,
-                    self.worker,
+            record_start(
+                self.services.audit,
+                new,
+                self.worker,
+                trigger="reload",
+                generation=self.generation,
+                sha256=self.config_sha256,
+            )
+            if self.tls is not None:
+                self._audit(AuditEvent.CERTIFICATE_RELOADED, ok=True)
+            if weakened:
+                self._audit(
+                    AuditEvent.POLICY_WEAKENED,
                     trigger="reload",
                     generation=self.generation,
-                    sha256=self.config_sha256,
+                    weakened=[w.as_record() for w in weakened],
                 )
-                if self.tls is not None:
-                    audit.event("certificate_reloaded", ok=True)
-                if weakened:
-                    audit.event(
-                        "policy_weakened",
-                        trigger="reload",
-                        generation=self.generation,
-                        weakened=[w.as_record() for w in weakened],
-                    )
             for warning in new.warnings:
                 log.warning("%s", warning.as_warning())
             for weakening in weakened:
@@ -186,7 +179,7 @@ class Running:
             self.generation,
         )
         self._audit(
-            "config_rejected",
+            AuditEvent.CONFIG_REJECTED,
             trigger="reload",
             generation=self.generation,
             problems=[{"file": p.file, "key": p.key, "message": p.message} for p in problems[:50]],
@@ -195,8 +188,7 @@ class Running:
         return False
 
     def _audit(self, event: str, **fields: object) -> None:
-        if self.services.audit is not None:
-            self.services.audit.event(event, **fields)
+        self.services.audit.event(event, **fields)
 
     async def stop(self) -> None:
         """Stop accepting, let requests in flight finish (``server.shutdown_timeout_s``), close."""
@@ -210,7 +202,7 @@ class Running:
         await asyncio.gather(*(runner.cleanup() for runner in public))
         for runner in admin:
             await runner.cleanup()
-        await self.services.close()
+        await self.closing.aclose()
 
 
 def _bound_port(runner: web.AppRunner) -> int:
@@ -253,73 +245,76 @@ async def _listen(
 async def start(config: Config, worker: int | None = None, generation: int = 1) -> Running:
     """``worker``: this process's index (1..N) under ``server.workers > 1``, else None;
     ``generation``: the config generation (a restarted worker continues its supervisor's)."""
-    s = config.settings
-    reuse = s.server.workers > 1  # the workers share each port (SO_REUSEPORT)
+    _check_open_file_limit(config)
+    sha256 = config_sha256(config)
+    closing = AsyncExitStack()
+    try:
+        services = await closing.enter_async_context(open_services(config, worker, generation, sha256))
+        return await _listen_all(
+            Running(
+                config,
+                Gateway(build_policy(config, services), services),
+                services,
+                [],
+                0,
+                0,
+                None,
+                services.connections,
+                closing,
+                worker=worker,
+                generation=generation,
+                config_sha256=sha256,
+            )
+        )
+    except BaseException:
+        await closing.aclose()
+        raise
+
+
+def _check_open_file_limit(config: Config) -> None:
+    server = config.settings.server
     open_files = raise_open_file_limit()
-    if open_files < s.server.max_connections + 256:
+    if open_files < server.max_connections + 256:
         log.warning(
             "the open-file limit (%d) is too low for server.max_connections = %d: "
             "connections will fail with 'Too many open files' before the cap",
             open_files,
-            s.server.max_connections,
+            server.max_connections,
         )
-    sha256 = config_sha256(config)
-    services = Services(config, worker)
-    await services.start(generation, sha256)
-    _, services.https_port = parse_listen(s.server.listen)
-    shutdown = s.server.shutdown_timeout_s
-    headers = security_headers(s.hsts)
+
+
+async def _listen_all(running: Running) -> Running:
+    """The public listener, the plain-HTTP one if configured, then the admin listener; on a
+    failure, those already listening are closed again."""
+    config, services, gateway, runners = running.config, running.services, running.gateway, running.runners
+    s = config.settings.server
+    headers = security_headers(config.settings.hsts)
     # The public listeners share one count; the admin listener has its own, so a flood of public
     # connections cannot starve health checks.
-    public_limits = connection_limits(s.server)
-    public_policy = ConnectionPolicy.from_config(s.server, public_limits, headers)
+    public_policy = ConnectionPolicy.from_config(s, services.connections, headers)
     admin_policy = ConnectionPolicy.from_config(
-        s.server, ConnectionLimits(s.server.max_connections, s.server.max_connections_per_ip), headers
+        s, ConnectionLimits(s.max_connections, s.max_connections_per_ip), headers
     )
-    services.connections = public_limits
-    runners: list[web.AppRunner] = []
+    listen = functools.partial(_listen, shutdown_timeout=s.shutdown_timeout_s, reuse_port=s.workers > 1)
     try:
-        gateway = Gateway(build_policy(config, services), services)
-        tls_context = services.tls.context if services.tls else None
-        public = await _listen(
-            build_public_app(gateway, s.server.max_body_bytes),
-            s.server.listen,
-            tls_context,
-            shutdown,
-            public_policy,
-            reuse,
+        public = await listen(
+            build_public_app(gateway, s.max_body_bytes),
+            s.listen,
+            services.tls.context if services.tls else None,
+            policy=public_policy,
         )
         runners.append(public)
-        public_port = _bound_port(public)
-        if public_port != services.https_port:  # port 0: redirects name the port actually bound
-            services.https_port = public_port
+        running.public_port = _bound_port(public)
+        if running.public_port != services.https_port:  # port 0: redirects name the port actually bound
+            services.switched.https_port = running.public_port
             gateway.policy = build_policy(config, services)
-        http_port = None
-        if s.server.http.listen:
-            plain = await _listen(
-                build_public_app(gateway, s.server.max_body_bytes),
-                s.server.http.listen,
-                None,
-                shutdown,
-                public_policy,
-                reuse,
+        if s.http.listen:
+            plain = await listen(
+                build_public_app(gateway, s.max_body_bytes), s.http.listen, None, policy=public_policy
             )
             runners.append(plain)
-            http_port = _bound_port(plain)
-        running = Running(
-            config,
-            gateway,
-            services,
-            runners,
-            public_port,
-            0,
-            http_port,
-            public_limits,
-            worker=worker,
-            generation=generation,
-            config_sha256=sha256,
-        )
-        admin = await _listen(
+            running.http_port = _bound_port(plain)
+        admin = await listen(
             build_admin_app(
                 headers,
                 lambda: services.ready and not running.draining,
@@ -327,11 +322,9 @@ async def start(config: Config, worker: int | None = None, generation: int = 1) 
                 running.readiness,
                 services.metrics,
             ),
-            s.admin.listen,
+            config.settings.admin.listen,
             None,
-            shutdown,
-            admin_policy,
-            reuse,
+            policy=admin_policy,
         )
         runners.append(admin)
         running.admin_port = _bound_port(admin)
@@ -339,7 +332,6 @@ async def start(config: Config, worker: int | None = None, generation: int = 1) 
     except BaseException:
         for runner in reversed(runners):
             await runner.cleanup()
-        await services.close()
         raise
 
 
@@ -411,150 +403,3 @@ def remove_pid_file(path: Path) -> None:
     with contextlib.suppress(OSError, ValueError):
         if int(path.read_text().strip()) == os.getpid():
             path.unlink()
-
-
-# --------------------------------------------------------------------------- workers
-
-
-def run_workers(config: Config) -> int:
-    """``server.workers = N``: N forked processes serve the same ports (SO_REUSEPORT).
-
-    This process only supervises. SIGTERM/SIGINT are passed on (each worker drains for
-    ``shutdown_timeout_s``; one still running 10 s later is killed). SIGHUP reloads the config
-    here too (so a worker started again later starts with it) and is passed on: each worker
-    reloads itself. A worker that dies after it was serving is started again; one that dies
-    before it ever listened (a port in use, say) stops them all, exit code 1, rather than
-    looping. Each worker writes its own log files (``audit.w1.jsonl``, ...) and its metrics to
-    a private directory every worker's ``/metrics`` reads. Call it before any event loop
-    exists in this process.
-    """
-    metrics_dir, made_here = prepare_multiprocess_dir()
-    enable_multiprocess(metrics_dir)
-    workers: dict[int, _Worker] = {}  # by pid
-    state = {"stopping": False, "code": 0, "reload": False, "generation": 1}
-    current = [config]
-    pid_file = pid_path(config)
-
-    def spawn(index: int) -> None:
-        read_end, write_end = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # the worker
-            os.close(read_end)
-            code = 0
-            try:
-                for sig in (signal.SIGTERM, signal.SIGINT):
-                    signal.signal(sig, signal.SIG_DFL)
-                asyncio.run(serve(current[0], index, write_end, int(state["generation"])))
-            except OSError as exc:
-                log.error("worker %d cannot listen: %s", index, exc.strerror)
-                code = 1
-            except BaseException as exc:
-                log.error("worker %d failed: %s", index, type(exc).__name__)
-                code = 1
-            finally:
-                logging.shutdown()
-                os._exit(code)
-        os.close(write_end)
-        os.set_blocking(read_end, False)
-        workers[pid] = _Worker(index, read_end)
-
-    def forward(sig: int) -> None:
-        for pid in list(workers):
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-
-    def stop(_sig: int, _frame: object) -> None:
-        state["stopping"] = True
-        forward(signal.SIGTERM)
-
-    def reload() -> None:
-        """The workers check and report the new config themselves; here it only decides what
-        a worker started from now on runs."""
-        try:
-            new = load_config(current[0].path)
-        except ConfigError:
-            new = None
-        if new is not None and not restart_problems(current[0], new):
-            current[0] = new
-            state["generation"] = int(state["generation"]) + 1
-        forward(signal.SIGHUP)
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    # A worker keeps this handler (a flag in its own copy of ``state``) until its event loop
-    # takes SIGHUP over, so a reload signal never ends a worker that is still starting.
-    signal.signal(signal.SIGHUP, lambda _sig, _frame: state.update(reload=True))
-    if pid_file is not None:
-        write_pid_file(pid_file)
-    try:
-        for index in range(1, config.settings.server.workers + 1):
-            spawn(index)
-        deadline: float | None = None
-        while workers:
-            if state["reload"] and not state["stopping"]:
-                state["reload"] = False
-                reload()
-            if state["stopping"] and deadline is None:
-                deadline = time.monotonic() + config.settings.server.shutdown_timeout_s + 10
-            if deadline is not None and time.monotonic() > deadline:
-                forward(signal.SIGKILL)
-                deadline = float("inf")
-            for worker in workers.values():
-                worker.poll_ready()
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                break
-            if pid == 0:
-                time.sleep(0.1)
-                continue
-            worker = workers.pop(pid)
-            worker_gone(metrics_dir, pid)
-            worker.poll_ready()
-            worker.close()
-            if state["stopping"]:
-                continue
-            code = os.waitstatus_to_exitcode(status)
-            if not worker.ready:
-                log.error("worker %d exited before it listened (%d); stopping", worker.index, code)
-                state["stopping"], state["code"] = True, 1
-                forward(signal.SIGTERM)
-                continue
-            log.warning("worker %d exited (%d); starting it again", worker.index, code)
-            spawn(worker.index)
-        for worker in workers.values():
-            worker.close()
-    finally:
-        if pid_file is not None:
-            remove_pid_file(pid_file)
-        remove_multiprocess_dir(metrics_dir, made_here)
-    return int(state["code"])
-
-
-class _Worker:
-    """A worker process as its supervisor sees it: its index and whether it has listened yet."""
-
-    __slots__ = ("fd", "index", "ready")
-
-    def __init__(self, index: int, fd: int) -> None:
-        self.index = index
-        self.fd: int | None = fd
-        self.ready = False
-
-    def poll_ready(self) -> None:
-        if self.fd is None:
-            return
-        try:
-            data = os.read(self.fd, 1)
-        except BlockingIOError:
-            return
-        if data:
-            self.ready = True
-        self.close()
-
-    def close(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None

@@ -3,9 +3,10 @@
 The request path pays a few dictionary updates, nothing more: :meth:`Metrics.request` (called by
 ``Gateway.finish``) and the stage timer (called by the stage loop for every stage) add to plain
 dicts, and :meth:`Metrics.flush` moves those sums into prometheus-client's metrics off the request
-path: before every scrape, and every :data:`FLUSH_INTERVAL_S` in a worker process. Counts that
-long-lived services keep anyway (storage failures, JWKS fetches, log write failures, connections
-refused at accept) are read at flush time, so they cost the request path nothing at all.
+path: before every scrape, and every :data:`FLUSH_INTERVAL_S` in a worker process. Each feature
+owns its families (``gateway/storage/metrics.py``, ``identity/metrics.py``, ``audit/metrics.py``,
+``transport/metrics.py``, ``alerts/metrics.py``) and registers them here; counts that long-lived
+services keep anyway are read at flush time, so they cost the request path nothing at all.
 
 With ``server.workers > 1`` the values live in prometheus-client's multiprocess files
 (``PROMETHEUS_MULTIPROC_DIR``, a private directory the supervisor makes and cleans; see
@@ -46,12 +47,12 @@ from prometheus_client import (
     values,
 )
 
+from gateway.core.metrics import MetricSource
 from gateway.core.pipeline import StageTimer
 from gateway.core.tasks import stop_task
 
 if TYPE_CHECKING:
     from gateway.core.exchange import Exchange
-    from gateway.server.services import Services
 
 log = logging.getLogger("smsgw")
 
@@ -91,23 +92,12 @@ class _Sums:
         self.total = 0.0
 
 
-class Metrics:
-    """The gateway's metrics; one per process, a member of :class:`~gateway.server.services.Services`."""
+class RequestMetrics:
+    """Answered requests and their vendor calls: summed in plain dicts on the request path,
+    moved into the exported families at flush."""
 
-    def __init__(self, multiprocess_dir: str | None = None) -> None:
-        self.multiprocess_dir = multiprocess_dir
-        self._registry = CollectorRegistry(auto_describe=True)
-        r = self._registry
-        ProcessCollector(registry=r)  # process_cpu_seconds_total, resident memory, open fds, start time
-        r.register(PLATFORM_COLLECTOR)  # python_info
-        self._build_info = Gauge(
-            "smsgw_build_info",
-            "Always 1; the labels say which smsgw runs, on which Python and aiohttp",
-            ["version", "python", "aiohttp"],
-            registry=r,
-            multiprocess_mode="max",
-        )
-        self._build_info.labels(*_build_labels()).set(1)
+    def __init__(self, registry: CollectorRegistry) -> None:
+        r = registry
         self._requests_total = Counter(
             "smsgw_requests",
             "Requests answered, by route, client, decision and HTTP status",
@@ -137,75 +127,12 @@ class Metrics:
             ["route", "status"],
             registry=r,
         )
-        self._stage = Summary(
-            "smsgw_stage_duration_seconds",
-            "Time spent in each stage of the request path",
-            ["stage"],
-            registry=r,
-        )
-        self._storage_errors = Counter(
-            "smsgw_storage_errors",
-            "Limiter storage failures seen by requests, by what was being done",
-            ["during"],
-            registry=r,
-        )
-        self._storage_trips = Counter(
-            "smsgw_storage_round_trips",
-            "Calls sent to the limiter storage (Redis): a command, a script or a pipeline each",
-            registry=r,
-        )
-        self._storage_up = Gauge(
-            "smsgw_storage_up",
-            "1 while the limiter storage answers (with several workers: the lowest of them)",
-            registry=r,
-            multiprocess_mode="livemin",
-        )
-        self._jwks = Counter(
-            "smsgw_jwks_refreshes",
-            "JWKS key set fetches, by key set URL and result",
-            ["url", "result"],
-            registry=r,
-        )
-        self._generation = Gauge(
-            "smsgw_config_generation",
-            "Config loads since start: 1, then one more per accepted reload (with several workers: "
-            "the oldest any worker serves)",
-            registry=r,
-            multiprocess_mode="livemin",
-        )
-        self._reloads = Counter(
-            "smsgw_config_reloads", "Reload attempts by result (ok, refused)", ["result"], registry=r
-        )
-        self._alerts = Counter(
-            "smsgw_alerts", "Anomaly alerts raised, by rule and action", ["rule", "action"], registry=r
-        )
-        self._alert_webhook = Counter(
-            "smsgw_alert_webhook",
-            "Alert webhook POSTs by result (delivered, retried, failed, dropped)",
-            ["result"],
-            registry=r,
-        )
-        self._log_failures = Counter(
-            "smsgw_log_write_failures", "Log records that could not be written, by log", ["log"], registry=r
-        )
-        self._connections_refused = Counter(
-            "smsgw_connections_refused",
-            "Client connections closed at accept (server.max_connections, max_connections_per_ip)",
-            registry=r,
-        )
-        #: The stage loop's timer (``Chain.run`` calls ``observe``); drained at flush.
-        self.stages = StageTimer()
         self._buckets = len(LATENCY_BUCKETS) + 1
         self._requests: dict[tuple[str, str, str, int], int] = {}
         self._refusals: dict[str, int] = {}
         self._durations: dict[str, _Sums] = {}
         self._upstream: dict[str, _Sums] = {}
         self._answers: dict[tuple[str, str | int], int] = {}
-        self._pulled: dict[tuple[str, ...], float] = {}
-        self._services: Services | None = None
-        self._task: asyncio.Task[None] | None = None
-
-    # -- the request path ------------------------------------------------------------------
 
     def request(self, ex: Exchange, status: int, seconds: float) -> None:
         """One answered request (``Gateway.finish``): a handful of dict updates."""
@@ -231,6 +158,76 @@ class Metrics:
             answer = (route, _NO_ANSWER.get(reason, status) if reason is not None else status)
             self._answers[answer] = self._answers.get(answer, 0) + 1
 
+    def flush(self) -> None:
+        requests, self._requests = self._requests, {}
+        for (route, client, decision, status), n in requests.items():
+            self._requests_total.labels(route, client, decision, str(status)).inc(n)
+        refusals, self._refusals = self._refusals, {}
+        for reason, n in refusals.items():
+            self._refusals_total.labels(reason).inc(n)
+        answers, self._answers = self._answers, {}
+        for (route, answer), n in answers.items():
+            self._upstream_total.labels(route, str(answer)).inc(n)
+        durations, self._durations = self._durations, {}
+        upstream, self._upstream = self._upstream, {}
+        # Histograms take batched sums through their children's values (the public API observes
+        # one value at a time); the suite scrapes them after real traffic.
+        for histogram, table in ((self._duration, durations), (self._upstream_duration, upstream)):
+            for route, sums in table.items():
+                child: Any = histogram.labels(route)
+                child._sum.inc(sums.total)
+                for i, n in enumerate(sums.counts):
+                    if n:
+                        child._buckets[i].inc(n)
+
+
+class Metrics:
+    """The gateway's metrics; one per process, a member of :class:`~gateway.server.services.Services`.
+
+    It owns the registry, the request path's families, the stage timer and the config's; each
+    feature registers its own families (:meth:`add`), which every flush brings up to date."""
+
+    def __init__(self, multiprocess_dir: str | None = None) -> None:
+        self.multiprocess_dir = multiprocess_dir
+        #: Where features register their families.
+        self.registry = r = CollectorRegistry(auto_describe=True)
+        ProcessCollector(registry=r)  # process_cpu_seconds_total, resident memory, open fds, start time
+        r.register(PLATFORM_COLLECTOR)  # python_info
+        Gauge(
+            "smsgw_build_info",
+            "Always 1; the labels say which smsgw runs, on which Python and aiohttp",
+            ["version", "python", "aiohttp"],
+            registry=r,
+            multiprocess_mode="max",
+        ).labels(*_build_labels()).set(1)
+        self._requests = RequestMetrics(r)
+        #: ``Gateway.finish`` calls it for every answer: the request path's only metrics call.
+        self.request = self._requests.request
+        self._stage = Summary(
+            "smsgw_stage_duration_seconds",
+            "Time spent in each stage of the request path",
+            ["stage"],
+            registry=r,
+        )
+        self._generation = Gauge(
+            "smsgw_config_generation",
+            "Config loads since start: 1, then one more per accepted reload (with several workers: "
+            "the oldest any worker serves)",
+            registry=r,
+            multiprocess_mode="livemin",
+        )
+        self._reloads = Counter(
+            "smsgw_config_reloads", "Reload attempts by result (ok, refused)", ["result"], registry=r
+        )
+        #: The stage loop's timer (``Chain.run`` calls ``observe``); drained at flush.
+        self.stages = StageTimer()
+        self._sources: list[MetricSource] = []
+        self._task: asyncio.Task[None] | None = None
+
+    def add(self, *sources: MetricSource) -> None:
+        """Features' families (registered into :attr:`registry`), flushed with the rest."""
+        self._sources.extend(sources)
+
     # -- rare events, counted at once ------------------------------------------------------
 
     def config_loaded(self, generation: int) -> None:
@@ -239,20 +236,9 @@ class Metrics:
     def reload(self, ok: bool) -> None:
         self._reloads.labels("ok" if ok else "refused").inc()
 
-    def alert(self, rule: str, action: str) -> None:
-        self._alerts.labels(rule, action).inc()
-
-    def alert_webhook(self, result: str) -> None:
-        self._alert_webhook.labels(result).inc()
-
     # -- flushing and serving --------------------------------------------------------------
 
-    def watch(self, services: Services) -> None:
-        """Read the services' own counters at every flush."""
-        self._services = services
-
     def start(self) -> None:
-        self._storage_up.set(1)
         if self.multiprocess_dir is not None:
             self._task = asyncio.get_running_loop().create_task(self._flush_loop(), name="smsgw-metrics")
 
@@ -270,71 +256,21 @@ class Metrics:
         self.flush()
 
     def flush(self) -> None:
-        """Move what the request path summed into the exported metrics."""
-        requests, self._requests = self._requests, {}
-        for (route, client, decision, status), n in requests.items():
-            self._requests_total.labels(route, client, decision, str(status)).inc(n)
-        refusals, self._refusals = self._refusals, {}
-        for reason, n in refusals.items():
-            self._refusals_total.labels(reason).inc(n)
-        answers, self._answers = self._answers, {}
-        for (route, answer), n in answers.items():
-            self._upstream_total.labels(route, str(answer)).inc(n)
-        durations, self._durations = self._durations, {}
-        upstream, self._upstream = self._upstream, {}
-        # Histograms and summaries take batched sums through their children's values (the
-        # public API observes one value at a time); the suite scrapes them after real traffic.
-        for histogram, table in ((self._duration, durations), (self._upstream_duration, upstream)):
-            for route, sums in table.items():
-                child: Any = histogram.labels(route)
-                child._sum.inc(sums.total)
-                for i, n in enumerate(sums.counts):
-                    if n:
-                        child._buckets[i].inc(n)
+        """Move what the request path summed, and what the features count, into the exported metrics."""
+        self._requests.flush()
         calls, seconds = self.stages.drain()
         for name, n in calls.items():
             summary: Any = self._stage.labels(name)
             summary._count.inc(n)
             summary._sum.inc(seconds[name])
-        if self._services is not None:
-            self._pull(self._services)
-
-    def _grown(self, key: tuple[str, ...], total: float) -> float:
-        """How much a cumulative count read from a service grew since the last flush."""
-        last = self._pulled.get(key, 0.0)
-        self._pulled[key] = total
-        return total - last if total >= last else total
-
-    def _pull(self, s: Services) -> None:
-        storage = s.storage
-        for during, total in list(storage.error_counts.items()):
-            grown = self._grown(("storage", during), total)
-            if grown:
-                self._storage_errors.labels(during).inc(grown)
-        self._storage_up.set(1 if storage.up else 0)
-        grown = self._grown(("storage-trips",), storage.round_trips)
-        if grown:
-            self._storage_trips.inc(grown)
-        for url, fetches, failures in s.jwks.counts():
-            for result, total in (("ok", fetches - failures), ("failed", failures)):
-                grown = self._grown(("jwks", url, result), total)
-                if grown:
-                    self._jwks.labels(url, result).inc(grown)
-        for name, sink in (("access", s.access_log), ("audit", s.audit)):
-            if sink is not None:
-                grown = self._grown(("log", name), sink.failures)
-                if grown:
-                    self._log_failures.labels(name).inc(grown)
-        if s.connections is not None:
-            grown = self._grown(("connections",), s.connections.refused)
-            if grown:
-                self._connections_refused.inc(grown)
+        for source in self._sources:
+            source.flush()
 
     def exposition(self) -> bytes:
         """The text format for a scrape (call :meth:`flush` first). With several workers this
         reads every worker's files: run it off the event loop."""
         if self.multiprocess_dir is None:
-            return generate_latest(self._registry)
+            return generate_latest(self.registry)
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry, path=self.multiprocess_dir)
         ProcessCollector(registry=registry)  # the answering worker's process

@@ -1,9 +1,13 @@
 """The policy: everything the request path decides with, compiled once from the frozen config.
 
-This is where each route's stage chain is chosen. :data:`FRONT` runs for every request; the
-chain of a route depends on its kind. To add a stage, write it in its owner's module and add one
-line to the list below; each line is a function of the route that returns the stage, or None
-when the route does not need it, so a route pays only for the stages it has.
+This is where each route's stage chain is chosen. The front chain runs for every request; the
+chain of a route depends on its kind. The lists below only order stages: each line names a stage
+and the factory its feature owns (``identity.authenticate``, ``build_limits``, ...), a function
+of the route and the :class:`Build` that returns the stage, or None when the route does not need
+it, so a route pays only for the stages it has. A factory asks of ``Build`` only what its feature
+declares as a protocol (``gateway.limits.context.LimitsBuild``, ...), so features never import
+this module. To add a stage, write it and its factory in its feature and add one line here
+(docs/extending.md).
 
 A reload builds a new :class:`Policy` from a new config and the same services, and swaps it in
 whole: requests in flight finish under the policy they started with.
@@ -11,53 +15,41 @@ whole: requests in flight finish under the policy they started with.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from gateway.alerts.anomalies import build_anomalies, build_auth_watch
-from gateway.alerts.conversion import build_conversion
-from gateway.audit.log import AuditDecision
-from gateway.callbacks.forward import ForwardCallback
-from gateway.callbacks.stage import DropDuplicates, ReadCallback, VerifySignature
+from gateway.alerts.stages import build_anomalies, build_auth_watch, build_conversion
+from gateway.audit.stages import audit_decision
+from gateway.callbacks import stages as callbacks
+from gateway.callbacks.config import query_field_names as webhook_fields
+from gateway.callbacks.config import secrets as webhook_secrets
+from gateway.callbacks.scheme import Schemes
 from gateway.config import Config
 from gateway.config.schema import ClientConfig, RouteConfig
-from gateway.core.pipeline import Chain, Stage
+from gateway.core.pipeline import Chain, NamedFactory, Stage, StageFactory, compile_stages
 from gateway.core.redaction import Redactor
 from gateway.core.routing import PathTemplate, Router, RouteRequest
 from gateway.core.seal import load_seal_key
+from gateway.core.values import Client
 from gateway.idempotency.stage import build_idempotency
 from gateway.identity import AUTHENTICATORS
-from gateway.identity.auth import AuthContext, Authenticate, Authenticator, CheckScopes
-from gateway.identity.ip import (
-    ClientAddressResolver,
-    ClientAllowlist,
-    IpAllowlist,
-    ResolveClientAddress,
-    RouteAllowlist,
-)
+from gateway.identity import stages as identity
+from gateway.identity.auth import AuthContext, Authenticator
+from gateway.identity.ip import ClientAddressResolver, IpAllowlist, ResolveClientAddress
 from gateway.limits.stage import build_limits
-from gateway.messages.stage import ReadMessage, build_field_checks
-from gateway.recipients.phone import CheckRecipients, DestinationPolicy
+from gateway.messages.base import client_query_credentials
+from gateway.messages.stage import build_field_checks, read_message
+from gateway.recipients.phone import DestinationPolicy, check_recipients
 from gateway.server.services import Services
 from gateway.tracing.otel import TraceRequest
-from gateway.transport.body import CheckExpectation, DeclaredBodySize, ReadBody, RefuseNul
-from gateway.transport.proxy import AnswerScrubber, CheckHopHeaders, Forward, client_query_credentials
+from gateway.transport import stages as transport
+from gateway.transport.body import CheckExpectation, DeclaredBodySize
+from gateway.transport.proxy import AnswerScrubber
 from gateway.transport.tls import HttpsPolicy, RequireHttps, security_headers
-from gateway.vendors import ProviderAdapter, ProviderSettings, build_adapter
-from gateway.vendors import webhooks as webhook
-from gateway.vendors.webhooks import query_field_names as webhook_fields
-from gateway.vendors.webhooks import secrets as webhook_secrets
+from gateway.vendors import SCHEMES, ProviderAdapter, ProviderSettings, build_adapter
 
 __all__ = ["Client", "CompiledRoute", "Policy", "build_policy"]
-
-
-@dataclass(frozen=True, slots=True)
-class Client:
-    id: str
-    scopes: frozenset[str]
-    ip_allow: IpAllowlist
-    destinations: DestinationPolicy
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +74,8 @@ class Policy:
 
 @dataclass(frozen=True, slots=True)
 class Build:
-    """What stage factories may use while a policy is compiled."""
+    """What stage factories may use while a policy is compiled: it satisfies every feature's
+    build protocol (and core's ``BuildContext``) structurally."""
 
     config: Config
     services: Services
@@ -91,97 +84,54 @@ class Build:
     adapter: ProviderAdapter
     redactor: Redactor
     scrubber: AnswerScrubber
+    #: The vendors' callback signature schemes, handed to the callback framework.
+    schemes: Schemes
 
 
-StageFactory = Callable[[RouteConfig, Build], Stage | None]
-
-
-# --------------------------------------------------------------------------- stage factories
-
-
-def _authenticate(route: RouteConfig, b: Build) -> Authenticate:
-    return Authenticate([b.authenticators[kind] for kind in route.auth])
-
-
-def _needs_body_first(route: RouteConfig, b: Build) -> bool:
-    return any(b.authenticators[kind].needs_body for kind in route.auth)
-
-
-def _read_body(route: RouteConfig, b: Build) -> ReadBody:
-    return ReadBody(b.config.settings.server.body_timeout_s)
-
-
-def _forward(route: RouteConfig, b: Build) -> Forward:
-    s = b.services
-    assert s.audit is not None
-    return Forward(
-        s.upstream, s.credentials, b.adapter, PathTemplate.compile(route.path), s.audit, b.scrubber
-    )
-
-
-def _audit(route: RouteConfig, b: Build) -> AuditDecision:
-    assert b.services.audit is not None
-    return AuditDecision(b.services.audit)
+def stage(name: str, factory: StageFactory[RouteConfig, Build]) -> NamedFactory[RouteConfig, Build]:
+    """One line of a list: the stage's name (as metrics and traces show it) and its feature's factory."""
+    return NamedFactory(name, factory)
 
 
 #: Sends (kinds sms, otp, otp-check) (docs/request-path.md). Idempotency comes before the limits
 #: so that a replayed or refused repeat counts against nothing; the limits (rate limits and OTP
 #: caps, checked and counted together); the anomaly counters come after them, so a send a limit
 #: refused is not counted as volume.
-SEND: tuple[StageFactory, ...] = (
-    lambda r, b: RouteAllowlist(IpAllowlist(r.ip_allow)) if r.ip_allow else None,
-    build_auth_watch,
-    lambda r, b: _read_body(r, b) if _needs_body_first(r, b) else None,
-    _authenticate,
-    lambda r, b: ClientAllowlist(),
-    lambda r, b: CheckScopes(frozenset(r.scopes)) if r.scopes else None,
-    lambda r, b: None if _needs_body_first(r, b) else _read_body(r, b),
-    lambda r, b: ReadMessage(b.adapter.reader(r), b.redactor, client_query_credentials(b.adapter)),
-    build_field_checks,
-    lambda r, b: RefuseNul(),
-    lambda r, b: CheckRecipients(b.redactor, b.adapter.reader(r).numbers, r.number_types),
-    lambda r, b: CheckHopHeaders(),
-    build_idempotency,
-    build_limits,
-    build_anomalies,
-    build_conversion,
-    _audit,
-    _forward,
+SEND: tuple[NamedFactory[RouteConfig, Build], ...] = (
+    stage("route_ip_allow", identity.route_allowlist),
+    stage("auth_failures", build_auth_watch),
+    stage("read_body", transport.read_body_before_auth),
+    stage("authenticate", identity.authenticate),
+    stage("client_ip_allow", identity.client_allowlist),
+    stage("scopes", identity.scopes),
+    stage("read_body", transport.read_body_after_auth),
+    stage("message", read_message),
+    stage("fields", build_field_checks),
+    stage("message_nul", transport.refuse_nul),
+    stage("recipients", check_recipients),
+    stage("hop_headers", transport.hop_headers),
+    stage("idempotency", build_idempotency),
+    stage("limits", build_limits),
+    stage("anomalies", build_anomalies),
+    stage("conversion", build_conversion),
+    stage("audit", audit_decision),
+    stage("forward", transport.forward),
 )
-
-
-def _verify_callback(route: RouteConfig, b: Build) -> VerifySignature:
-    return VerifySignature(
-        webhook.verifier(route, b.config), b.config.settings.server.public_url, b.services.storage, route.name
-    )
-
-
-def _drop_duplicates(route: RouteConfig, b: Build) -> DropDuplicates:
-    assert b.services.audit is not None
-    return DropDuplicates(b.services.storage, b.services.audit, route.name, webhook.pending_ttl(route))
-
-
-def _forward_callback(route: RouteConfig, b: Build) -> ForwardCallback:
-    assert b.services.audit is not None
-    scheme = webhook.scheme(route, b.config).name
-    target = webhook.target(route, b.config)
-    return ForwardCallback(b.services.callbacks, target, b.services.audit, scheme, route.name)
-
 
 #: Vendor callbacks (kind webhook): vendor -> gateway -> ``forward_to``. No client credential:
 #: the vendor's signature is the authentication.
-WEBHOOK: tuple[StageFactory, ...] = (
-    lambda r, b: RouteAllowlist(IpAllowlist(r.ip_allow)) if r.ip_allow else None,
-    _read_body,
-    _verify_callback,
-    lambda r, b: ReadCallback(webhook.fields(r, b.config), b.redactor),
-    _drop_duplicates,
-    _audit,
-    _forward_callback,
+WEBHOOK: tuple[NamedFactory[RouteConfig, Build], ...] = (
+    stage("route_ip_allow", identity.route_allowlist),
+    stage("read_body", transport.read_body),
+    stage("verify_signature", callbacks.verify_signature),
+    stage("read_callback", callbacks.read_callback),
+    stage("duplicates", callbacks.drop_duplicates),
+    stage("audit", audit_decision),
+    stage("forward", callbacks.forward_callback),
 )
 
 #: Route kinds -> their chain.
-KINDS: Mapping[str, tuple[StageFactory, ...]] = MappingProxyType(
+KINDS: Mapping[str, tuple[NamedFactory[RouteConfig, Build], ...]] = MappingProxyType(
     {"sms": SEND, "otp": SEND, "otp-check": SEND, "webhook": WEBHOOK}
 )
 
@@ -190,8 +140,9 @@ def compile_route(route: RouteConfig, b: Build) -> CompiledRoute:
     factories = KINDS.get(route.kind)
     if factories is None:
         raise ValueError(f"route kind {route.kind!r} is not available in this version")
-    stages = [stage for factory in factories if (stage := factory(route, b)) is not None]
-    return CompiledRoute(route.name, route.kind, PathTemplate.compile(route.path), Chain(stages))
+    return CompiledRoute(
+        route.name, route.kind, PathTemplate.compile(route.path), compile_stages(factories, route, b)
+    )
 
 
 # --------------------------------------------------------------------------- the policy
@@ -218,13 +169,13 @@ def build_redactor(
     query_names = (
         ({config.settings.upstream.credentials.name.lower()} - {""}) | message_fields | client_credentials
     )
-    query_names |= webhook_fields(config)  # GET callbacks carry numbers and texts in the query
+    query_names |= webhook_fields(SCHEMES, config)  # GET callbacks carry numbers and texts in the query
     return Redactor(
         body_mode=logging_cfg.body,
         recipient_mode=logging_cfg.recipient,
         hash_key=key,
         key_id=logging_cfg.hash_key_id or None,
-        secret_values=services.credentials.secrets | webhook_secrets(config),
+        secret_values=services.credentials.secrets | webhook_secrets(SCHEMES, config),
         secret_query_names=frozenset(query_names),
         seal_key=(
             load_seal_key(config.resolve_path(logging_cfg.seal_public_key_file))
@@ -256,6 +207,7 @@ def build_policy(config: Config, services: Services) -> Policy:
         adapter,
         redactor,
         AnswerScrubber(services.credentials.secrets),
+        SCHEMES,
     )
     routes = [compile_route(route, build) for route in config.routes]
     router: Router[CompiledRoute] = Router(

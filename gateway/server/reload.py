@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 from gateway.config import Config
-from gateway.config.loader import Problem, _display
+from gateway.config.problems import Problem, display
 
 __all__ = ["RESTART_KEYS", "restart_problems"]
 
@@ -59,7 +59,7 @@ def _value(settings: Any, dotted: str) -> Any:
 
 def restart_problems(running: Config, new: Config) -> list[Problem]:
     """One problem per restart-only key the new config changes."""
-    file = _display(new.path)
+    file = display(new.path)
     problems = []
     for key, why in RESTART_KEYS.items():
         if _value(running.settings, key) != _value(new.settings, key):

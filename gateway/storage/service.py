@@ -34,7 +34,8 @@ from urllib.parse import urlsplit
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from gateway.core.errors import GatewayError, refuse
+from gateway.core.errors import GatewayError, Reason, refuse
+from gateway.core.events import AuditEvent
 from gateway.core.tasks import stop_task
 
 if TYPE_CHECKING:
@@ -693,7 +694,7 @@ class StorageService:
             self.on_error,
             effect,
         )
-        self._event("storage_unavailable", during=what)
+        self._event(AuditEvent.STORAGE_UNAVAILABLE, during=what)
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -708,7 +709,7 @@ class StorageService:
         self.up = True
         self.down_since = None
         log.warning("storage %s is available again after %.1f s", self.scheme, down_s)
-        self._event("storage_available", down_s=down_s)
+        self._event(AuditEvent.STORAGE_AVAILABLE, down_s=down_s)
 
     def _event(self, name: str, **fields: Any) -> None:
         if self.events is not None:
@@ -737,7 +738,7 @@ class StorageService:
         if self.on_error == "open":
             return None
         return refuse(
-            "limiter_unavailable",
+            Reason.LIMITER_UNAVAILABLE,
             "the limiter storage is unavailable",
             headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER_S)},
             detail=what,

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from gateway.core.addresses import IpAllowlist
 from gateway.core.exchange import Exchange
-from gateway.identity.ip import IpAllowlist
 
 if TYPE_CHECKING:
     from gateway.config.schema import TracingConfig

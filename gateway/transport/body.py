@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gateway.core.errors import bad_request, refuse
+from gateway.core.errors import Reason, bad_request, refuse
 from gateway.core.exchange import Exchange
 from gateway.transport.connections import check_expectation, read_body_within
 
@@ -19,7 +19,7 @@ __all__ = ["CheckExpectation", "DeclaredBodySize", "ReadBody", "RefuseNul", "too
 
 
 def too_large() -> Exception:
-    return refuse("body_too_large", "the request body is larger than allowed")
+    return refuse(Reason.BODY_TOO_LARGE, "the request body is larger than allowed")
 
 
 class DeclaredBodySize:

@@ -50,8 +50,9 @@ from aiohttp.web_request import BaseRequest
 from aiohttp.web_server import Server
 
 from gateway.config.schema import ServerConfig
-from gateway.core.errors import refuse
-from gateway.identity.ip import ClientAddressResolver, parse_ip
+from gateway.core.addresses import ClientAddressResolver, parse_ip
+from gateway.core.errors import Reason, refuse
+from gateway.core.events import Detail
 
 log = logging.getLogger("smsgw")
 
@@ -86,9 +87,9 @@ class MalformedBody(RequestPayloadError):
 
 #: Answers for aiohttp-made refusals that never reached the gateway's middleware.
 _AIOHTTP_REFUSALS = {
-    400: ("bad_request", MALFORMED),
-    413: ("body_too_large", "the request body is larger than allowed"),
-    417: ("expectation_failed", "only Expect: 100-continue is supported"),
+    400: (Reason.BAD_REQUEST, MALFORMED),
+    413: (Reason.BODY_TOO_LARGE, "the request body is larger than allowed"),
+    417: (Reason.EXPECTATION_FAILED, "only Expect: 100-continue is supported"),
 }
 
 
@@ -109,15 +110,20 @@ async def read_body_within(request: web.Request, timeout_s: float) -> bytes:
     except TimeoutError:
         _no_further_request(request)
         raise refuse(
-            "body_timeout", "the request body did not arrive in time", {"Connection": "close"}
+            Reason.BODY_TIMEOUT, "the request body did not arrive in time", {"Connection": "close"}
         ) from None
     except (RequestPayloadError, HttpProcessingError):
         _no_further_request(request)
-        raise refuse("bad_request", MALFORMED, {"Connection": "close"}, detail="malformed_body") from None
+        raise refuse(
+            Reason.BAD_REQUEST, MALFORMED, {"Connection": "close"}, detail=Detail.MALFORMED_BODY
+        ) from None
     except OSError:  # the connection was lost (reset, closed, a broken TLS record) mid-body
         _no_further_request(request)
         raise refuse(
-            "bad_request", "the request body ended early", {"Connection": "close"}, detail="incomplete_body"
+            Reason.BAD_REQUEST,
+            "the request body ended early",
+            {"Connection": "close"},
+            detail=Detail.INCOMPLETE_BODY,
         ) from None
 
 
@@ -300,7 +306,7 @@ class GuardedRequestHandler(RequestHandler):
             self.logger.error(LOG_FAILED, type(exc).__name__)
         if request.writer.output_size > 0:
             raise ConnectionError("an answer was already started")
-        code, text = _AIOHTTP_REFUSALS.get(status, ("internal_error", "the gateway failed"))
+        code, text = _AIOHTTP_REFUSALS.get(status, (Reason.INTERNAL_ERROR, "the gateway failed"))
         response = error_answer(status, code, text, self._error_headers)
         response.force_close()
         return response
@@ -313,7 +319,9 @@ class GuardedRequestHandler(RequestHandler):
         if isinstance(resp, web.HTTPException) and resp.status >= 400:
             code, text = _AIOHTTP_REFUSALS.get(
                 resp.status,
-                ("bad_request", MALFORMED) if resp.status < 500 else ("internal_error", "the gateway failed"),
+                (Reason.BAD_REQUEST, MALFORMED)
+                if resp.status < 500
+                else (Reason.INTERNAL_ERROR, "the gateway failed"),
             )
             resp = error_answer(resp.status, code, text, self._error_headers)
             resp.force_close()

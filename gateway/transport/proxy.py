@@ -21,9 +21,11 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from gateway.audit.log import AuditLog
-from gateway.core.errors import GatewayError, bad_request, refuse
+from gateway.core.errors import GatewayError, Reason, bad_request, refuse
+from gateway.core.events import Detail
 from gateway.core.exchange import Exchange
 from gateway.core.headers import is_client_network_header, is_credential_header
+from gateway.messages.base import client_query_credentials
 from gateway.messages.forms import field_base
 from gateway.tracing.otel import traceparent
 from gateway.transport.credentials import VendorCredentials
@@ -95,7 +97,7 @@ DECODABLE: Final = ("gzip", "deflate", "identity")
 MAX_VENDOR_ANSWER = 1024 * 1024
 
 #: ``detail`` of a 502 where the connection to the vendor never opened: nothing was sent.
-NOT_SENT: Final = "not_sent"
+NOT_SENT: Final = Detail.NOT_SENT
 
 
 def may_have_reached_vendor(ex: Exchange) -> bool:
@@ -104,7 +106,7 @@ def may_have_reached_vendor(ex: Exchange) -> bool:
     A send that may have reached the vendor may have been delivered: it keeps its OTP slot and
     its idempotency record (a repeat must not send it again).
     """
-    return ex.upstream_attempted and not (ex.reason == "upstream_unavailable" and ex.detail == NOT_SENT)
+    return ex.upstream_attempted and not (ex.reason == Reason.UPSTREAM_UNAVAILABLE and ex.detail == NOT_SENT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,7 +207,7 @@ class AnswerScrubber:
             return answer.body, headers
         decoded = answer.decoded_body()
         if decoded is None:
-            raise refuse("upstream_unavailable", "the vendor's answer could not be inspected")
+            raise refuse(Reason.UPSTREAM_UNAVAILABLE, "the vendor's answer could not be inspected")
         changed = decoded
         for old, new in pairs:
             if old in changed:
@@ -308,7 +310,7 @@ class Upstream:
                 async for chunk in response.content.iter_chunked(65536):
                     size += len(chunk)
                     if size > MAX_VENDOR_ANSWER:
-                        raise GatewayError(502, "upstream_unavailable", "the vendor's answer is too large")
+                        raise refuse(Reason.UPSTREAM_UNAVAILABLE, "the vendor's answer is too large")
                     chunks.append(chunk)
                 return VendorAnswer(
                     response.status,
@@ -319,19 +321,13 @@ class Upstream:
         except (aiohttp.ConnectionTimeoutError, aiohttp.ClientConnectorError):
             # No connection was made, so no request byte left: safe to retry (detail for
             # idempotency and OTP caps, see may_have_reached_vendor).
-            raise GatewayError(
-                502, "upstream_unavailable", "the vendor could not be reached", detail=NOT_SENT
+            raise refuse(
+                Reason.UPSTREAM_UNAVAILABLE, "the vendor could not be reached", detail=NOT_SENT
             ) from None
         except (TimeoutError, aiohttp.ServerTimeoutError):
-            raise GatewayError(504, "upstream_timeout", "the vendor did not answer in time") from None
+            raise refuse(Reason.UPSTREAM_TIMEOUT, "the vendor did not answer in time") from None
         except (aiohttp.ClientError, ssl.SSLError, OSError):
-            raise GatewayError(502, "upstream_unavailable", "the vendor could not be reached") from None
-
-
-def client_query_credentials(adapter: ProviderAdapter) -> frozenset[str]:
-    """Case-folded query names where the adapter's clients may put a credential."""
-    names = {name for slot in getattr(adapter, "slots", ()) for name in slot.query_names}
-    return frozenset(names | set(getattr(adapter, "secret_query_names", ())))
+            raise refuse(Reason.UPSTREAM_UNAVAILABLE, "the vendor could not be reached") from None
 
 
 # --------------------------------------------------------------------------- stages

@@ -20,7 +20,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from gateway.config.schema import HSTSConfig, TLSConfig
-from gateway.core.errors import GatewayError, bad_request, refuse
+from gateway.core.errors import GatewayError, Reason, bad_request, redirect, refuse
 from gateway.core.exchange import Exchange
 
 #: TLS 1.2 suites: forward secrecy and AEAD only. TLS 1.3 suites are all AEAD with (EC)DHE.
@@ -214,8 +214,8 @@ class HttpsPolicy:
         if self._action == "redirect" and method in ("GET", "HEAD"):
             origin = self._public_origin or self._origin_from_host(host)
             if origin:
-                return GatewayError(308, "tls_required", "use HTTPS", {"Location": origin + path_qs})
-        return refuse("tls_required", "this gateway accepts HTTPS only")
+                return redirect(Reason.TLS_REQUIRED, "use HTTPS", origin + path_qs)
+        return refuse(Reason.TLS_REQUIRED, "this gateway accepts HTTPS only")
 
     def _origin_from_host(self, host: str | None) -> str:
         if not host or not _HOST.match(host):

@@ -91,7 +91,7 @@ def schemes_of(vendors: tuple[Vendor, ...]) -> Schemes:
 #: Providers this version can read, by ``upstream.provider`` name.
 REGISTRY: Final = providers_of(VENDORS)
 #: Callback signature schemes by ``signature`` name, with each provider's default; handed to the
-#: callback framework (``gateway/vendors/webhooks.py``), which names no vendor.
+#: callback framework by the policy and check-config (``gateway/server/``), since it names no vendor.
 SCHEMES: Final = schemes_of(VENDORS)
 #: Every header a vendor signs its callbacks in (lower case).
 SIGNATURE_HEADERS: Final = frozenset(h for v in VENDORS for h in v.signature_headers)

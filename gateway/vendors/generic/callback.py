@@ -11,6 +11,7 @@ import hmac
 from typing import Final
 
 from gateway.callbacks.base import BODY, SignatureError, SignedRequest, Verified, decode_digest, one_header
+from gateway.core.events import Detail
 
 __all__ = ["ALGORITHMS", "ENCODINGS", "HmacHeaderVerifier"]
 
@@ -34,9 +35,9 @@ class HmacHeaderVerifier:
         given = one_header(request.headers, self._header)
         assert given is not None
         if not given.startswith(self._prefix):
-            raise SignatureError("bad_signature")
+            raise SignatureError(Detail.BAD_SIGNATURE)
         raw = decode_digest(given[len(self._prefix) :], (self._encoding,))
         expected = hmac.new(self._secret, request.body, self._algorithm).digest()
         if raw is None or not hmac.compare_digest(expected, raw):
-            raise SignatureError("bad_signature")
+            raise SignatureError(Detail.BAD_SIGNATURE)
         return Verified(BODY, query_signed=False)

@@ -13,6 +13,7 @@ import hashlib
 
 from gateway.callbacks import jws
 from gateway.callbacks.base import BODY, QUERY, SignatureError, SignedRequest, Verified, equal, one_header
+from gateway.core.events import Detail
 
 __all__ = ["ALGORITHMS", "HEADER", "LEEWAY_S", "MessageBirdVerifier", "check"]
 
@@ -25,23 +26,23 @@ def check(token: str, secret: bytes, url: str, body: bytes, now: float) -> dict:
     """The claims of a valid signature for this URL and body at ``now``; raises otherwise."""
     claims = jws.verify(token, secret, ALGORITHMS)
     if claims.get("iss") != "MessageBird":
-        raise SignatureError("bad_issuer")
+        raise SignatureError(Detail.BAD_ISSUER)
     nbf = jws.number_claim(claims, "nbf")
     exp = jws.number_claim(claims, "exp")
     if nbf is None or exp is None:
-        raise SignatureError("missing_timestamp")
+        raise SignatureError(Detail.MISSING_TIMESTAMP)
     if nbf > now + LEEWAY_S or exp <= now - LEEWAY_S:
-        raise SignatureError("expired")
+        raise SignatureError(Detail.EXPIRED)
     url_hash = claims.get("url_hash")
     if not isinstance(url_hash, str) or not equal(hashlib.sha256(url.encode("utf-8")).hexdigest(), url_hash):
-        raise SignatureError("url_mismatch")
+        raise SignatureError(Detail.URL_MISMATCH)
     payload_hash = claims.get("payload_hash")
     if payload_hash is not None and not isinstance(payload_hash, str):
-        raise SignatureError("malformed_token")
+        raise SignatureError(Detail.MALFORMED_TOKEN)
     if bool(body) != bool(payload_hash):
-        raise SignatureError("body_mismatch")
+        raise SignatureError(Detail.BODY_MISMATCH)
     if body and not equal(hashlib.sha256(body).hexdigest(), payload_hash or ""):
-        raise SignatureError("body_mismatch")
+        raise SignatureError(Detail.BODY_MISMATCH)
     return claims
 
 

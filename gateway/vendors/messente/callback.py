@@ -11,6 +11,7 @@ import hashlib
 import hmac
 
 from gateway.callbacks.base import BODY, SignatureError, SignedRequest, Verified, decode_digest, one_header
+from gateway.core.events import Detail
 
 __all__ = ["HEADER", "MessenteVerifier", "digest"]
 
@@ -32,5 +33,5 @@ class MessenteVerifier:
         assert given is not None
         raw = decode_digest(given, ("hex", "base64")) if len(given) in (64, 44) else None
         if raw is None or not hmac.compare_digest(digest(self._secret, request.body), raw):
-            raise SignatureError("bad_signature")
+            raise SignatureError(Detail.BAD_SIGNATURE)
         return Verified(BODY, query_signed=False)

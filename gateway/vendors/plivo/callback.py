@@ -32,6 +32,7 @@ from gateway.callbacks.base import (
     is_form,
     one_header,
 )
+from gateway.core.events import Detail
 
 __all__ = ["PlivoV2Verifier", "PlivoV3Verifier", "v2_signature", "v3_base_url", "v3_signature"]
 
@@ -93,12 +94,12 @@ class PlivoV2Verifier:
     def __call__(self, request: SignedRequest, now: float) -> Verified:
         given = [v for name in V2_HEADERS if (v := one_header(request.headers, name, required=False))]
         if not given:
-            raise SignatureError("missing_signature")
+            raise SignatureError(Detail.MISSING_SIGNATURE)
         nonce = one_header(request.headers, V2_NONCE)
         assert nonce is not None
         expected = v2_signature(self._secret, request.url, nonce)
         if not any([equal(expected, value) for value in given]):
-            raise SignatureError("bad_signature")
+            raise SignatureError(Detail.BAD_SIGNATURE)
         return Verified(NOWHERE, query_signed=False, replay_nonce=nonce)
 
 
@@ -111,16 +112,16 @@ class PlivoV3Verifier:
     def __call__(self, request: SignedRequest, now: float) -> Verified:
         given = [v for name in V3_HEADERS if (v := one_header(request.headers, name, required=False))]
         if not given:
-            raise SignatureError("missing_signature")
+            raise SignatureError(Detail.MISSING_SIGNATURE)
         nonce = one_header(request.headers, V3_NONCE)
         assert nonce is not None
         params: dict[str, list[str]] = {}
         if request.body:
             if request.method != "POST" or not is_form(request.content_type):
-                raise SignatureError("unsigned_body")
+                raise SignatureError(Detail.UNSIGNED_BODY)
             params = grouped(form_pairs(request.body))
         expected = v3_signature(self._secret, request.method, request.url, params, nonce)
         candidates = [part.strip() for value in given for part in value.split(",")]
         if not any([equal(expected, candidate) for candidate in candidates]):
-            raise SignatureError("bad_signature")
+            raise SignatureError(Detail.BAD_SIGNATURE)
         return Verified(BODY if request.body else QUERY, query_signed=True)

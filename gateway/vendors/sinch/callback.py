@@ -12,6 +12,7 @@ import hashlib
 import hmac
 
 from gateway.callbacks.base import BODY, SignatureError, SignedRequest, Verified, equal, one_header, within
+from gateway.core.events import Detail
 
 __all__ = ["SinchVerifier", "signature"]
 
@@ -38,11 +39,11 @@ class SinchVerifier:
         given = one_header(headers, SIGNATURE)
         algorithm = one_header(headers, ALGORITHM, required=False)
         if algorithm is not None and algorithm.lower() != "hmacsha256":
-            raise SignatureError("unsupported_algorithm")
+            raise SignatureError(Detail.UNSUPPORTED_ALGORITHM)
         nonce = one_header(headers, NONCE)
         timestamp = one_header(headers, TIMESTAMP)
         assert given is not None and nonce is not None and timestamp is not None
         if not equal(signature(self._secret, request.body, nonce, timestamp), given):
-            raise SignatureError("bad_signature")
+            raise SignatureError(Detail.BAD_SIGNATURE)
         within(timestamp, now, self._tolerance)
         return Verified(BODY, query_signed=False)

@@ -29,6 +29,7 @@ from gateway.callbacks.base import (
     one_header,
     query_pairs,
 )
+from gateway.core.events import Detail
 
 __all__ = ["SIGNATURE_HEADER", "TwilioVerifier", "body_hash", "port_variants", "signature"]
 
@@ -82,7 +83,7 @@ def _algorithm(request: SignedRequest) -> str:
         if eq and name.strip() == "algorithm" and value.strip():
             algorithm = value.strip().upper()
             if algorithm not in _DIGESTS:
-                raise SignatureError("unsupported_algorithm")
+                raise SignatureError(Detail.UNSUPPORTED_ALGORITHM)
             return algorithm
     return "HMAC_SHA1"
 
@@ -102,19 +103,19 @@ class TwilioVerifier:
         body_ok = True
         if hashes:
             if len(hashes) > 1:
-                raise SignatureError("malformed")
+                raise SignatureError(Detail.MALFORMED)
             body_ok = equal(body_hash(request.body), hashes[0].lower())
         elif request.body:
             if request.method != "POST" or not is_form(request.content_type):
-                raise SignatureError("unsigned_body")
+                raise SignatureError(Detail.UNSIGNED_BODY)
             params = form_pairs(request.body)
         matches = [
             equal(signature(self._secret, url, params, algorithm), given)
             for url in port_variants(request.url)
         ]
         if not any(matches):
-            raise SignatureError("bad_signature")
+            raise SignatureError(Detail.BAD_SIGNATURE)
         if not body_ok:
-            raise SignatureError("body_mismatch")
+            raise SignatureError(Detail.BODY_MISMATCH)
         # Twilio signs the whole URL: its fields are in the body, or in the query of a GET.
         return Verified(BODY if request.body else QUERY, query_signed=True)

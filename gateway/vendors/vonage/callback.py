@@ -32,6 +32,7 @@ from gateway.callbacks.base import (
     single_valued,
     within,
 )
+from gateway.core.events import Detail
 
 __all__ = ["ALGORITHMS", "VonageSigVerifier", "params_of", "signature", "signing_string"]
 
@@ -68,18 +69,18 @@ def params_of(request: SignedRequest) -> dict[str, str]:
         try:
             doc = json.loads(request.body, object_pairs_hook=lambda pairs: single_valued(_flat(pairs)))
         except (ValueError, RecursionError):
-            raise SignatureError("malformed") from None
+            raise SignatureError(Detail.MALFORMED) from None
         if not isinstance(doc, dict):
-            raise SignatureError("malformed")
+            raise SignatureError(Detail.MALFORMED)
         return doc
-    raise SignatureError("unsigned_body")
+    raise SignatureError(Detail.UNSIGNED_BODY)
 
 
 def _flat(pairs: list[tuple[str, object]]) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
     for key, value in pairs:
         if isinstance(value, bool) or not isinstance(value, (str, int)):
-            raise SignatureError("malformed")  # nested values are not in Vonage's signed string
+            raise SignatureError(Detail.MALFORMED)  # nested values are not in Vonage's signed string
         out.append((key, str(value)))
     return out
 
@@ -98,12 +99,12 @@ class VonageSigVerifier:
         params = params_of(request)
         given = params.get("sig", "").lower()  # as the SDK reads it: no space around the hex
         if not given:
-            raise SignatureError("missing_signature")
+            raise SignatureError(Detail.MISSING_SIGNATURE)
         if not equal(signature(self._secret, params, self._algorithm), given):
-            raise SignatureError("bad_signature")
+            raise SignatureError(Detail.BAD_SIGNATURE)
         timestamp = params.get("timestamp")
         if timestamp is None:
-            raise SignatureError("missing_timestamp")
+            raise SignatureError(Detail.MISSING_TIMESTAMP)
         within(timestamp, now, self._tolerance)
         in_query = signs_query(request)
         return Verified(QUERY if in_query else BODY, query_signed=in_query)

@@ -12,6 +12,7 @@ import hashlib
 
 from gateway.callbacks import jws
 from gateway.callbacks.base import BODY, SignatureError, SignedRequest, Verified, equal, one_header
+from gateway.core.events import Detail
 
 __all__ = ["LEEWAY_S", "VonageJwtVerifier", "verify_token"]
 
@@ -35,23 +36,23 @@ class VonageJwtVerifier:
         assert authorization is not None
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            raise SignatureError("missing_signature")
+            raise SignatureError(Detail.MISSING_SIGNATURE)
         claims = verify_token(token.strip(), self._secret)
         iat = jws.number_claim(claims, "iat")
         if iat is None:
-            raise SignatureError("missing_timestamp")
+            raise SignatureError(Detail.MISSING_TIMESTAMP)
         if iat > now + LEEWAY_S or iat < now - self._tolerance:
-            raise SignatureError("expired")
+            raise SignatureError(Detail.EXPIRED)
         exp = jws.number_claim(claims, "exp")
         nbf = jws.number_claim(claims, "nbf")
         if (exp is not None and exp <= now - LEEWAY_S) or (nbf is not None and nbf > now + LEEWAY_S):
-            raise SignatureError("expired")
+            raise SignatureError(Detail.EXPIRED)
         payload_hash = claims.get("payload_hash")
         if payload_hash is None:
             if request.body:
-                raise SignatureError("unsigned_body")
+                raise SignatureError(Detail.UNSIGNED_BODY)
         elif not isinstance(payload_hash, str) or not equal(
             hashlib.sha256(request.body).hexdigest(), payload_hash.lower()
         ):
-            raise SignatureError("body_mismatch")
+            raise SignatureError(Detail.BODY_MISMATCH)
         return Verified(BODY, query_signed=False)
