@@ -48,11 +48,11 @@ def _section() -> str:
 
 
 def _files() -> dict[str, str]:
-    """``gateway/vendors/acme/<name>.py`` -> its text, from the page's python blocks."""
+    """``<name>.py`` of the ``acme`` package -> its text, from the page's python blocks."""
     files = {}
     for block in re.findall(r"```python\n(.*?)```", _section(), re.S):
         first, _, rest = block.partition("\n")
-        name = first.removeprefix("# gateway/vendors/acme/")
+        name = first.removeprefix("# acme/")
         assert name != first and name.endswith(".py"), first
         files[name] = rest
     return files
