@@ -5,6 +5,9 @@ A stage is one concern in its owner's module (``identity/ip.py`` checks allowlis
 
 - ``async run(exchange)``: pass (return None), answer now (return a response: an idempotent
   replay, a duplicate webhook), or refuse (raise ``GatewayError`` with a reason code);
+- a stage that never waits (no I/O: allowlists, scopes, header checks) may subclass
+  :class:`SyncStage` and write ``run_sync(exchange)`` instead, with the same three outcomes: the
+  loop calls it plainly, without a coroutine, and ``run`` still works for callers that await;
 - optionally ``async after(exchange, response)``: called for every stage that ran, last first,
   once the answer is known (refusals included), for work on the response phase.
 
@@ -27,13 +30,26 @@ from gateway.core.exchange import Exchange
 
 log = logging.getLogger("smsgw")
 
-__all__ = ["Chain", "ResponsePhase", "Stage", "StageTimer", "describe_exception"]
+__all__ = ["Chain", "ResponsePhase", "Stage", "StageTimer", "SyncStage", "describe_exception"]
 
 
 class Stage(Protocol):
     name: str
 
     async def run(self, ex: Exchange) -> web.StreamResponse | None: ...
+
+
+class SyncStage:
+    """A stage that does no I/O: :meth:`Chain.run` calls :meth:`run_sync` plainly."""
+
+    __slots__ = ()
+    name: str
+
+    def run_sync(self, ex: Exchange) -> web.StreamResponse | None:
+        raise NotImplementedError
+
+    async def run(self, ex: Exchange) -> web.StreamResponse | None:
+        return self.run_sync(ex)
 
 
 @runtime_checkable
@@ -72,13 +88,18 @@ class StageTimer:
 class Chain:
     """An ordered, immutable list of stages; ``after`` hooks are found once, here."""
 
-    __slots__ = ("names", "stages")
+    __slots__ = ("_steps", "names", "stages")
 
     def __init__(self, stages: Iterable[Stage]) -> None:
         self.stages: tuple[tuple[Stage, bool], ...] = tuple(
             (stage, isinstance(stage, ResponsePhase)) for stage in stages
         )
         self.names: tuple[str, ...] = tuple(stage.name for stage, _ in self.stages)
+        # (stage, its name, its run_sync or None, whether it has a response phase), found once.
+        self._steps = tuple(
+            (stage, stage.name, stage.run_sync if isinstance(stage, SyncStage) else None, has_after)
+            for stage, has_after in self.stages
+        )
 
     def __len__(self) -> int:
         return len(self.stages)
@@ -87,17 +108,17 @@ class Chain:
         """Run every stage in order until one answers; raises the first refusal."""
         perf = time.perf_counter
         observe = timer.observe
-        for stage, has_after in self.stages:
+        for stage, name, run_sync, has_after in self._steps:
             if has_after:
                 ran_after.append(stage)
             t0 = perf()
             try:
-                response = await stage.run(ex)
+                response = run_sync(ex) if run_sync is not None else await stage.run(ex)
             except GatewayError:
-                ex.refused_by = stage.name
+                ex.refused_by = name
                 raise
             finally:
-                observe(stage.name, perf() - t0)
+                observe(name, perf() - t0)
             if response is not None:
                 return response
         return None

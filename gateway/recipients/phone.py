@@ -20,6 +20,7 @@ from phonenumbers import PhoneMetadata, phonenumberutil
 from gateway.config.schema import NON_GEOGRAPHIC_CODES
 from gateway.core.errors import GatewayError, invalid_recipient, refuse
 from gateway.core.exchange import Exchange
+from gateway.core.pipeline import SyncStage
 from gateway.core.redaction import Redactor
 from gateway.messages.base import E164, NumberRule
 
@@ -241,7 +242,7 @@ class DestinationPolicy:
             raise refuse("sender_not_allowed", "sender ID is not allowed for this client")
 
 
-class CheckRecipients:
+class CheckRecipients(SyncStage):
     """Recipients are valid E.164 numbers (422), read as the vendor reads them (``rule``); the
     route's number types (premium-rate, ...) and the client's countries and senders allow them (403)."""
 
@@ -253,7 +254,7 @@ class CheckRecipients:
         self._rule = rule
         self._number_types = frozenset(number_types)
 
-    async def run(self, ex: Exchange) -> None:
+    def run_sync(self, ex: Exchange) -> None:
         message, client = ex.message, ex.client
         assert message is not None and client is not None
         destinations: list[Destination] = []

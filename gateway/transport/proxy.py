@@ -24,6 +24,7 @@ from gateway.audit.log import AuditLog
 from gateway.core.errors import GatewayError, bad_request, refuse
 from gateway.core.exchange import Exchange
 from gateway.core.headers import is_client_network_header, is_credential_header
+from gateway.core.pipeline import SyncStage
 from gateway.messages.forms import field_base
 from gateway.tracing.otel import traceparent
 from gateway.transport.credentials import VendorCredentials
@@ -337,13 +338,13 @@ def client_query_credentials(adapter: ProviderAdapter) -> frozenset[str]:
 # --------------------------------------------------------------------------- stages
 
 
-class CheckHopHeaders:
+class CheckHopHeaders(SyncStage):
     """Before the allow record: a request whose forwarding would change its meaning is refused."""
 
     name = "hop_headers"
     __slots__ = ()
 
-    async def run(self, ex: Exchange) -> None:
+    def run_sync(self, ex: Exchange) -> None:
         check_connection_tokens(ex.request.headers)
 
 
