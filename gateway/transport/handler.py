@@ -88,6 +88,8 @@ async def read_body_within(request: web.Request, timeout_s: float) -> bytes:
     ``malformed_body`` / ``incomplete_body``), never an internal error: both are the client's doing.
     """
     try:
+        if request.content.is_eof():  # the whole body came with the head: nothing left to wait for
+            return await request.read()
         async with asyncio.timeout(timeout_s):
             return await request.read()
     except TimeoutError:
