@@ -411,7 +411,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--loop",
         choices=("auto", "uvloop", "asyncio"),
         default="asyncio",
-        help="asyncio (the gateway's TLS gate does not run on uvloop); auto: uvloop when importable",
+        help="the event loop of every contender (asyncio); auto: uvloop when importable",
     )
     args = parser.parse_args(argv)
     if args.quick:

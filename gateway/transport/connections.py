@@ -4,17 +4,21 @@ the answer to requests too malformed for the application.
 aiohttp's ``TCPSite`` cannot do this: it passes no ``ssl_handshake_timeout`` (asyncio waits 60 s
 for a ClientHello), it has no connection caps, and with ``create_server(ssl=...)`` a protocol sees a
 connection only after its handshake and never hears of one whose handshake failed, so a count kept
-there is wrong under exactly the load it is meant to stop. Here the listening socket is plain TCP:
+there is wrong under exactly the load it is meant to stop. Here the gateway accepts itself:
 
-1. :class:`_Gate` sees each accepted connection first and counts it by TCP peer address
-   (IPv4-mapped IPv6 folded to IPv4); over ``max_connections`` or ``max_connections_per_ip`` it is
-   closed at once, before any TLS work.
-2. With TLS it runs ``loop.start_tls`` with ``handshake_timeout_s`` and stays the protocol above the
-   TLS layer, buffering whatever application data arrives before the handshake coroutine resumes.
-3. It then hands the connection to a :class:`GuardedRequestHandler` (gateway/transport/handler.py:
+1. :class:`_Listener` accepts on plain TCP sockets (``loop.sock_accept``) and counts each
+   connection by its TCP peer address (IPv4-mapped IPv6 folded to IPv4); over ``max_connections``
+   or ``max_connections_per_ip`` it is closed at once, before any TLS work.
+2. An admitted socket goes to ``loop.connect_accepted_socket`` with the TLS context and
+   ``handshake_timeout_s``, with a :class:`GuardedRequestHandler` (gateway/transport/handler.py:
    aiohttp's ``RequestHandler`` with a deadline for each request head and a fixed JSON answer to
-   malformed requests) and forwards every event to it. The count is released exactly once, when the
-   socket is gone: from ``connection_lost`` or from a failed handshake, whichever comes first.
+   malformed requests) as its protocol, above the TLS layer, with no layer in between.
+3. The count is released exactly once, when the socket is gone: from the handler's
+   ``connection_lost`` or from a failed handshake, whichever comes first.
+
+Both steps are public loop APIs that asyncio's loop and uvloop implement alike. (Pausing a plain
+protocol and calling ``loop.start_tls`` from it, as this module once did, does not work on
+uvloop: it delivers the ClientHello to the plain protocol before the handshake begins.)
 
 Idle connections are closed by aiohttp after ``keepalive_timeout_s``; request bodies get
 ``body_timeout_s`` through :func:`read_body_within`, which the body-reading stage calls.
@@ -33,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import resource
+import socket
 import ssl
 import time
 from collections.abc import Iterable, Mapping
@@ -168,7 +173,8 @@ def connection_limits(server: ServerConfig) -> ConnectionLimits:
 
 
 class _Listener:
-    """One listening socket's shared state: the policy, the TLS context and open handshakes."""
+    """Listening sockets and their shared state: the policy, the TLS context, the accept loops
+    and the handshakes under way."""
 
     def __init__(
         self,
@@ -183,6 +189,8 @@ class _Listener:
         self.ssl_context = ssl_context
         self.handler_kwargs = dict(handler_kwargs)
         self.handshakes: set[asyncio.Task[None]] = set()
+        self.sockets: list[socket.socket] = []
+        self._accepting: list[asyncio.Task[None]] = []
 
     def make_handler(self) -> GuardedRequestHandler:
         return GuardedRequestHandler(
@@ -195,122 +203,110 @@ class _Listener:
             **self.handler_kwargs,
         )
 
-    def protocol(self) -> _Gate:
-        return _Gate(self)
+    def listen(self, host: str, port: int, backlog: int, reuse_port: bool) -> None:
+        """Bind every address ``host`` names (as ``loop.create_server`` does) and accept on each."""
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        try:
+            for family, kind, proto, _, address in dict.fromkeys(infos):
+                sock = socket.socket(family, kind, proto)
+                self.sockets.append(sock)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if reuse_port:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                if family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                sock.bind(address)
+                sock.listen(backlog)
+                sock.setblocking(False)
+        except BaseException:
+            self.close_sockets()
+            raise
+        self._accepting = [self.loop.create_task(self._accept(sock)) for sock in self.sockets]
+
+    async def _accept(self, sock: socket.socket) -> None:
+        """Each accepted connection is counted (or closed) before any TLS work, by its TCP peer."""
+        limits = self.policy.limits
+        while True:
+            try:
+                conn, peer = await self.loop.sock_accept(sock)
+            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                continue
+            except OSError as exc:  # out of descriptors or buffers: wait, as asyncio's server does
+                log.error("cannot accept connections (%s); trying again in 1 s", type(exc).__name__)
+                await asyncio.sleep(1.0)
+                continue
+            key = limits.admit(peer)
+            if key is None:
+                conn.close()
+                continue
+            task = self.loop.create_task(self._serve(conn, key))
+            self.handshakes.add(task)
+            task.add_done_callback(self.handshakes.discard)
+
+    async def _serve(self, conn: socket.socket, key: str) -> None:
+        """The TLS handshake (within ``handshake_timeout_s``), then the request handler."""
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self.policy.limits.release(key)
+
+        handler = self.make_handler()
+        handler.admitted(release)
+        timeout = self.policy.handshake_timeout_s
+        tls: dict[str, float] = {}
+        if self.ssl_context is not None:
+            tls = {"ssl_handshake_timeout": timeout, "ssl_shutdown_timeout": timeout}
+        try:
+            await self.loop.connect_accepted_socket(lambda: handler, conn, ssl=self.ssl_context, **tls)
+        except BaseException as exc:
+            # A timeout, a TLS alert, a reset or a shutdown: the socket is closed and the slot freed.
+            conn.close()
+            release()
+            if not isinstance(exc, Exception):
+                raise
+
+    def stop_accepting(self) -> None:
+        for task in self._accepting:
+            task.cancel()
+        self._accepting = []
+        self.close_sockets()
+
+    def close_sockets(self) -> None:
+        for sock in self.sockets:
+            sock.close()
+        self.sockets = []
 
     async def close(self) -> None:
-        """Abandon handshakes under way (their connections are closed and released)."""
+        """Stop accepting and abandon handshakes under way (their connections are closed and
+        released)."""
+        self.stop_accepting()
         tasks = list(self.handshakes)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-class _Gate(asyncio.Protocol):
-    """Admits a raw TCP connection, runs its TLS handshake, and carries its events to the handler."""
+class _Server:
+    """What ``BaseSite.stop`` closes: the listener's sockets and accept loops."""
 
-    __slots__ = ("_buffer", "_eof", "_handler", "_key", "_listener", "_lost", "_raw")
+    __slots__ = ("_listener",)
 
     def __init__(self, listener: _Listener) -> None:
         self._listener = listener
-        self._raw: asyncio.Transport | None = None
-        self._key: str | None = None  # set while this connection is counted
-        self._handler: GuardedRequestHandler | None = None
-        self._buffer: list[bytes] = []
-        self._eof = False
-        self._lost = False
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        raw: asyncio.Transport = transport  # type: ignore[assignment]
-        self._raw = raw
-        self._key = self._listener.policy.limits.admit(raw.get_extra_info("peername"))
-        if self._key is None:
-            raw.abort()  # before any TLS work; connection_lost follows with nothing to release
-            return
-        if self._listener.ssl_context is None:
-            self._attach(raw)
-            return
-        raw.pause_reading()  # the ClientHello is for the TLS layer, not for this protocol
-        task = self._listener.loop.create_task(self._handshake(raw, self._listener.ssl_context))
-        self._listener.handshakes.add(task)
-        task.add_done_callback(self._listener.handshakes.discard)
+    @property
+    def sockets(self) -> list[socket.socket]:
+        return list(self._listener.sockets)
 
-    async def _handshake(self, raw: asyncio.Transport, ctx: ssl.SSLContext) -> None:
-        if self._lost or raw.is_closing():
-            self._release()
-            return
-        timeout = self._listener.policy.handshake_timeout_s
-        try:
-            tls = await self._listener.loop.start_tls(
-                raw,
-                self,
-                ctx,
-                server_side=True,
-                ssl_handshake_timeout=timeout,
-                ssl_shutdown_timeout=timeout,
-            )
-        except BaseException as exc:
-            # A timeout, a TLS alert, a reset or a shutdown: the socket is closed and the slot freed.
-            raw.abort()
-            self._release()
-            if not isinstance(exc, Exception):
-                raise
-            return
-        if tls is None or self._lost:
-            raw.abort()
-            self._release()
-            return
-        self._attach(tls)
-
-    def _attach(self, transport: asyncio.Transport) -> None:
-        handler = self._listener.make_handler()
-        self._handler = handler
-        handler.connection_made(transport)
-        if self._buffer:
-            data = b"".join(self._buffer)
-            self._buffer.clear()
-            handler.data_received(data)
-        if self._eof:
-            handler.eof_received()
-
-    def _release(self) -> None:
-        if self._key is not None:
-            self._listener.policy.limits.release(self._key)
-            self._key = None
-
-    # -- events, forwarded once the handler is attached -------------------------------------------
-
-    def data_received(self, data: bytes) -> None:
-        if self._handler is not None:
-            self._handler.data_received(data)
-        else:
-            self._buffer.append(data)  # decrypted before the handshake coroutine resumed
-
-    def eof_received(self) -> bool | None:
-        if self._handler is not None:
-            return self._handler.eof_received()
-        self._eof = True
-        return None
-
-    def connection_lost(self, exc: BaseException | None) -> None:
-        self._lost = True
-        self._release()
-        handler, self._handler = self._handler, None
-        self._buffer.clear()
-        if handler is not None:
-            handler.connection_lost(exc)
-
-    def pause_writing(self) -> None:
-        if self._handler is not None:
-            self._handler.pause_writing()
-
-    def resume_writing(self) -> None:
-        if self._handler is not None:
-            self._handler.resume_writing()
+    def close(self) -> None:
+        self._listener.stop_accepting()
 
 
 class GatedSite(web.BaseSite):
-    """A TCP listener for an aiohttp runner whose connections pass :class:`_Gate` first."""
+    """A TCP listener for an aiohttp runner whose connections are admitted before their handshake."""
 
     __slots__ = ("_handler_kwargs", "_host", "_listener", "_policy", "_port", "_reuse_port")
 
@@ -345,14 +341,8 @@ class GatedSite(web.BaseSite):
         server = self._runner.server
         assert server is not None
         self._listener = _Listener(server, self._policy, self._ssl_context, self._handler_kwargs)
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            self._listener.protocol,
-            self._host,
-            self._port,
-            backlog=self._backlog,
-            reuse_port=self._reuse_port or None,
-        )
+        self._listener.listen(self._host, self._port, self._backlog, self._reuse_port)
+        self._server = _Server(self._listener)  # type: ignore[assignment]
 
     async def stop(self) -> None:
         await super().stop()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from aiohttp import hdrs, web
@@ -158,6 +158,7 @@ class GuardedRequestHandler(RequestHandler):
     """
 
     __slots__ = (
+        "_admitted",
         "_body_limit",
         "_error_headers",
         "_head_timeout",
@@ -186,6 +187,8 @@ class GuardedRequestHandler(RequestHandler):
         self._body_limit = None if max_body_bytes is None else 2 * max_body_bytes + FRAMING_ALLOWANCE
         self._wire = 0  # bytes received in the current head, or in the current body
         self._in_head = True
+        #: Called once when the connection is gone: gives its admission slot back.
+        self._admitted: Callable[[], None] | None = None
 
     def data_received(self, data: bytes) -> None:
         if self._force_close or self._close:
@@ -243,9 +246,16 @@ class GuardedRequestHandler(RequestHandler):
             waiter.set_result(None)
         self._close = True  # parse nothing more; the 400 closes the connection
 
+    def admitted(self, release: Callable[[], None]) -> None:
+        """``release`` is called once, when this connection is gone."""
+        self._admitted = release
+
     def connection_lost(self, exc: BaseException | None) -> None:
         self._stop_head_clock()
         self._last_payload = None
+        release, self._admitted = self._admitted, None
+        if release is not None:
+            release()
         super().connection_lost(exc)
 
     def _start_head_clock(self) -> None:
