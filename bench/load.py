@@ -74,6 +74,70 @@ def write_script(folder: Path, token: str) -> Path:
     return script
 
 
+SIGNED_LUA = """-- Written by bench/run.py: RFC 9421 signed sends, each signed once (its own nonce) before the
+-- run and sent once; wrk cycles through the file, which holds more requests than the run sends.
+local path = "@PATH@"
+local prepared = {}
+local next_index = 0
+
+function init(args)
+  for line in io.lines("@FILE@") do
+    local k, digest, input, signature = line:match("^(%d+)\t([^\t]+)\t([^\t]+)\t([^\t]+)$")
+    local body = string.format("To=%%2B3725551%04d&From=MyBank&Body=@TEXT@", tonumber(k))
+    local headers = {
+      ["Content-Type"] = "application/x-www-form-urlencoded",
+      ["Content-Digest"] = digest,
+      ["Signature-Input"] = input,
+      ["Signature"] = signature,
+    }
+    prepared[#prepared + 1] = wrk.format("POST", path, headers, body)
+  end
+end
+
+function request()
+  next_index = next_index % #prepared + 1
+  return prepared[next_index]
+end
+""" + LUA[LUA.index("function done(") :]
+
+
+class SignedLoad:
+    """The bench's sends signed with RFC 9421 (``gateway.core.signing``, as a client would), each
+    with its own nonce: a file of pre-signed requests and a wrk script that sends each once.
+
+    Signatures are made just before each run: the gateway accepts ``created`` within 300 s, and
+    with memory storage only from the second it started. ``count`` must exceed what the run
+    sends, or wrk would come round to a used nonce (a 401, which stops the bench)."""
+
+    def __init__(self, folder: Path, url: str, key_id: str, secret: str) -> None:
+        self.folder, self.url, self.key_id, self.secret = folder, url, key_id, secret
+        self.runs = 0
+
+    def headers(self, index: int) -> dict[str, str]:
+        from gateway.core.signing import sign
+
+        body = form_body(index).encode()
+        return sign("POST", self.url + PATH, body, key_id=self.key_id, secret=self.secret)
+
+    def script(self, count: int) -> Path:
+        self.runs += 1
+        data = self.folder / f"signed-{self.runs}.tsv"
+        with data.open("w") as out:
+            for n in range(count):
+                k = n % RECIPIENTS
+                h = self.headers(k)
+                out.write(f"{k}\t{h['Content-Digest']}\t{h['Signature-Input']}\t{h['Signature']}\n")
+        previous = self.folder / f"signed-{self.runs - 1}.tsv"
+        previous.unlink(missing_ok=True)  # a used file is worthless: its nonces are spent
+        script = self.folder / "signed.lua"
+        script.write_text(
+            SIGNED_LUA.replace("@PATH@", PATH)
+            .replace("@FILE@", str(data))
+            .replace("@TEXT@", quote(TEXT, safe="").replace("%", "%%"))
+        )
+        return script
+
+
 @dataclass
 class Result:
     requests: int

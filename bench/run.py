@@ -1,11 +1,12 @@
 """smsgw against a bare aiohttp proxy, under the same load, in the same run, on the same vendor.
 
-Contenders: the bare proxy (``bench/servers.py``), the gateway with ``memory://`` storage and the
-gateway with its own ``redis-server``; each in its own process, all on one stand-in vendor (nginx,
-or an asyncio stand-in), all on one event loop (uvloop when importable). wrk sends the load over
-HTTPS on loopback; the contenders take turns (bare, memory, redis, bare, ...) at 1 and at 32
-connections for ``--rounds`` rounds, so drift on a shared machine hits them alike, and the
-medians are reported in one table. ``--workers`` and ``--soak`` add their own measurements.
+Contenders: the bare proxy (``bench/servers.py``), the gateway with ``memory://`` storage, the
+gateway with its own ``redis-server``, and the gateway (memory storage) under RFC 9421 signed
+sends instead of a JWT; each in its own process, all on one stand-in vendor (nginx, or an asyncio
+stand-in), all on one event loop. wrk sends the load over HTTPS on loopback; the contenders take
+turns (bare, memory, redis, signed, bare, ...) at 1 and at 32 connections for ``--rounds`` rounds,
+so drift on a shared machine hits them alike, and the medians are reported in one table.
+``--workers`` and ``--soak`` add their own measurements.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from bench.load import (
     CpuMeter,
     RedisCalls,
     Result,
+    SignedLoad,
     connections_by_process,
     form_body,
     machine,
@@ -43,9 +45,11 @@ from bench.load import (
     wrk,
     wrk_argv,
 )
-from bench.stack import BenchError, Gateway, Stack, tail
+from bench.stack import HMAC_KEY_ID, BenchError, Gateway, Stack, tail
 
 CONNECTIONS = (1, 32)
+#: Signed requests made for a run: this many times what the fastest contender answered in as long.
+SIGNED_MARGIN = 1.5
 ROUND_TRIPS = "smsgw_storage_round_trips_total"
 SOAK_SAMPLE_S = 10
 
@@ -58,6 +62,7 @@ class Contender:
     log: Path
     gateway: Gateway | None = None
     redis: RedisCalls | None = None
+    signed: SignedLoad | None = None
     results: dict[int, list[Result]] = field(default_factory=dict)
     sent: int = 0  # answers wrk and the sample request counted, warm-ups included
     redis_commands: dict[int, int] = field(default_factory=dict)
@@ -67,8 +72,10 @@ class Contender:
     cpu_s: dict[int, float] = field(default_factory=dict)  # the contender's own CPU, by connections
 
     @classmethod
-    def of(cls, name: str, gateway: Gateway, redis: RedisCalls | None = None) -> Contender:
-        return cls(name, gateway.port, gateway.process.pid, gateway.process.log, gateway, redis)
+    def of(
+        cls, name: str, gateway: Gateway, redis: RedisCalls | None = None, signed: SignedLoad | None = None
+    ) -> Contender:
+        return cls(name, gateway.port, gateway.process.pid, gateway.process.log, gateway, redis, signed)
 
     @property
     def url(self) -> str:
@@ -84,16 +91,13 @@ class Contender:
 def sample_request(stack: Stack, contender: Contender) -> None:
     """One send as wrk will make it, answered 201 by the vendor through the contender."""
     conn = http.client.HTTPSConnection("127.0.0.1", contender.port, timeout=10, context=stack.tls_client())
+    headers = {"Content-Type": "application/x-www-form-urlencoded"}
+    if contender.signed is not None:
+        headers.update(contender.signed.headers(0))
+    else:
+        headers["Authorization"] = f"Bearer {stack.token}"
     try:
-        conn.request(
-            "POST",
-            PATH,
-            body=form_body(0),
-            headers={
-                "Content-Type": "application/x-www-form-urlencoded",
-                "Authorization": f"Bearer {stack.token}",
-            },
-        )
+        conn.request("POST", PATH, body=form_body(0), headers=headers)
         answer = conn.getresponse()
         body = answer.read()
         request_id = answer.getheader("X-Request-ID")
@@ -139,6 +143,8 @@ def measure(
         assert contender.gateway is not None
         trips_before = metric_total(contender.gateway.metrics(), ROUND_TRIPS)
         calls_before = contender.redis.total()
+    if contender.signed is not None:
+        script = contender.signed.script(signed_count(seconds))
     cpu_before = tree_cpu_s([contender.pid])
     result = wrk(contender.url, script, connections, seconds, during)
     cpu = tree_cpu_s([contender.pid]) - cpu_before
@@ -154,7 +160,22 @@ def measure(
     contender.results.setdefault(connections, []).append(
         checked(contender, result, f"{connections} connections")
     )
+    note_rate(result)
     contender.sent += result.requests
+
+
+#: The most requests per second any contender has answered so far (the signed load's sizing).
+_fastest_rps = [5000.0]
+
+
+def signed_count(seconds: float) -> int:
+    """How many signed requests a run of ``seconds`` needs: more than any contender has sent in
+    as long, so no nonce is sent twice."""
+    return int(_fastest_rps[0] * seconds * SIGNED_MARGIN) + 1000
+
+
+def note_rate(result: Result) -> None:
+    _fastest_rps[0] = max(_fastest_rps[0], result.rps)
 
 
 # --------------------------------------------------------------------------- output
@@ -228,12 +249,16 @@ def main_table(
     bare_port, bare_process, bare_loop = stack.start_bare(vendor_url)
     memory = stack.start_gateway("gateway-memory", vendor_url, "memory://")
     redis_gw = stack.start_gateway("gateway-redis", vendor_url, f"redis://127.0.0.1:{redis_port}/0")
+    signed_gw = stack.start_gateway("gateway-signed", vendor_url, "memory://")
+    origin = f"https://127.0.0.1:{signed_gw.port}"
+    signed = SignedLoad(signed_gw.folder, origin, HMAC_KEY_ID, stack.hmac_secret)
     contenders = [
         Contender("bare aiohttp", bare_port, bare_process.pid, bare_process.log),
         Contender.of("gateway memory", memory),
         Contender.of("gateway redis", redis_gw, RedisCalls(redis_port)),
+        Contender.of("gateway RFC 9421", signed_gw, signed=signed),
     ]
-    loops = {bare_loop, *memory.loops(), *redis_gw.loops()}
+    loops = {bare_loop, *memory.loops(), *redis_gw.loops(), *signed_gw.loops()}
     loop = loops.pop() if len(loops) == 1 else "MIXED: " + ", ".join(sorted(loops))
     if loop.startswith("MIXED"):
         print(f"warning: the contenders ran on different event loops ({loop})", file=sys.stderr)
@@ -242,7 +267,10 @@ def main_table(
         for c in contenders:
             sample_request(stack, c)
         for c in contenders:  # warm-up: connections, pools, the token cache; not counted
-            c.sent += checked(c, wrk(c.url, script, 32, args.warmup), "warm-up").requests
+            load = c.signed.script(signed_count(args.warmup)) if c.signed is not None else script
+            warm = checked(c, wrk(c.url, load, 32, args.warmup), "warm-up")
+            note_rate(warm)
+            c.sent += warm.requests
         cpu.start(stack.live_pids())
         total = args.rounds * len(CONNECTIONS) * len(contenders)
         done = 0
@@ -262,7 +290,8 @@ def main_table(
         for c in contenders:
             if c.redis is not None:
                 c.redis.close()
-    for process in (bare_process, memory.process, redis_gw.process):  # the machine is theirs now
+    # the machine is theirs now
+    for process in (bare_process, memory.process, redis_gw.process, signed_gw.process):
         process.stop()
     return contenders, loop, cpu
 
@@ -382,7 +411,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--loop",
         choices=("auto", "uvloop", "asyncio"),
         default="asyncio",
-        help="asyncio (the gateway's TLS gate does not run on uvloop); auto: uvloop when importable",
+        help="the event loop of every contender (asyncio); auto: uvloop when importable",
     )
     args = parser.parse_args(argv)
     if args.quick:
@@ -439,7 +468,8 @@ def print_report(
         print(f"{name + ':':12s}{value}")
     print(f"{'vendor:':12s}{vendor} on loopback, the same for every contender")
     print(
-        f"{'load:':12s}wrk -t 1 over HTTPS, a Twilio form POST with a JWT; {args.rounds} round(s) of "
+        f"{'load:':12s}wrk -t 1 over HTTPS, a Twilio form POST with a JWT (RFC 9421: signed, one nonce "
+        f"each); {args.rounds} round(s) of "
         f"{args.duration:g} s per contender and level, taking turns; medians"
     )
     print(f"{'elsewhere:':12s}{cpu} during the measurements\n")

@@ -20,6 +20,7 @@ import tempfile
 import time
 import urllib.request
 from dataclasses import dataclass, field
+from datetime import date, timedelta
 from pathlib import Path
 
 from bench.servers import VENDOR_ANSWER, VENDOR_SID
@@ -29,6 +30,8 @@ ROOT = Path(__file__).resolve().parent.parent
 #: The gateway-issued account id in the client's path; the gateway puts VENDOR_SID upstream.
 CLIENT_ACCOUNT = "AC0000000000000000000000000bench"
 JWT_ISSUER = "https://auth.bench.invalid/"
+#: The bench client's RFC 9421 key (``[[client.hmac_keys]]``); its secret is made per run.
+HMAC_KEY_ID = "bench-hmac"
 JWT_SUBJECT = "bench-svc"
 #: Outside 127.0.0.0/8 these networks are never contacted: they only make the allowlist realistic.
 CLIENT_NETWORKS = ("127.0.0.0/8", "10.20.0.0/16", "192.168.40.0/24", "172.20.0.0/14", "2001:db8::/32")
@@ -138,6 +141,7 @@ class Stack:
     folder: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="smsgw-bench-")))
     processes: list[Process] = field(default_factory=list)
     token: str = ""
+    hmac_secret: str = ""
 
     def __post_init__(self) -> None:
         from gateway.commands.demo import make_self_signed
@@ -145,6 +149,9 @@ class Stack:
         make_self_signed(self.folder / "cert.pem", self.folder / "key.pem")
         self.cafile = self.folder / "cert.pem"
         self.token = self._jwt_material()
+        from gateway.commands.keygen import random_token
+
+        self.hmac_secret = random_token(32)
 
     def __enter__(self) -> Stack:
         return self
@@ -281,7 +288,9 @@ http {{
     def start_gateway(self, name: str, vendor_url: str, storage: str, workers: int = 1) -> Gateway:
         folder = self.folder / name
         port, admin_port = free_port(), free_port()
-        config = write_gateway_config(folder, self.folder, vendor_url, storage, port, admin_port, workers)
+        config = write_gateway_config(
+            folder, self.folder, vendor_url, storage, port, admin_port, workers, self.hmac_secret
+        )
         report = folder / "loops.txt"
         process = self.spawn(
             name, self.python("gateway", "--config", str(config), "--loop-report", str(report)), cwd=folder
@@ -352,10 +361,18 @@ def nginx_version(binary: str) -> str:
 
 
 def write_gateway_config(
-    folder: Path, shared: Path, vendor_url: str, storage: str, port: int, admin_port: int, workers: int
+    folder: Path,
+    shared: Path,
+    vendor_url: str,
+    storage: str,
+    port: int,
+    admin_port: int,
+    workers: int,
+    hmac_secret: str,
 ) -> Path:
-    """A production-shaped config: JWT RS256, an IP allowlist, three rate limits, OTP caps,
-    hashed bodies and both logs on disk. Limits are set high enough never to refuse in a run."""
+    """A production-shaped config: JWT RS256 (and an RFC 9421 key for the signed load), an IP
+    allowlist, three rate limits, OTP caps, hashed bodies and both logs on disk. Limits are set
+    high enough never to refuse in a run."""
     from gateway.commands.keygen import random_token
 
     (folder / "policies").mkdir(parents=True)
@@ -363,6 +380,7 @@ def write_gateway_config(
     for name, value in (
         ("vendor_token", "bench-vendor-token-" + random_token(12)),
         ("hash_key", random_token(32)),
+        ("hmac_key", hmac_secret),
     ):
         (folder / "secrets" / name).write_text(value)
         (folder / "secrets" / name).chmod(0o600)
@@ -424,6 +442,12 @@ ip_allow = [{networks}]
 senders = ["MyBank"]
 countries = ["EE", "LV", "LT", "FI"]
 rate_limits = ["10000000/minute"]
+
+[[client.hmac_keys]]
+id = "{HMAC_KEY_ID}"
+secret = "file:{folder / "secrets" / "hmac_key"}"
+created = {date.today().isoformat()}
+expires = {(date.today() + timedelta(days=30)).isoformat()}
 
 [[client.basic]]
 username = "{CLIENT_ACCOUNT}"

@@ -729,3 +729,41 @@ async def test_soft_open_file_limit_is_raised_at_start(make_gateway, vendor, cap
         assert f"open-file limit raised from 1024 to {hard}" in caplog.text
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_the_listener_admits_and_serves_on_uvloop_too(pki: dict[str, Path]) -> None:
+    """Admission happens at accept, before the handshake, with loop APIs uvloop has as well: the
+    caps hold and TLS requests are answered there as on asyncio's loop."""
+    uvloop = pytest.importorskip("uvloop")
+
+    async def hello(request: web.Request) -> web.Response:
+        return web.json_response({"loop": type(asyncio.get_running_loop()).__module__})
+
+    async def main() -> None:
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(pki["gateway_cert"], pki["gateway_key"])
+        limits = ConnectionLimits(40, 2)
+        policy = ConnectionPolicy(limits, 5.0, 5.0, 5.0, {"Strict-Transport-Security": HSTS})
+        app = web.Application()
+        app.router.add_get("/hello", hello)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        try:
+            await GatedSite(runner, "127.0.0.1", 0, policy=policy, ssl_context=ctx, access_log=None).start()
+            port = int(runner.addresses[0][1])
+            connector = aiohttp.TCPConnector(ssl=client_ssl(pki), limit=1)
+            async with aiohttp.ClientSession(connector=connector) as session:
+                async with session.get(f"https://127.0.0.1:{port}/hello") as response:
+                    assert response.status == 200
+                    assert (await response.json())["loop"].startswith("uvloop")
+                # the session's connection is one of the two this address may hold
+                held = await asyncio.open_connection("127.0.0.1", port)
+                refused = await asyncio.open_connection("127.0.0.1", port)
+                assert await asyncio.wait_for(refused[0].read(), BOUND) == b""  # closed at accept
+                assert limits.refused == 1
+                held[1].close()
+                refused[1].close()
+        finally:
+            await runner.cleanup()
+
+    uvloop.run(main())

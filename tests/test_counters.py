@@ -14,7 +14,14 @@ from limits.aio.storage import MemoryStorage
 
 from gateway.config.schema import StorageConfig
 from gateway.limits.stage import STRATEGIES, gather, make_counters
-from gateway.storage.counters import Hit, LibraryCounters, MemoryCounters, ScriptCounters, sliding_figures
+from gateway.storage.counters import (
+    Counted,
+    Hit,
+    LibraryCounters,
+    MemoryCounters,
+    ScriptCounters,
+    sliding_figures,
+)
 from gateway.storage.service import StorageService, open_storage
 from tests.conftest import RedisServer
 
@@ -226,3 +233,49 @@ async def test_a_refused_request_counts_against_no_limit(storage: StorageService
             assert [t.figures[0] for t in refused.tallies if t.figures] == [4, 6, 2]
         again = await counters.count(hits(tag, 1, 1, 1))
         assert again.counted and [t.figures[0] for t in again.tallies if t.figures] == [3, 5, 1]
+
+
+async def test_requests_of_one_loop_iteration_share_one_round_trip(storage: StorageService) -> None:
+    """Auto-pipelining: ten requests counted at once cost one round trip, and each gets the answer
+    it gets when the ten go one after another (counted or not, the same remaining figures)."""
+    counters = make_counters(storage, "fixed-window")
+    alone, together = f"alone{next(NAMES)}", f"together{next(NAMES)}"
+    await counters.count(hits(alone, 1, 1, 1, rates=LONG_RATES))  # the first call loads the script
+    one_by_one = [await counters.count(hits(alone, 1, 1, 1, rates=LONG_RATES)) for _ in range(10)]
+    await counters.count(hits(together, 1, 1, 1, rates=LONG_RATES))
+    before = storage.round_trips
+    at_once = await asyncio.gather(
+        *(counters.count(hits(together, 1, 1, 1, rates=LONG_RATES)) for _ in range(10))
+    )
+    assert storage.round_trips - before == 1
+
+    def seen(answers: list[Counted]) -> list[tuple[bool, list[int]]]:
+        return [(a.counted, [t.figures[0] for t in a.tallies]) for a in answers]
+
+    assert seen(at_once) == seen(one_by_one)
+    assert [a.counted for a in at_once] == [True, True] + [False] * 8  # 3/day: 2 left after the first
+
+
+async def test_a_pipeline_reloads_a_script_redis_forgot(
+    storage: StorageService, redis_server: RedisServer
+) -> None:
+    counters = make_counters(storage, "sliding-window-counter")
+    tag = f"flush{next(NAMES)}"
+    await counters.count(hits(tag, 1, 1, 1, rates=LONG_RATES))
+    redis_server.client().script_flush()
+    answers = await asyncio.gather(*(counters.count(hits(tag, 1, 1, 1, rates=LONG_RATES)) for _ in range(3)))
+    assert [a.counted for a in answers] == [True, True, False]  # 3/day: 2 left after the first
+    assert [a.tallies[0].figures[0] for a in answers] == [3, 2, 2]  # 5/minute
+
+
+async def test_a_storage_outage_reaches_every_request_of_a_pipeline(storage: StorageService) -> None:
+    from gateway.storage.service import StorageUnavailable
+
+    counters = make_counters(storage, "fixed-window")
+    tag = f"down{next(NAMES)}"
+    await counters.count(hits(tag, 1, rates=LONG_RATES[:1]))
+    with patch("redis.asyncio.client.Pipeline.execute", side_effect=ConnectionError("down")):
+        answers = await asyncio.gather(
+            *(counters.count(hits(tag, 1, rates=LONG_RATES[:1])) for _ in range(3)), return_exceptions=True
+        )
+    assert all(isinstance(a, StorageUnavailable) for a in answers)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import phonenumbers
 import pytest
 
 from gateway.core.errors import GatewayError, invalid_recipient
+from gateway.recipients import phone
 from gateway.recipients.phone import NUMBER_TYPES, DestinationPolicy, classify, parse_recipient
 
 # Checked with phonenumbers.is_valid_number before being written here.
@@ -211,3 +214,46 @@ def test_classify_agrees_with_the_public_calls() -> None:
         assert region == phonenumbers.region_code_for_number(number), number
         if valid:
             assert kind == phonenumbers.number_type(number), number
+
+
+def test_a_number_parsed_again_from_the_cache_is_the_same_destination() -> None:
+    phone._KNOWN.clear()
+    first = [
+        parse_recipient(n) for n in ("+37255512367", "sms:+12015550123", "+80012345678", "+4915123456789")
+    ]
+    assert len(phone._KNOWN) == 4
+    again = [
+        parse_recipient(n) for n in ("+37255512367", "sms:+12015550123", "+80012345678", "+4915123456789")
+    ]
+    assert again == first
+    for raw in ("+3725551236", "+99912345678"):  # invalid: refused from the cache too
+        for _ in range(2):
+            with pytest.raises(GatewayError):
+                parse_recipient(raw)
+
+
+def test_the_parse_cache_holds_no_phone_number() -> None:
+    """Keys are keyed hashes, values are (region, type, network): no number outlives its request,
+    not even one whose canonical form differs from what the client sent."""
+    phone._KNOWN.clear()
+    numbers = ["+37255512367", "+12015550123", "+4915123456789", "+3725551236"]
+    for raw in numbers:
+        with contextlib.suppress(GatewayError):
+            parse_recipient(raw)
+    assert parse_recipient("+54111523456789").e164 == "+5491123456789"  # not cached: parsed each time
+    assert parse_recipient("+54111523456789").e164 == "+5491123456789"
+    assert len(phone._KNOWN) == len(numbers)
+    held = repr(list(phone._KNOWN.items())) + repr(list(phone._KNOWN.keys()))
+    for number in [*numbers, "+54111523456789", "+5491123456789"]:
+        digits = number.lstrip("+")
+        assert digits[-7:] not in held
+        assert digits[-7:].encode() not in b"".join(phone._KNOWN.keys())
+    assert all(isinstance(key, bytes) and len(key) == 16 for key in phone._KNOWN)
+
+
+def test_the_parse_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    phone._KNOWN.clear()
+    monkeypatch.setattr(phone, "_CACHE_SIZE", 3)
+    for n in range(10):
+        parse_recipient(f"+3725551{n:04d}")
+    assert len(phone._KNOWN) == 3

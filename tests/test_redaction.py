@@ -657,3 +657,42 @@ def test_client_network_header_names(name: str) -> None:
 @pytest.mark.parametrize("name", ["x-forwarded", "host", "content-type", "x-request-id", "authorization"])
 def test_not_client_network_header_names(name: str) -> None:
     assert not is_client_network_header(name)
+
+
+PATHS = [
+    ("/2010-04-01/Accounts/AC0000000000000000000000000bench/Messages.json", ""),
+    ("/v1/lookup/+37255512367", ""),
+    ("/v1/lookup/%2B37255512367?to=+37255598765", ""),
+    ("/sms/json", "api_key=k3y-secret-value&to=37255512367"),
+    ("/sms?x", "y"),
+    ("/sms", "x?y"),
+]
+
+
+def test_a_path_logged_again_is_scrubbed_the_same() -> None:
+    """Scrubbed paths are remembered: the second answer is the first, for every redactor."""
+    r = make(secret_values=frozenset({"k3y-secret-value"}))
+    fresh = [make(secret_values=frozenset({"k3y-secret-value"})).path(p, q) for p, q in PATHS]
+    assert [r.path(p, q) for p, q in PATHS] == fresh
+    assert [r.path(p, q) for p, q in PATHS] == fresh
+    long = "/v1/" + "a" * 600 + "/+37255512367"
+    assert "37255512367" not in r.path(long)
+
+
+def test_remembered_paths_hold_no_number_or_secret() -> None:
+    r = make(secret_values=frozenset({"k3y-secret-value"}))
+    for p, q in PATHS:
+        r.path(p, q)
+    held = repr(list(r._paths.items())).encode() + b"".join(r._paths)
+    for clear in (b"37255512367", b"37255598765", b"k3y-secret-value"):
+        assert clear not in held
+
+
+def test_remembered_paths_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from gateway.core import redaction
+
+    monkeypatch.setattr(redaction, "_PATHS_KEPT", 5)
+    r = make()
+    for n in range(20):
+        r.path(f"/v1/messages/{n}")
+    assert len(r._paths) == 5

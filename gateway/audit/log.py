@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from gateway.core.errors import Reason, refuse
 from gateway.core.events import AuditEvent
 from gateway.core.exchange import Exchange
-from gateway.core.jsonlog import JsonLinesSink, worker_log_path
+from gateway.core.jsonlog import JsonLinesSink, encode_canonical, worker_log_path
 from gateway.core.redaction import key_id_for
 from gateway.core.tasks import stop_task
 
@@ -55,13 +55,10 @@ class AuditUnavailable(Exception):
     """A record that must exist before the request goes on could not be written."""
 
 
-_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode
-
-
 def canonical(record: dict[str, Any]) -> bytes:
     """Sorted keys, no spaces, UTF-8, without ``chain``: what the chain hashes, and what is written."""
     body = {k: v for k, v in record.items() if k != "chain"} if "chain" in record else record
-    return _CANONICAL(body).encode("utf-8", "backslashreplace")
+    return encode_canonical(body)
 
 
 def chain_value(previous: str, record: dict[str, Any], key: bytes | None) -> str:

@@ -26,7 +26,7 @@ from gateway.core.values import Client, Destination, Event, Message, Principal, 
 if TYPE_CHECKING:
     from gateway.core.redaction import Redactor
 
-__all__ = ["Chain", "Exchange", "Policy", "ResponsePhase", "Route", "Stage", "StageTimer"]
+__all__ = ["Chain", "Exchange", "Policy", "ResponsePhase", "Route", "Stage", "StageTimer", "SyncStage"]
 
 
 class Route(Protocol):
@@ -174,6 +174,20 @@ class Stage(Protocol):
     async def run(self, ex: Exchange) -> web.StreamResponse | None: ...
 
 
+class SyncStage:
+    """A stage that does no I/O: :meth:`Chain.run` calls :meth:`run_sync` plainly, without a
+    coroutine; ``run`` still works for callers that await (``smsgw explain``)."""
+
+    __slots__ = ()
+    name: str
+
+    def run_sync(self, ex: Exchange) -> web.StreamResponse | None:
+        raise NotImplementedError
+
+    async def run(self, ex: Exchange) -> web.StreamResponse | None:
+        return self.run_sync(ex)
+
+
 @runtime_checkable
 class ResponsePhase(Protocol):
     """A stage that also acts once the answer is known."""
@@ -210,13 +224,18 @@ class StageTimer:
 class Chain:
     """An ordered, immutable list of stages; ``after`` hooks are found once, here."""
 
-    __slots__ = ("names", "stages")
+    __slots__ = ("_steps", "names", "stages")
 
     def __init__(self, stages: Iterable[Stage]) -> None:
         self.stages: tuple[tuple[Stage, bool], ...] = tuple(
             (stage, isinstance(stage, ResponsePhase)) for stage in stages
         )
         self.names: tuple[str, ...] = tuple(stage.name for stage, _ in self.stages)
+        # (stage, its name, its run_sync or None, whether it has a response phase), found once.
+        self._steps = tuple(
+            (stage, stage.name, stage.run_sync if isinstance(stage, SyncStage) else None, has_after)
+            for stage, has_after in self.stages
+        )
 
     def __len__(self) -> int:
         return len(self.stages)
@@ -225,17 +244,17 @@ class Chain:
         """Run every stage in order until one answers; raises the first refusal."""
         perf = time.perf_counter
         observe = timer.observe
-        for stage, has_after in self.stages:
+        for stage, name, run_sync, has_after in self._steps:
             if has_after:
                 ran_after.append(stage)
             t0 = perf()
             try:
-                response = await stage.run(ex)
+                response = run_sync(ex) if run_sync is not None else await stage.run(ex)
             except GatewayError:
-                ex.refused_by = stage.name
+                ex.refused_by = name
                 raise
             finally:
-                observe(stage.name, perf() - t0)
+                observe(name, perf() - t0)
             if response is not None:
                 return response
         return None

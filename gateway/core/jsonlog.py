@@ -25,15 +25,68 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 log = logging.getLogger("smsgw")
 
 
-#: Built once: ``json.dumps`` with options builds an encoder per call.
-_ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
+#: The reference encoders, built once (``json.dumps`` with options builds an encoder per call).
+#: Their bytes are the log's format: the audit chain hashes exactly what ``_SORTED`` produces.
+_INSERTION = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
+_SORTED = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str).encode
+
+_SCALARS = frozenset((str, int, bool, type(None)))
+_LINE = orjson.OPT_APPEND_NEWLINE
+_CANONICAL = orjson.OPT_SORT_KEYS
+
+
+def _same_in_orjson(value: object) -> bool:
+    """True when orjson writes ``value`` byte for byte as the reference encoder does.
+
+    Where they differ without an error: floats that ``repr`` writes with an exponent (orjson
+    spells them differently), NaN and infinities (orjson writes null), and the types orjson
+    encodes natively where the reference calls ``str`` (enums, dates, dataclasses, subclasses).
+    What orjson refuses (non-string keys, integers beyond 64 bits, lone surrogates) raises.
+    """
+    kind = type(value)
+    if kind in _SCALARS:
+        return True
+    if kind is float:
+        return 1e-4 <= abs(value) < 1e16 or value == 0.0  # type: ignore[arg-type]
+    if kind is dict:
+        return all(map(_same_in_orjson, value.values()))  # type: ignore[attr-defined]
+    if kind is list or kind is tuple:
+        return all(map(_same_in_orjson, value))  # type: ignore[call-overload]
+    return False
+
+
+def _fast(record: dict[str, Any], option: int) -> bytes | None:
+    """orjson's bytes for ``record`` when they are the reference's, else None."""
+    for value in record.values():
+        if type(value) not in _SCALARS and not _same_in_orjson(value):
+            return None
+    try:
+        return orjson.dumps(record, option=option)
+    except orjson.JSONEncodeError:
+        return None
 
 
 def encode_line(record: dict[str, Any]) -> bytes:
-    return (_ENCODE(record) + "\n").encode("utf-8", "backslashreplace")
+    """One access-log line: keys in insertion order, UTF-8, newline-terminated."""
+    fast = _fast(record, _LINE)
+    if fast is not None:
+        return fast
+    return (_INSERTION(record) + "\n").encode("utf-8", "backslashreplace")
+
+
+def encode_canonical(record: dict[str, Any]) -> bytes:
+    """Sorted keys, no spaces, UTF-8 (text that is not valid UTF-8 backslash-escaped): the bytes
+    an audit record is written and chained as. orjson writes them in about a third of the time;
+    records it would spell differently go through the reference encoder."""
+    fast = _fast(record, _CANONICAL)
+    if fast is not None:
+        return fast
+    return _SORTED(record).encode("utf-8", "backslashreplace")
 
 
 def worker_log_path(target: str, worker: int | None) -> str:

@@ -5,6 +5,9 @@ A stage is one concern in its owner's module (``identity/ip.py`` checks allowlis
 
 - ``async run(exchange)``: pass (return None), answer now (return a response: an idempotent
   replay, a duplicate webhook), or refuse (raise ``GatewayError`` with a reason code);
+- a stage that never waits (no I/O: allowlists, scopes, header checks) may subclass
+  :class:`SyncStage` and write ``run_sync(exchange)`` instead, with the same three outcomes: the
+  loop calls it plainly, without a coroutine, and ``run`` still works for callers that await;
 - optionally ``async after(exchange, response)``: called for every stage that ran, last first,
   once the answer is known (refusals included), for work on the response phase.
 
@@ -26,7 +29,7 @@ from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 from aiohttp import web
 
 from gateway.core.errors import GatewayError, Reason, refuse
-from gateway.core.exchange import Chain, Exchange, ResponsePhase, Stage, StageTimer
+from gateway.core.exchange import Chain, Exchange, ResponsePhase, Stage, StageTimer, SyncStage
 
 if TYPE_CHECKING:
     from gateway.core.redaction import Redactor
@@ -41,6 +44,7 @@ __all__ = [
     "Stage",
     "StageFactory",
     "StageTimer",
+    "SyncStage",
     "compile_stages",
     "describe_exception",
     "internal_error",

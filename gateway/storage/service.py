@@ -3,7 +3,8 @@ across requests (and, with Redis, across replicas): rate limits, OTP counters, i
 records, RFC 9421 nonces, webhook duplicates.
 
 Decisions never talk to a Redis client directly (``limits``' habit: the algorithm does not know
-where counters live). They use the small :class:`KeyValue` contract below; the backend raises
+where counters live). They use the small :class:`KeyValue` contract (gateway/storage/keyvalue.py,
+with the ``memory://`` backend; Redis's is gateway/storage/redis_backend.py); the backend raises
 :class:`StorageUnavailable` when it cannot answer, and :meth:`StorageService.unavailable` turns
 that into the configured ``storage.on_error`` policy: ``closed`` refuses (503
 ``limiter_unavailable``), ``open`` lets the request pass and records the event.
@@ -28,7 +29,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit
 
 from cryptography.exceptions import InvalidTag
@@ -37,6 +38,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from gateway.core.errors import GatewayError, Reason, refuse
 from gateway.core.events import AuditEvent
 from gateway.core.tasks import stop_task
+from gateway.storage.keyvalue import STORAGE_ERRORS, KeyValue, MemoryKeyValue, StorageUnavailable, slot_wait
+from gateway.storage.redis_backend import RedisKeyValue
 
 if TYPE_CHECKING:
     from limits.aio.storage import Storage as LimiterStorage
@@ -47,6 +50,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("smsgw")
 
 __all__ = [
+    "STORAGE_ERRORS",
     "KeyValue",
     "MemoryKeyValue",
     "RedisKeyValue",
@@ -55,6 +59,7 @@ __all__ = [
     "StorageUnavailable",
     "open_storage",
     "skipped",
+    "slot_wait",
 ]
 
 #: While the storage is down, the probe pings it this often.
@@ -63,414 +68,6 @@ PROBE_INTERVAL_S: Final = 1.0
 #: ``Retry-After`` of a 503 ``limiter_unavailable``: the probe's interval in whole seconds, the
 #: soonest a retry can find the storage back (as every 429 tells the client when to come back).
 UNAVAILABLE_RETRY_AFTER_S: Final = max(1, math.ceil(PROBE_INTERVAL_S))
-
-
-class StorageUnavailable(Exception):
-    """The backend could not answer in time (down, frozen, unreachable)."""
-
-
-class KeyValue(Protocol):
-    """What decisions may ask of storage. Keys are already prefixed; values are bytes; every
-    write has a TTL so nothing grows without bound."""
-
-    async def set_if_absent(self, key: str, value: bytes, ttl_s: float) -> bool:
-        """Store ``value`` unless the key exists; True when stored (nonces, dedupe, locks)."""
-        ...
-
-    async def get(self, key: str) -> bytes | None: ...
-
-    async def set(self, key: str, value: bytes, ttl_s: float) -> None: ...
-
-    async def delete(self, key: str) -> None: ...
-
-    async def take_slot(self, key: str, member: str, limit: int, window_s: float, gap_s: float) -> float:
-        """Atomically record ``member`` in the log of ``key`` if fewer than ``limit`` members are
-        younger than ``window_s`` and the newest is at least ``gap_s`` old. Returns 0.0 when taken,
-        otherwise the exact seconds until it would be (OTP caps: sends, resend interval, checks)."""
-        ...
-
-    async def free_slot(self, key: str, member: str) -> None:
-        """Take back a slot that did not lead to a send."""
-        ...
-
-    async def add(self, key: str, amount: int, ttl_s: float, limit: int = -1) -> tuple[int, bool]:
-        """Add ``amount`` to the counter at ``key`` unless the sum would pass ``limit`` (-1: no
-        limit); a new counter lives ``ttl_s``. Returns ``(count, added)`` (anomaly counters)."""
-        ...
-
-    async def counts(self, keys: Sequence[str]) -> list[int]:
-        """The counters at ``keys``, 0 for a missing one, in one call (the keys share a hash tag)."""
-        ...
-
-    async def add_member(
-        self, key: str, member: str, window_s: float, limit: int = -1, cap: int = 0
-    ) -> tuple[int, int]:
-        """Record ``member`` in the set at ``key``, which forgets members not seen for ``window_s``.
-        Unless ``member`` is there already, it is refused when ``limit`` members are (-1: no limit);
-        ``cap`` (0: none) bounds the set, oldest out first. Returns ``(members, outcome)``:
-        1 added, 0 already there (its time renewed), -1 refused."""
-        ...
-
-    async def ping(self) -> bool:
-        """True when the backend answers now (readiness)."""
-        ...
-
-    async def close(self) -> None: ...
-
-
-class MemoryKeyValue:
-    """One process's memory: exact, and lost on restart (``storage.url = "memory://"``)."""
-
-    __slots__ = ("_data", "_max_keys", "_sets", "_slots", "_writes")
-
-    def __init__(self, max_keys: int = 1_000_000) -> None:
-        self._data: dict[str, tuple[bytes, float]] = {}
-        #: OTP logs: key -> (entries oldest first as (time.time(), member), when the log expires)
-        self._slots: dict[str, tuple[list[tuple[float, str]], float]] = {}
-        #: Member sets: key -> {member: last seen (monotonic)}, oldest first
-        self._sets: dict[str, dict[str, float]] = {}
-        self._max_keys = max_keys
-        self._writes = 0
-
-    def _live(self, key: str, now: float) -> bytes | None:
-        item = self._data.get(key)
-        if item is None:
-            return None
-        if item[1] <= now:
-            del self._data[key]
-            return None
-        return item[0]
-
-    def _sweep(self, now: float) -> None:
-        """Expired keys go every so often, so memory is bounded by what is live."""
-        self._writes += 1
-        if self._writes % 1024 == 0 or len(self._data) + len(self._slots) + len(self._sets) >= self._max_keys:
-            for key in [k for k, (_, expires) in self._data.items() if expires <= now]:
-                del self._data[key]
-            wall = time.time()
-            for key in [k for k, (_, expires) in self._slots.items() if expires <= wall]:
-                del self._slots[key]
-            for key in [k for k, members in self._sets.items() if not members]:
-                del self._sets[key]
-            if len(self._data) + len(self._slots) + len(self._sets) >= self._max_keys:
-                raise StorageUnavailable("memory storage is full")
-
-    async def set_if_absent(self, key: str, value: bytes, ttl_s: float) -> bool:
-        now = time.monotonic()
-        if self._live(key, now) is not None:
-            return False
-        self._sweep(now)
-        self._data[key] = (value, now + ttl_s)
-        return True
-
-    async def get(self, key: str) -> bytes | None:
-        return self._live(key, time.monotonic())
-
-    async def set(self, key: str, value: bytes, ttl_s: float) -> None:
-        now = time.monotonic()
-        self._sweep(now)
-        self._data[key] = (value, now + ttl_s)
-
-    async def delete(self, key: str) -> None:
-        self._data.pop(key, None)
-
-    async def take_slot(self, key: str, member: str, limit: int, window_s: float, gap_s: float) -> float:
-        now = time.time()
-        wait = self.slot_wait_at(key, limit, window_s, gap_s, now)
-        if wait <= 0:
-            self.put_slot(key, member, window_s, gap_s, now)
-        return wait
-
-    def slot_wait_at(self, key: str, limit: int, window_s: float, gap_s: float, now: float) -> float:
-        """``take_slot``'s check alone (0.0: it fits), so that the rate-limit counters can check
-        every limit of a request before they count any (``gateway.storage.counters.MemoryCounters``)."""
-        keep = max(window_s, gap_s)
-        held = self._slots.get(key)
-        if held is None:
-            return 0.0
-        entries = [e for e in held[0] if e[0] > now - keep]
-        if entries:
-            self._slots[key] = (entries, entries[-1][0] + keep)
-        else:
-            del self._slots[key]
-        return max(0.0, slot_wait(now, [t for t, _ in entries], limit, window_s, gap_s))
-
-    def put_slot(self, key: str, member: str, window_s: float, gap_s: float, now: float) -> None:
-        """``take_slot``'s write alone, after :meth:`slot_wait_at` said the slot fits."""
-        self._sweep(time.monotonic())
-        entries = self._slots.get(key, ([], 0.0))[0]
-        entries.append((now, member))
-        self._slots[key] = (entries, now + max(window_s, gap_s))
-
-    async def free_slot(self, key: str, member: str) -> None:
-        held = self._slots.get(key)
-        if held:
-            self._slots[key] = ([e for e in held[0] if e[1] != member], held[1])
-
-    async def add(self, key: str, amount: int, ttl_s: float, limit: int = -1) -> tuple[int, bool]:
-        now = time.monotonic()
-        current = self._live(key, now)
-        count = int(current) if current is not None else 0
-        if 0 <= limit < count + amount:
-            return count, False
-        if current is None:
-            self._sweep(now)
-            expires = now + ttl_s
-        else:
-            expires = self._data[key][1]
-        self._data[key] = (str(count + amount).encode("ascii"), expires)
-        return count + amount, True
-
-    async def counts(self, keys: Sequence[str]) -> list[int]:
-        now = time.monotonic()
-        return [int(value) if (value := self._live(key, now)) is not None else 0 for key in keys]
-
-    async def add_member(
-        self, key: str, member: str, window_s: float, limit: int = -1, cap: int = 0
-    ) -> tuple[int, int]:
-        now = time.monotonic()
-        members = self._sets.get(key)
-        if members is None:
-            self._sweep(now)
-            members = self._sets[key] = {}
-        for old in [m for m, seen in members.items() if seen <= now - window_s]:
-            del members[old]
-        if member in members:
-            del members[member]  # re-inserted last: the dict stays oldest first
-            members[member] = now
-            return len(members), 0
-        if 0 <= limit <= len(members):
-            return len(members), -1
-        members[member] = now
-        while cap and len(members) > cap:
-            del members[next(iter(members))]
-        return len(members), 1
-
-    async def ping(self) -> bool:
-        return True
-
-    async def close(self) -> None:
-        self._data.clear()
-        self._slots.clear()
-        self._sets.clear()
-
-
-def slot_wait(now: float, times: list[float], limit: int, window_s: float, gap_s: float) -> float:
-    """Seconds until a new entry fits: fewer than ``limit`` in the window, ``gap_s`` after the newest.
-
-    ``times`` are the entries' timestamps, oldest first. The same rule as ``_TAKE_SLOT`` below.
-    """
-    wait = 0.0
-    if gap_s > 0 and times:
-        wait = max(wait, times[-1] + gap_s - now)
-    in_window = [t for t in times if t > now - window_s]
-    if len(in_window) >= limit:
-        wait = max(wait, in_window[len(in_window) - limit] + window_s - now)
-    return wait
-
-
-#: ``take_slot`` for Redis: a sorted set of members scored by Redis's own clock (milliseconds),
-#: so replicas with skewed clocks agree. Returns 0 when taken, else milliseconds to wait.
-_TAKE_SLOT = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local limit = tonumber(ARGV[2])
-local window = tonumber(ARGV[3])
-local gap = tonumber(ARGV[4])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - math.max(window, gap))
-local wait = 0
-if gap > 0 then
-  local newest = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
-  if newest[2] then
-    wait = math.max(wait, tonumber(newest[2]) + gap - now)
-  end
-end
-local count = redis.call('ZCOUNT', KEYS[1], '(' .. (now - window), '+inf')
-if count >= limit then
-  local oldest = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. (now - window), '+inf',
-                            'WITHSCORES', 'LIMIT', count - limit, 1)
-  wait = math.max(wait, tonumber(oldest[2]) + window - now)
-end
-if wait > 0 then
-  return wait
-end
-redis.call('ZADD', KEYS[1], now, ARGV[1])
-redis.call('PEXPIRE', KEYS[1], math.max(window, gap))
-return 0
-"""
-
-
-#: ``add``: one counter, created with a TTL, never taken over ``limit`` (-1: no limit).
-_ADD = """
-local amount = tonumber(ARGV[1])
-local limit = tonumber(ARGV[3])
-local count = tonumber(redis.call('GET', KEYS[1]) or '0')
-if limit >= 0 and count + amount > limit then
-  return {count, 0}
-end
-count = redis.call('INCRBY', KEYS[1], amount)
-if redis.call('PTTL', KEYS[1]) < 0 then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return {count, 1}
-"""
-
-#: ``add_member``: a sorted set of members scored by Redis's clock (milliseconds).
-_ADD_MEMBER = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local window = tonumber(ARGV[2])
-local limit = tonumber(ARGV[3])
-local cap = tonumber(ARGV[4])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
-local count = redis.call('ZCARD', KEYS[1])
-local outcome = 1
-if redis.call('ZSCORE', KEYS[1], ARGV[1]) then
-  outcome = 0
-elseif limit >= 0 and count >= limit then
-  return {count, -1}
-else
-  count = count + 1
-end
-redis.call('ZADD', KEYS[1], now, ARGV[1])
-if cap > 0 and count > cap then
-  redis.call('ZREMRANGEBYRANK', KEYS[1], 0, count - cap - 1)
-  count = cap
-end
-redis.call('PEXPIRE', KEYS[1], window)
-return {count, outcome}
-"""
-
-
-class RedisKeyValue:
-    """The contract over a redis-py asyncio client (plain, sentinel master or cluster).
-
-    Every Redis or socket error becomes :class:`StorageUnavailable` with the error's type only:
-    redis-py's messages can name hosts, and nothing here may echo a key.
-    """
-
-    __slots__ = ("_add", "_add_member", "_client", "_closers", "_take", "round_trips")
-
-    def __init__(self, client: Any, closers: tuple[Any, ...] = ()) -> None:
-        self._client = client
-        self._closers = closers or (client,)
-        #: Calls sent to Redis (a command, a script or a pipeline each; the metric reads it).
-        self.round_trips = 0
-        self._take = client.register_script(_TAKE_SLOT)
-        self._add = client.register_script(_ADD)
-        self._add_member = client.register_script(_ADD_MEMBER)
-
-    async def set_if_absent(self, key: str, value: bytes, ttl_s: float) -> bool:
-        self.round_trips += 1
-        try:
-            return bool(await self._client.set(key, value, px=_ms(ttl_s), nx=True))
-        except STORAGE_ERRORS as exc:
-            raise StorageUnavailable(type(exc).__name__) from None
-
-    async def get(self, key: str) -> bytes | None:
-        self.round_trips += 1
-        try:
-            value = await self._client.get(key)
-        except STORAGE_ERRORS as exc:
-            raise StorageUnavailable(type(exc).__name__) from None
-        return bytes(value) if value is not None else None
-
-    async def set(self, key: str, value: bytes, ttl_s: float) -> None:
-        self.round_trips += 1
-        try:
-            await self._client.set(key, value, px=_ms(ttl_s))
-        except STORAGE_ERRORS as exc:
-            raise StorageUnavailable(type(exc).__name__) from None
-
-    async def delete(self, key: str) -> None:
-        self.round_trips += 1
-        try:
-            await self._client.delete(key)
-        except STORAGE_ERRORS as exc:
-            raise StorageUnavailable(type(exc).__name__) from None
-
-    async def take_slot(self, key: str, member: str, limit: int, window_s: float, gap_s: float) -> float:
-        self.round_trips += 1
-        try:
-            args = [member, limit, _ms(window_s), math.ceil(gap_s * 1000)]  # a gap of 0 stays 0
-            wait_ms = await self._take(keys=[key], args=args)
-        except STORAGE_ERRORS as exc:
-            raise StorageUnavailable(type(exc).__name__) from None
-        return int(wait_ms) / 1000
-
-    async def free_slot(self, key: str, member: str) -> None:
-        self.round_trips += 1
-        try:
-            await self._client.zrem(key, member)
-        except STORAGE_ERRORS as exc:
-            raise StorageUnavailable(type(exc).__name__) from None
-
-    async def add(self, key: str, amount: int, ttl_s: float, limit: int = -1) -> tuple[int, bool]:
-        self.round_trips += 1
-        try:
-            count, added = await self._add(keys=[key], args=[amount, _ms(ttl_s), limit])
-        except STORAGE_ERRORS as exc:
-            raise StorageUnavailable(type(exc).__name__) from None
-        return int(count), bool(added)
-
-    async def counts(self, keys: Sequence[str]) -> list[int]:
-        if not keys:
-            return []
-        self.round_trips += 1
-        try:
-            values = await self._client.mget(list(keys))
-        except STORAGE_ERRORS as exc:
-            raise StorageUnavailable(type(exc).__name__) from None
-        return [int(value) if value is not None else 0 for value in values]
-
-    async def add_member(
-        self, key: str, member: str, window_s: float, limit: int = -1, cap: int = 0
-    ) -> tuple[int, int]:
-        self.round_trips += 1
-        try:
-            count, outcome = await self._add_member(keys=[key], args=[member, _ms(window_s), limit, cap])
-        except STORAGE_ERRORS as exc:
-            raise StorageUnavailable(type(exc).__name__) from None
-        return int(count), int(outcome)
-
-    async def ping(self) -> bool:
-        try:
-            return bool(await self._client.ping())
-        except STORAGE_ERRORS:
-            return False
-
-    def script(self, text: str) -> Any:
-        """A Lua script registered once (EVALSHA, EVAL when Redis has not seen it)."""
-        return self._client.register_script(text)
-
-    async def run_script(self, script: Any, keys: list[str], args: list[Any]) -> Any:
-        self.round_trips += 1
-        try:
-            return await script(keys=keys, args=args)
-        except STORAGE_ERRORS as exc:
-            raise StorageUnavailable(type(exc).__name__) from None
-
-    async def close(self) -> None:
-        for client in self._closers:
-            try:
-                await client.aclose()
-            except STORAGE_ERRORS:
-                pass
-
-
-def _ms(seconds: float) -> int:
-    return max(1, math.ceil(seconds * 1000))
-
-
-def _storage_errors() -> tuple[type[BaseException], ...]:
-    from limits.errors import StorageError
-    from redis.exceptions import RedisError
-
-    return (RedisError, StorageError, OSError, TimeoutError)
-
-
-#: What a backend may raise when it cannot answer (redis-py, limits' wrapper, sockets, timeouts).
-STORAGE_ERRORS: Final = _storage_errors()
 
 
 class StorageKeys:

@@ -4,17 +4,21 @@ the answer to requests too malformed for the application.
 aiohttp's ``TCPSite`` cannot do this: it passes no ``ssl_handshake_timeout`` (asyncio waits 60 s
 for a ClientHello), it has no connection caps, and with ``create_server(ssl=...)`` a protocol sees a
 connection only after its handshake and never hears of one whose handshake failed, so a count kept
-there is wrong under exactly the load it is meant to stop. Here the listening socket is plain TCP:
+there is wrong under exactly the load it is meant to stop. Here the gateway accepts itself:
 
-1. :class:`_Gate` sees each accepted connection first and counts it by TCP peer address
-   (IPv4-mapped IPv6 folded to IPv4); over ``max_connections`` or ``max_connections_per_ip`` it is
-   closed at once, before any TLS work.
-2. With TLS it runs ``loop.start_tls`` with ``handshake_timeout_s`` and stays the protocol above the
-   TLS layer, buffering whatever application data arrives before the handshake coroutine resumes.
-3. It then hands the connection to a :class:`GuardedRequestHandler` (aiohttp's ``RequestHandler``
-   with a deadline for each request head and a fixed JSON answer to malformed requests) and
-   forwards every event to it. The count is released exactly once, when the socket is gone: from
+1. :class:`_Listener` accepts on plain TCP sockets (``loop.sock_accept``) and counts each
+   connection by its TCP peer address (IPv4-mapped IPv6 folded to IPv4); over ``max_connections``
+   or ``max_connections_per_ip`` it is closed at once, before any TLS work.
+2. An admitted socket goes to ``loop.connect_accepted_socket`` with the TLS context and
+   ``handshake_timeout_s``, with a :class:`GuardedRequestHandler` (gateway/transport/handler.py:
+   aiohttp's ``RequestHandler`` with a deadline for each request head and a fixed JSON answer to
+   malformed requests) as its protocol, above the TLS layer, with no layer in between.
+3. The count is released exactly once, when the socket is gone: from the handler's
    ``connection_lost`` or from a failed handshake, whichever comes first.
+
+Both steps are public loop APIs that asyncio's loop and uvloop implement alike. (Pausing a plain
+protocol and calling ``loop.start_tls`` from it, as this module once did, does not work on
+uvloop: it delivers the ClientHello to the plain protocol before the handshake begins.)
 
 Idle connections are closed by aiohttp after ``keepalive_timeout_s``; request bodies get
 ``body_timeout_s`` through :func:`read_body_within`, which the body-reading stage calls.
@@ -33,304 +37,47 @@ from __future__ import annotations
 import asyncio
 import logging
 import resource
+import socket
 import ssl
 import time
-import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import netaddr
-from aiohttp import hdrs, web
-from aiohttp.http import HttpVersion11
-from aiohttp.http_exceptions import BadHttpMessage, BadHttpMethod, HttpProcessingError
-from aiohttp.streams import EMPTY_PAYLOAD
-from aiohttp.web_protocol import RequestHandler, RequestPayloadError, _ErrInfo
-from aiohttp.web_request import BaseRequest
+from aiohttp import web
 from aiohttp.web_server import Server
 
 from gateway.config.schema import ServerConfig
 from gateway.core.addresses import ClientAddressResolver, parse_ip
-from gateway.core.errors import Reason, refuse
-from gateway.core.events import Detail
+from gateway.transport.handler import (
+    BAD_EXPECT,
+    LOG_FAILED,
+    LOG_MALFORMED,
+    MAX_HEAD_BYTES,
+    GuardedRequestHandler,
+    check_expectation,
+    expect_handler,
+    read_body_within,
+)
 
 log = logging.getLogger("smsgw")
 
-#: Set by :func:`expect_handler` on a request whose ``Expect`` is anything but ``100-continue``.
-BAD_EXPECT: web.RequestKey[bool] = web.RequestKey("smsgw.bad_expect", bool)
-
-MALFORMED = "the request is malformed"
-#: The protocol handler's own log lines: fixed texts whose one argument is an exception type name.
-LOG_MALFORMED = "refused a malformed request (%s)"
-LOG_FAILED = "request failed outside the gateway (%s)"
-
-#: The most a request head (request line and header lines together) may take on the wire.
-MAX_HEAD_BYTES = 64 * 1024
-#: A body may take ``2 * max_body_bytes + FRAMING_ALLOWANCE`` bytes on the wire, framing included.
-FRAMING_ALLOWANCE = 64 * 1024
-
-
-class HeadTooLarge(BadHttpMessage):
-    """A request head over :data:`MAX_HEAD_BYTES` (its name is all that is logged)."""
-
-    def __init__(self) -> None:
-        super().__init__("the request head is too large")
-
-
-class FramingTooLarge(RequestPayloadError):
-    """A body whose chunk framing (sizes, extensions, trailers) outgrew its allowance."""
-
-
-class MalformedBody(RequestPayloadError):
-    """The parser found a body's framing malformed after its head was handed on."""
-
-
-#: Answers for aiohttp-made refusals that never reached the gateway's middleware.
-_AIOHTTP_REFUSALS = {
-    400: (Reason.BAD_REQUEST, MALFORMED),
-    413: (Reason.BODY_TOO_LARGE, "the request body is larger than allowed"),
-    417: (Reason.EXPECTATION_FAILED, "only Expect: 100-continue is supported"),
-}
-
-
-# --- request bodies and Expect ----------------------------------------------------------------
-
-
-async def read_body_within(request: web.Request, timeout_s: float) -> bytes:
-    """The whole body, or 408 ``body_timeout`` if it has not arrived within ``timeout_s`` of this call.
-
-    After a timeout the connection takes no further request and is closed once the answer is
-    written: the rest of a slow body is not waited for. A body with malformed framing, or one the
-    client stopped sending by closing the connection, is 400 ``bad_request`` (``detail``
-    ``malformed_body`` / ``incomplete_body``), never an internal error: both are the client's doing.
-    """
-    try:
-        async with asyncio.timeout(timeout_s):
-            return await request.read()
-    except TimeoutError:
-        _no_further_request(request)
-        raise refuse(
-            Reason.BODY_TIMEOUT, "the request body did not arrive in time", {"Connection": "close"}
-        ) from None
-    except (RequestPayloadError, HttpProcessingError):
-        _no_further_request(request)
-        raise refuse(
-            Reason.BAD_REQUEST, MALFORMED, {"Connection": "close"}, detail=Detail.MALFORMED_BODY
-        ) from None
-    except OSError:  # the connection was lost (reset, closed, a broken TLS record) mid-body
-        _no_further_request(request)
-        raise refuse(
-            Reason.BAD_REQUEST,
-            "the request body ended early",
-            {"Connection": "close"},
-            detail=Detail.INCOMPLETE_BODY,
-        ) from None
-
-
-def _no_further_request(request: web.Request) -> None:
-    request.protocol.close()  # no further request on this connection
-    request.content.feed_eof()  # and no lingering read of the rest of this body
-
-
-async def expect_handler(request: web.Request) -> None:
-    """aiohttp's default for ``Expect: 100-continue``; any other expectation only marks the request.
-
-    aiohttp's default answers an unknown expectation itself, before any middleware, with a 417 that
-    echoes the header and carries no security headers. Marked requests are refused by the pipeline
-    (:func:`check_expectation`), so they are answered, audited and logged like every other refusal.
-    """
-    if request.version != HttpVersion11:
-        return  # RFC 9110: a server ignores Expect from an HTTP/1.0 client
-    values = request.headers.getall(hdrs.EXPECT, ())
-    if len(values) == 1 and values[0].strip().lower() == "100-continue":
-        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        request.writer.output_size = 0  # the interim answer is not the start of the real one
-    else:
-        request[BAD_EXPECT] = True
-
-
-def check_expectation(request: web.Request) -> None:
-    """417 ``expectation_failed`` for a request :func:`expect_handler` marked."""
-    if request.get(BAD_EXPECT):
-        code, message = _AIOHTTP_REFUSALS[417]
-        raise refuse(code, message, {"Connection": "close"})
-
-
-def error_answer(status: int, code: str, message: str, headers: Mapping[str, str]) -> web.Response:
-    """The gateway's JSON error with the security headers, for answers made outside the app."""
-    request_id = uuid.uuid4().hex
-    return web.json_response(
-        {"error": {"code": code, "message": message, "request_id": request_id}},
-        status=status,
-        headers={**headers, "X-Request-ID": request_id},
-    )
-
-
-# --- the HTTP protocol ------------------------------------------------------------------------
-
-
-class GuardedRequestHandler(RequestHandler):
-    """aiohttp's connection handler, plus a deadline for each request head and safe error answers.
-
-    The head clock starts with the first byte of a request (a connection with no request under way
-    is aiohttp's keep-alive business) and stops when aiohttp has parsed the head. A head still
-    incomplete when it runs out closes the connection (after the answer under way, if any).
-    """
-
-    __slots__ = (
-        "_body_limit",
-        "_error_headers",
-        "_head_timeout",
-        "_head_timer",
-        "_in_head",
-        "_last_payload",
-        "_wire",
-    )
-
-    def __init__(
-        self,
-        manager: Server,
-        *,
-        loop: asyncio.AbstractEventLoop,
-        header_timeout_s: float,
-        error_headers: Mapping[str, str],
-        max_body_bytes: int | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(manager, loop=loop, **kwargs)
-        self._head_timeout = header_timeout_s
-        self._head_timer: asyncio.TimerHandle | None = None
-        self._last_payload: Any = None  # the newest request's body stream; None before the first
-        self._error_headers = dict(error_headers)
-        # Wire bytes a body may take, framing included (None: no cap beyond the parser's).
-        self._body_limit = None if max_body_bytes is None else 2 * max_body_bytes + FRAMING_ALLOWANCE
-        self._wire = 0  # bytes received in the current head, or in the current body
-        self._in_head = True
-
-    def data_received(self, data: bytes) -> None:
-        if self._force_close or self._close:
-            return  # aiohttp ignores these bytes too
-        # These bytes start a head when the newest request's body is complete (or there is none yet).
-        payload = self._last_payload
-        head_expected = payload is None or payload.is_eof()
-        if head_expected != self._in_head:
-            self._in_head, self._wire = head_expected, 0
-        self._wire += len(data)
-        parsed = self._request_count
-        super().data_received(data)
-        fresh = self._request_count - parsed
-        if fresh:
-            self._stop_head_clock()
-            self._wire = 0
-            self._check_fresh(fresh, payload)
-        elif head_expected and self._wire > MAX_HEAD_BYTES:
-            self._refuse_head()
-        elif not head_expected and self._body_limit is not None and self._wire > self._body_limit:
-            assert payload is not None
-            payload.set_exception(FramingTooLarge())
-            self.close()  # the reader answers 400 (Connection: close); no further bytes are parsed
-        elif data and head_expected and self._head_timer is None and not (self._close or self._force_close):
-            self._start_head_clock()
-
-    def _check_fresh(self, fresh: int, earlier: Any) -> None:
-        """The requests parsed by the last read: fail the body before them if the parser refused
-        its framing, and turn any head over :data:`MAX_HEAD_BYTES` into a 400."""
-        messages = self._messages
-        first = len(messages) - fresh
-        for index in range(max(first, 0), len(messages)):
-            message, _ = messages[index]
-            if isinstance(message, _ErrInfo):
-                if index == first and earlier is not None and not earlier.is_eof():
-                    # llhttp found the framing of the body under way malformed; the request that
-                    # owns it would otherwise wait for the body deadline.
-                    earlier.set_exception(MalformedBody())
-            elif _head_size(message) > MAX_HEAD_BYTES:
-                # Still queued (the handler runs later): answered as malformed, then closed.
-                exc = HeadTooLarge()
-                messages[index] = (_ErrInfo(status=400, exc=exc, message=exc.message), EMPTY_PAYLOAD)
-                self._close = True
-        self._last_payload = messages[-1][1] if messages else None
-
-    def _refuse_head(self) -> None:
-        """Answer an over-large head as aiohttp answers a malformed one: a queued 400, then close."""
-        self._stop_head_clock()
-        exc = HeadTooLarge()
-        self._request_count += 1
-        self._messages.append((_ErrInfo(status=400, exc=exc, message=exc.message), EMPTY_PAYLOAD))
-        self._last_payload = EMPTY_PAYLOAD
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-        self._close = True  # parse nothing more; the 400 closes the connection
-
-    def connection_lost(self, exc: BaseException | None) -> None:
-        self._stop_head_clock()
-        self._last_payload = None
-        super().connection_lost(exc)
-
-    def _start_head_clock(self) -> None:
-        deadline = self._loop.time() + self._head_timeout
-        self._head_timer = self._loop.call_at(deadline, self._head_timed_out)
-        # aiohttp's keep-alive timer must not cut a request whose head has started; this clock rules now.
-        self._next_keepalive_close_time = max(self._next_keepalive_close_time, deadline)
-
-    def _stop_head_clock(self) -> None:
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
-
-    def _head_timed_out(self) -> None:
-        self._head_timer = None
-        if self.transport is None:
-            return
-        if self._waiter is not None and not self._waiter.done():
-            self.force_close()  # nothing under way: close now
-        else:
-            self.close()  # a pipelined head stalled behind a request: close after its answer
-
-    def handle_error(
-        self,
-        request: BaseRequest,
-        status: int = 500,
-        exc: BaseException | None = None,
-        message: str | None = None,
-    ) -> web.StreamResponse:
-        """A fixed JSON answer with the security headers; aiohttp's own echoes request bytes."""
-        # The exception's text quotes the request (credentials included): log its type only.
-        if status == 400:
-            # Not HTTP at all as a connection's first bytes (scanners, TLS on a plain port): routine.
-            routine = self._request_count == 1 and isinstance(exc, BadHttpMethod)
-            level = logging.DEBUG if routine else logging.WARNING
-            self.logger.log(level, LOG_MALFORMED, type(exc).__name__)
-        else:
-            self.logger.error(LOG_FAILED, type(exc).__name__)
-        if request.writer.output_size > 0:
-            raise ConnectionError("an answer was already started")
-        code, text = _AIOHTTP_REFUSALS.get(status, (Reason.INTERNAL_ERROR, "the gateway failed"))
-        response = error_answer(status, code, text, self._error_headers)
-        response.force_close()
-        return response
-
-    async def finish_response(
-        self, request: BaseRequest, resp: web.StreamResponse, start_time: float | None
-    ) -> tuple[web.StreamResponse, bool]:
-        # An aiohttp error raised before the gateway's middleware ran (its Expect handler's 417):
-        # answered like handle_error, never with aiohttp's text, which can echo request headers.
-        if isinstance(resp, web.HTTPException) and resp.status >= 400:
-            code, text = _AIOHTTP_REFUSALS.get(
-                resp.status,
-                (Reason.BAD_REQUEST, MALFORMED)
-                if resp.status < 500
-                else (Reason.INTERNAL_ERROR, "the gateway failed"),
-            )
-            resp = error_answer(resp.status, code, text, self._error_headers)
-            resp.force_close()
-        return await super().finish_response(request, resp, start_time)
-
-
-def _head_size(message: Any) -> int:
-    """About what a parsed head took on the wire: its target and header lines."""
-    return len(message.path) + sum(len(name) + len(value) + 4 for name, value in message.raw_headers)
+__all__ = [
+    "BAD_EXPECT",
+    "LOG_FAILED",
+    "LOG_MALFORMED",
+    "MAX_HEAD_BYTES",
+    "ConnectionLimits",
+    "ConnectionPolicy",
+    "GatedSite",
+    "GuardedRequestHandler",
+    "check_expectation",
+    "connection_limits",
+    "expect_handler",
+    "raise_open_file_limit",
+    "read_body_within",
+]
 
 
 # --- admission --------------------------------------------------------------------------------
@@ -426,7 +173,8 @@ def connection_limits(server: ServerConfig) -> ConnectionLimits:
 
 
 class _Listener:
-    """One listening socket's shared state: the policy, the TLS context and open handshakes."""
+    """Listening sockets and their shared state: the policy, the TLS context, the accept loops
+    and the handshakes under way."""
 
     def __init__(
         self,
@@ -441,6 +189,8 @@ class _Listener:
         self.ssl_context = ssl_context
         self.handler_kwargs = dict(handler_kwargs)
         self.handshakes: set[asyncio.Task[None]] = set()
+        self.sockets: list[socket.socket] = []
+        self._accepting: list[asyncio.Task[None]] = []
 
     def make_handler(self) -> GuardedRequestHandler:
         return GuardedRequestHandler(
@@ -453,122 +203,110 @@ class _Listener:
             **self.handler_kwargs,
         )
 
-    def protocol(self) -> _Gate:
-        return _Gate(self)
+    def listen(self, host: str, port: int, backlog: int, reuse_port: bool) -> None:
+        """Bind every address ``host`` names (as ``loop.create_server`` does) and accept on each."""
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        try:
+            for family, kind, proto, _, address in dict.fromkeys(infos):
+                sock = socket.socket(family, kind, proto)
+                self.sockets.append(sock)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if reuse_port:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                if family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                sock.bind(address)
+                sock.listen(backlog)
+                sock.setblocking(False)
+        except BaseException:
+            self.close_sockets()
+            raise
+        self._accepting = [self.loop.create_task(self._accept(sock)) for sock in self.sockets]
+
+    async def _accept(self, sock: socket.socket) -> None:
+        """Each accepted connection is counted (or closed) before any TLS work, by its TCP peer."""
+        limits = self.policy.limits
+        while True:
+            try:
+                conn, peer = await self.loop.sock_accept(sock)
+            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                continue
+            except OSError as exc:  # out of descriptors or buffers: wait, as asyncio's server does
+                log.error("cannot accept connections (%s); trying again in 1 s", type(exc).__name__)
+                await asyncio.sleep(1.0)
+                continue
+            key = limits.admit(peer)
+            if key is None:
+                conn.close()
+                continue
+            task = self.loop.create_task(self._serve(conn, key))
+            self.handshakes.add(task)
+            task.add_done_callback(self.handshakes.discard)
+
+    async def _serve(self, conn: socket.socket, key: str) -> None:
+        """The TLS handshake (within ``handshake_timeout_s``), then the request handler."""
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self.policy.limits.release(key)
+
+        handler = self.make_handler()
+        handler.admitted(release)
+        timeout = self.policy.handshake_timeout_s
+        tls: dict[str, float] = {}
+        if self.ssl_context is not None:
+            tls = {"ssl_handshake_timeout": timeout, "ssl_shutdown_timeout": timeout}
+        try:
+            await self.loop.connect_accepted_socket(lambda: handler, conn, ssl=self.ssl_context, **tls)
+        except BaseException as exc:
+            # A timeout, a TLS alert, a reset or a shutdown: the socket is closed and the slot freed.
+            conn.close()
+            release()
+            if not isinstance(exc, Exception):
+                raise
+
+    def stop_accepting(self) -> None:
+        for task in self._accepting:
+            task.cancel()
+        self._accepting = []
+        self.close_sockets()
+
+    def close_sockets(self) -> None:
+        for sock in self.sockets:
+            sock.close()
+        self.sockets = []
 
     async def close(self) -> None:
-        """Abandon handshakes under way (their connections are closed and released)."""
+        """Stop accepting and abandon handshakes under way (their connections are closed and
+        released)."""
+        self.stop_accepting()
         tasks = list(self.handshakes)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-class _Gate(asyncio.Protocol):
-    """Admits a raw TCP connection, runs its TLS handshake, and carries its events to the handler."""
+class _Server:
+    """What ``BaseSite.stop`` closes: the listener's sockets and accept loops."""
 
-    __slots__ = ("_buffer", "_eof", "_handler", "_key", "_listener", "_lost", "_raw")
+    __slots__ = ("_listener",)
 
     def __init__(self, listener: _Listener) -> None:
         self._listener = listener
-        self._raw: asyncio.Transport | None = None
-        self._key: str | None = None  # set while this connection is counted
-        self._handler: GuardedRequestHandler | None = None
-        self._buffer: list[bytes] = []
-        self._eof = False
-        self._lost = False
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        raw: asyncio.Transport = transport  # type: ignore[assignment]
-        self._raw = raw
-        self._key = self._listener.policy.limits.admit(raw.get_extra_info("peername"))
-        if self._key is None:
-            raw.abort()  # before any TLS work; connection_lost follows with nothing to release
-            return
-        if self._listener.ssl_context is None:
-            self._attach(raw)
-            return
-        raw.pause_reading()  # the ClientHello is for the TLS layer, not for this protocol
-        task = self._listener.loop.create_task(self._handshake(raw, self._listener.ssl_context))
-        self._listener.handshakes.add(task)
-        task.add_done_callback(self._listener.handshakes.discard)
+    @property
+    def sockets(self) -> list[socket.socket]:
+        return list(self._listener.sockets)
 
-    async def _handshake(self, raw: asyncio.Transport, ctx: ssl.SSLContext) -> None:
-        if self._lost or raw.is_closing():
-            self._release()
-            return
-        timeout = self._listener.policy.handshake_timeout_s
-        try:
-            tls = await self._listener.loop.start_tls(
-                raw,
-                self,
-                ctx,
-                server_side=True,
-                ssl_handshake_timeout=timeout,
-                ssl_shutdown_timeout=timeout,
-            )
-        except BaseException as exc:
-            # A timeout, a TLS alert, a reset or a shutdown: the socket is closed and the slot freed.
-            raw.abort()
-            self._release()
-            if not isinstance(exc, Exception):
-                raise
-            return
-        if tls is None or self._lost:
-            raw.abort()
-            self._release()
-            return
-        self._attach(tls)
-
-    def _attach(self, transport: asyncio.Transport) -> None:
-        handler = self._listener.make_handler()
-        self._handler = handler
-        handler.connection_made(transport)
-        if self._buffer:
-            data = b"".join(self._buffer)
-            self._buffer.clear()
-            handler.data_received(data)
-        if self._eof:
-            handler.eof_received()
-
-    def _release(self) -> None:
-        if self._key is not None:
-            self._listener.policy.limits.release(self._key)
-            self._key = None
-
-    # -- events, forwarded once the handler is attached -------------------------------------------
-
-    def data_received(self, data: bytes) -> None:
-        if self._handler is not None:
-            self._handler.data_received(data)
-        else:
-            self._buffer.append(data)  # decrypted before the handshake coroutine resumed
-
-    def eof_received(self) -> bool | None:
-        if self._handler is not None:
-            return self._handler.eof_received()
-        self._eof = True
-        return None
-
-    def connection_lost(self, exc: BaseException | None) -> None:
-        self._lost = True
-        self._release()
-        handler, self._handler = self._handler, None
-        self._buffer.clear()
-        if handler is not None:
-            handler.connection_lost(exc)
-
-    def pause_writing(self) -> None:
-        if self._handler is not None:
-            self._handler.pause_writing()
-
-    def resume_writing(self) -> None:
-        if self._handler is not None:
-            self._handler.resume_writing()
+    def close(self) -> None:
+        self._listener.stop_accepting()
 
 
 class GatedSite(web.BaseSite):
-    """A TCP listener for an aiohttp runner whose connections pass :class:`_Gate` first."""
+    """A TCP listener for an aiohttp runner whose connections are admitted before their handshake."""
 
     __slots__ = ("_handler_kwargs", "_host", "_listener", "_policy", "_port", "_reuse_port")
 
@@ -603,14 +341,8 @@ class GatedSite(web.BaseSite):
         server = self._runner.server
         assert server is not None
         self._listener = _Listener(server, self._policy, self._ssl_context, self._handler_kwargs)
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            self._listener.protocol,
-            self._host,
-            self._port,
-            backlog=self._backlog,
-            reuse_port=self._reuse_port or None,
-        )
+        self._listener.listen(self._host, self._port, self._backlog, self._reuse_port)
+        self._server = _Server(self._listener)  # type: ignore[assignment]
 
     async def stop(self) -> None:
         await super().stop()

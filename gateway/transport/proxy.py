@@ -25,6 +25,7 @@ from gateway.core.errors import GatewayError, Reason, bad_request, refuse
 from gateway.core.events import Detail
 from gateway.core.exchange import Exchange
 from gateway.core.headers import is_client_network_header, is_credential_header
+from gateway.core.pipeline import SyncStage
 from gateway.messages.base import client_query_credentials
 from gateway.messages.forms import field_base
 from gateway.tracing.otel import traceparent
@@ -333,13 +334,13 @@ class Upstream:
 # --------------------------------------------------------------------------- stages
 
 
-class CheckHopHeaders:
+class CheckHopHeaders(SyncStage):
     """Before the allow record: a request whose forwarding would change its meaning is refused."""
 
     name = "hop_headers"
     __slots__ = ()
 
-    async def run(self, ex: Exchange) -> None:
+    def run_sync(self, ex: Exchange) -> None:
         check_connection_tokens(ex.request.headers)
 
 

@@ -1,0 +1,79 @@
+"""The stage loop: stages that wait are awaited, stages that never wait are called plainly, and
+every stage is timed and named the same either way."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from gateway.core.errors import GatewayError, refuse
+from gateway.core.pipeline import Chain, StageTimer, SyncStage
+
+
+class Waits:
+    name = "waits"
+
+    def __init__(self, log: list[str]) -> None:
+        self.log = log
+
+    async def run(self, ex: Any) -> None:
+        self.log.append(self.name)
+
+
+class Plain(SyncStage):
+    def __init__(
+        self, name: str, log: list[str], answer: Any = None, error: GatewayError | None = None
+    ) -> None:
+        self.name = name
+        self.log = log
+        self.answer = answer
+        self.error = error
+
+    def run_sync(self, ex: Any) -> Any:
+        self.log.append(self.name)
+        if self.error is not None:
+            raise self.error
+        return self.answer
+
+
+class PlainWithAfter(Plain):
+    async def after(self, ex: Any, response: web.StreamResponse) -> None:
+        pass
+
+
+async def test_plain_and_waiting_stages_run_in_order_and_are_timed() -> None:
+    log: list[str] = []
+    last = PlainWithAfter("last", log)
+    chain = Chain([Plain("first", log), Waits(log), last])
+    timer, ran_after = StageTimer(), []
+    assert await chain.run(SimpleNamespace(), timer, ran_after) is None
+    assert log == ["first", "waits", "last"]
+    assert timer.calls == {"first": 1, "waits": 1, "last": 1}
+    assert chain.names == ("first", "waits", "last")
+    assert ran_after == [last]
+
+
+async def test_a_plain_stage_answers_and_refuses_as_an_awaited_one_does() -> None:
+    log: list[str] = []
+    answer = web.Response(status=200)
+    chain = Chain([Plain("replay", log, answer=answer), Waits(log)])
+    assert await chain.run(SimpleNamespace(), StageTimer(), []) is answer
+    assert log == ["replay"]
+
+    ex = SimpleNamespace(refused_by=None)
+    timer = StageTimer()
+    refusing = Chain([Plain("scope", log, error=refuse("forbidden", "no")), Waits(log)])
+    with pytest.raises(GatewayError):
+        await refusing.run(ex, timer, [])
+    assert ex.refused_by == "scope"
+    assert timer.calls == {"scope": 1}
+
+
+async def test_a_plain_stage_can_still_be_awaited() -> None:
+    """Callers that walk the stages themselves (smsgw explain) await ``run`` on every stage."""
+    log: list[str] = []
+    assert await Plain("p", log).run(SimpleNamespace()) is None
+    assert log == ["p"]
