@@ -38,15 +38,6 @@ FEATURES: tuple[str, ...] = (
 #: Modules that sit in a layer other than their package says: ``python -m gateway`` runs the CLI.
 PLACED: Mapping[str, str] = {"gateway": "core", "gateway.__main__": "commands"}
 
-#: Known upward imports, "module -> imported module"; each is someone's open work.
-KNOWN_UPWARD: frozenset[str] = frozenset()
-#: Known import loops, each as its sorted modules.
-KNOWN_LOOPS: frozenset[tuple[str, ...]] = frozenset(
-    {
-        ("gateway.storage.counters", "gateway.storage.service"),
-    }
-)
-
 
 def gateway_sources() -> dict[str, str]:
     """Every module under gateway/, by dotted name (a package by its own name), with its source."""
@@ -155,23 +146,14 @@ def import_loops(sources: Mapping[str, str]) -> set[tuple[str, ...]]:
 
 def test_every_import_runs_down_the_layers() -> None:
     upward = upward_imports(gateway_sources())
-    unknown = {arrow: where for arrow, where in upward.items() if arrow not in KNOWN_UPWARD}
-    assert not unknown, "imports that run up the layers (README.md, Layout):\n" + "\n".join(
-        f"  {where}: {arrow}" for arrow, where in sorted(unknown.items())
+    assert not upward, "imports that run up the layers (README.md, Layout):\n" + "\n".join(
+        f"  {where}: {arrow}" for arrow, where in sorted(upward.items())
     )
-
-
-def test_known_upward_imports_still_exist() -> None:
-    """An exception that was fixed leaves the list, so the list only shrinks."""
-    fixed = KNOWN_UPWARD - upward_imports(gateway_sources()).keys()
-    assert not fixed, f"fixed, remove from KNOWN_UPWARD: {sorted(fixed)}"
 
 
 def test_no_import_loop() -> None:
     loops = import_loops(gateway_sources())
-    assert loops <= KNOWN_LOOPS, f"import loops: {sorted(loops - KNOWN_LOOPS)}"
-    fixed = KNOWN_LOOPS - loops
-    assert not fixed, f"fixed, remove from KNOWN_LOOPS: {sorted(fixed)}"
+    assert not loops, f"import loops: {sorted(loops)}"
 
 
 def test_every_package_has_a_layer() -> None:

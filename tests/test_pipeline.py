@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from gateway.core.errors import GatewayError, refuse
+from gateway.core.errors import GatewayError, Reason, refuse
 from gateway.core.pipeline import Chain, StageTimer, SyncStage
 
 
@@ -65,7 +65,7 @@ async def test_a_plain_stage_answers_and_refuses_as_an_awaited_one_does() -> Non
 
     ex = SimpleNamespace(refused_by=None)
     timer = StageTimer()
-    refusing = Chain([Plain("scope", log, error=refuse("forbidden", "no")), Waits(log)])
+    refusing = Chain([Plain("scope", log, error=refuse(Reason.FORBIDDEN, "no")), Waits(log)])
     with pytest.raises(GatewayError):
         await refusing.run(ex, timer, [])
     assert ex.refused_by == "scope"
