@@ -15,7 +15,7 @@ __all__ = ["AuditBuild", "audit_decision"]
 
 class AuditServices(Protocol):
     @property
-    def audit(self) -> AuditLog | None: ...
+    def audit(self) -> AuditLog: ...
 
 
 class AuditBuild(Protocol):

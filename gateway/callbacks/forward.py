@@ -27,6 +27,7 @@ import aiohttp
 from aiohttp import web
 from yarl import URL
 
+from gateway.audit.attempt import Attempt
 from gateway.audit.log import AuditLog
 from gateway.callbacks.base import NOWHERE
 from gateway.core.errors import GatewayError, Reason, refuse
@@ -157,16 +158,13 @@ class ForwardCallback:
         event = ex.callback
         headers["X-Smsgw-Verified-Fields"] = event.verified_fields if event is not None else NOWHERE
         query = event.forward_query if event is not None else ""
-        started = time.perf_counter()
+        attempt = Attempt(self._audit, ex)
         try:
             answer = await self._forwarder.send(request.method, self._target, query, headers, ex.body or b"")
         except GatewayError as exc:
-            ex.status, ex.reason = exc.status, exc.code
-            ex.upstream_ms = round((time.perf_counter() - started) * 1000, 3)
-            self._audit.outcome(ex, ex.upstream_ms)
+            attempt.failed(exc)
             raise
-        ex.status = answer.status
-        ex.upstream_ms = answer.elapsed_ms
-        self._audit.outcome(ex, round((time.perf_counter() - started) * 1000, 3))
+        attempt.answered(answer.status, answer.elapsed_ms)
+        attempt.record()
         out = {"Content-Type": answer.content_type} if answer.content_type and answer.body else {}
         return web.Response(status=answer.status, body=answer.body or None, headers=out)

@@ -20,6 +20,7 @@ from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
+from gateway.audit.attempt import Attempt
 from gateway.audit.log import AuditLog
 from gateway.core.errors import GatewayError, Reason, bad_request, refuse
 from gateway.core.events import Detail
@@ -375,20 +376,16 @@ class Forward:
         headers = upstream_headers(request.headers, self._credentials)
         if ex.trace is not None:  # the vendor sees the gateway's span, never the caller's own
             headers.update(traceparent(ex))
-        started = time.perf_counter()
-        ex.upstream_attempted = True
+        attempt = Attempt(self._audit, ex)
         try:
             answer = await self._upstream.forward(
                 request.method, url, headers, ex.body or b"", target.query_credentials
             )
             body, answer_headers = self._scrubber.scrub(answer, target.answer_rewrites)
         except GatewayError as exc:
-            ex.status, ex.reason, ex.detail = exc.status, exc.code, exc.detail
-            ex.upstream_ms = round((time.perf_counter() - started) * 1000, 3)
-            self._audit.outcome(ex, ex.upstream_ms)
+            attempt.failed(exc)
             raise
-        ex.status = answer.status
-        ex.upstream_ms = answer.elapsed_ms
+        attempt.answered(answer.status, answer.elapsed_ms)
         decoded = answer.decoded_body()
         if decoded is not None:
             ex.vendor_message_id = self._adapter.vendor_message_id(
@@ -396,5 +393,5 @@ class Forward:
             )
         if ex.answer_hook is not None:
             ex.answer_hook(ex, answer.status, decoded)
-        self._audit.outcome(ex, round((time.perf_counter() - started) * 1000, 3))
+        attempt.record()
         return web.Response(status=answer.status, body=body, headers=answer_headers)
