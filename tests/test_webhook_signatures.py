@@ -147,6 +147,41 @@ def test_twilio_refusals() -> None:
     assert detail_of(verify, request(TW_URL, settings, body, ct=FORM), 0) == "unsupported_algorithm"
 
 
+@pytest.mark.parametrize(
+    "settings",
+    [
+        "&algorithm=HMAC_SHA256",  # the SDK finds its text inside; a comma split reads no algorithm
+        "algorithm=hmac_sha256",  # case folded by one reader, not by the SDK
+        "algorithm= HMAC_SHA256",  # a space the SDK's text match does not allow
+        "algorithm=HMAC_SHA1,algorithm=HMAC_SHA256",  # two answers
+        "Algorithm=HMAC_SHA256",
+        "key=algorithm=HMAC_SHA256",
+    ],
+)
+def test_twilio_settings_read_two_ways_are_refused(settings: str) -> None:
+    """A settings header the vendor's SDK and a comma-splitting reader could read as two
+    different digests is refused, whichever digest the signature was made with."""
+    verify = TwilioVerifier(TW_TOKEN)
+    body = urlencode(TW_PARAMS).encode()
+    for algorithm in ("HMAC_SHA1", "HMAC_SHA256"):
+        sig = twilio.signature(TW_TOKEN, TW_URL, TW_PARAMS.items(), algorithm)
+        headers = {"X-Twilio-Signature": sig, "X-Twilio-Webhooks-Signature-Settings": settings}
+        assert detail_of(verify, request(TW_URL, headers, body, ct=FORM), 0) in {
+            "malformed",
+            "unsupported_algorithm",
+        }
+
+
+def test_twilio_settings_as_twilio_writes_them_are_read() -> None:
+    verify = TwilioVerifier(TW_TOKEN)
+    body = urlencode(TW_PARAMS).encode()
+    sig = twilio.signature(TW_TOKEN, TW_URL, TW_PARAMS.items(), "HMAC_SHA256")
+    for settings in ("algorithm=HMAC_SHA256", "key=k1, algorithm=HMAC_SHA256 ", "key=k1"):
+        headers = {"X-Twilio-Signature": sig, "X-Twilio-Webhooks-Signature-Settings": settings}
+        expected = None if "algorithm" in settings else "bad_signature"
+        assert detail_of(verify, request(TW_URL, headers, body, ct=FORM), 0) == expected
+
+
 def _text(
     rng: random.Random, n: int, alphabet: str = string.ascii_letters + string.digits + " +-_.:/&=?é€"
 ) -> str:

@@ -75,17 +75,25 @@ def port_variants(url: str) -> tuple[str, str]:
 
 
 def _algorithm(request: SignedRequest) -> str:
+    """The digest the settings header names, read only where every reader agrees.
+
+    Twilio's SDKs look for the text ``algorithm=HMAC_SHA256`` anywhere in the header; a reader that
+    splits on commas and folds case would read ``&algorithm=HMAC_SHA256``, ``algorithm=hmac_sha256``
+    or two ``algorithm`` entries differently. So the word may appear once, as one whole entry with
+    one of the two exact values; any other mention of it is refused as malformed.
+    """
     settings = one_header(request.headers, SETTINGS_HEADER, required=False)
-    if settings is None:
+    if settings is None or "algorithm" not in settings.lower():
         return "HMAC_SHA1"
+    if settings.lower().count("algorithm") != 1:
+        raise SignatureError(Detail.MALFORMED)
     for part in settings.split(","):
-        name, eq, value = part.partition("=")
-        if eq and name.strip() == "algorithm" and value.strip():
-            algorithm = value.strip().upper()
-            if algorithm not in _DIGESTS:
+        name, eq, value = part.strip().partition("=")
+        if name == "algorithm" and eq:
+            if value not in _DIGESTS:
                 raise SignatureError(Detail.UNSUPPORTED_ALGORITHM)
-            return algorithm
-    return "HMAC_SHA1"
+            return value
+    raise SignatureError(Detail.MALFORMED)
 
 
 class TwilioVerifier:
