@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from gateway.server.main import settle_heap
+from gateway.server.main import YOUNG_COLLECTION_THRESHOLD, settle_heap
 
 
 class Node:
@@ -21,8 +21,10 @@ class Node:
 
 @pytest.fixture(autouse=True)
 def _thawed() -> Iterator[None]:
+    threshold = gc.get_threshold()
     yield
     gc.unfreeze()  # the rest of the test session runs with the collector as usual
+    gc.set_threshold(*threshold)
 
 
 def test_what_exists_when_serving_begins_is_not_walked_by_collections() -> None:
@@ -30,6 +32,7 @@ def test_what_exists_when_serving_begins_is_not_walked_by_collections() -> None:
     settle_heap()
     assert gc.get_freeze_count() > 0
     assert not any(obj is policy for obj in gc.get_objects())
+    assert gc.get_threshold()[0] == YOUNG_COLLECTION_THRESHOLD  # young collections come far less often
 
 
 def test_a_replaced_policy_is_freed_by_the_next_settle() -> None:
