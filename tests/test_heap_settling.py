@@ -41,5 +41,14 @@ def test_a_replaced_policy_is_freed_by_the_next_settle() -> None:
     settle_heap()  # at start: the policy is kept out of the collector's walks
     del policy  # a reload swapped it out; its cycle keeps it alive until collected
     assert gone() is not None
-    settle_heap()  # the reload settles again
+    settle_heap(again=True)  # the reload settles again
     assert gone() is None
+
+
+def test_a_reload_leaves_a_collector_that_was_never_settled_as_it_was() -> None:
+    """A gateway started inside another program (the test suite) is reloaded without freezing it."""
+    gc.unfreeze()  # as in a program whose gateway never began serving by settling
+    threshold = gc.get_threshold()
+    settle_heap(again=True)
+    assert gc.get_freeze_count() == 0
+    assert gc.get_threshold() == threshold

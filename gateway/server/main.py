@@ -141,7 +141,7 @@ class Running:
                     [Problem(str(self.config.path), "", f"could not be applied ({type(exc).__name__})")]
                 )
             self.gateway.policy = policy  # from the next request on
-            settle_heap()
+            settle_heap(again=True)
             weakened = weakenings(self.config, new)
             self.config = new
             self.generation += 1
@@ -383,14 +383,19 @@ async def serve(
 YOUNG_COLLECTION_THRESHOLD = 10_000
 
 
-def settle_heap() -> None:
+def settle_heap(again: bool = False) -> None:
     """Move what start built (config, policy, phone metadata, the libraries) out of the cyclic
     collector's reach, once serving begins: those objects live as long as the process, yet every
     full collection walked all of them (a few times a minute under load, tens of ms each), which
     made every function, aiohttp's included, cost more here than in a bare proxy. Each accepted
     reload settles again: unfrozen first, so what an earlier settle froze and is garbage now (a
     replaced policy's cycles) is collected then; at most the policy before the current one waits.
-    That full collection is one pause of tens of ms per reload, where there were several a minute."""
+    That full collection is one pause of tens of ms per reload, where there were several a minute.
+
+    ``again`` (a reload): only where serving began by settling, so a gateway run inside another
+    program (a test) leaves that program's collector as it was."""
+    if again and not gc.get_freeze_count():
+        return
     gc.unfreeze()
     gc.collect()
     gc.freeze()
