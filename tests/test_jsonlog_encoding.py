@@ -16,6 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.core import jsonlog
+from gateway.core.errors import Reason
+from gateway.core.events import AuditEvent, Detail
 from gateway.core.jsonlog import encode_canonical, encode_line
 from tests.fuzzing import examples
 
@@ -59,6 +61,9 @@ odd = st.sampled_from(
         Colour.RED,
         Level.HIGH,
         Tag("x"),
+        AuditEvent.OUTCOME,
+        Reason.RATE_LIMITED,
+        Detail.MALFORMED_BODY,
         Point(1),
         datetime.datetime(2026, 1, 2, 3, 4, 5),
         datetime.date(2026, 1, 2),
@@ -109,3 +114,11 @@ def test_a_plain_send_record_takes_the_fast_path_with_the_same_bytes() -> None:
     }
     assert jsonlog._fast(record, jsonlog._CANONICAL) == reference_canonical(record)
     assert encode_line(record) == reference_line(record)
+
+
+def test_an_audit_record_with_its_event_member_takes_the_fast_path_with_the_same_bytes() -> None:
+    """Every audit record names its event by an enum member (a ``str`` subclass): still orjson's work."""
+    record = {"event": AuditEvent.OUTCOME, "decision": "allow", "reason": Reason.RATE_LIMITED, "status": 201}
+    assert jsonlog._fast(record, jsonlog._CANONICAL) == reference_canonical(record)
+    wire = b'{"decision":"allow","event":"outcome","reason":"rate_limited","status":201}'
+    assert encode_canonical(record) == wire

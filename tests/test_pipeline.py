@@ -3,12 +3,15 @@ every stage is timed and named the same either way."""
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from aiohttp import web
 
+import gateway
 from gateway.core.errors import GatewayError, Reason, refuse
 from gateway.core.pipeline import Chain, StageTimer, SyncStage
 
@@ -77,3 +80,22 @@ async def test_a_plain_stage_can_still_be_awaited() -> None:
     log: list[str] = []
     assert await Plain("p", log).run(SimpleNamespace()) is None
     assert log == ["p"]
+
+
+def test_every_request_path_stage_that_never_waits_is_a_plain_call() -> None:
+    """A coroutine per stage costs the stage loop a task step; a stage whose ``run`` awaits nothing
+    is written as ``run_sync`` on a :class:`SyncStage`, so it is called plainly."""
+    root = Path(gateway.__file__).parent
+    coroutines_that_never_wait = []
+    for path in sorted(root.rglob("*.py")):
+        if path.parent.name == "commands" or path.name == "exchange.py":  # explain's stand-ins, the contract
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.ClassDef):
+                continue
+            for item in node.body:
+                if isinstance(item, ast.AsyncFunctionDef) and item.name == "run":
+                    waits = (ast.Await, ast.AsyncFor, ast.AsyncWith)
+                    if not any(isinstance(inner, waits) for inner in ast.walk(item)):
+                        coroutines_that_never_wait.append(f"{path.relative_to(root)}: {node.name}")
+    assert coroutines_that_never_wait == []

@@ -40,7 +40,7 @@ from gateway.audit.log import utc_now
 from gateway.config.schema import AlertsConfig, AlertWebhookConfig, ConversionRule
 from gateway.core.errors import GatewayError
 from gateway.core.events import AuditEvent, Detail
-from gateway.core.exchange import Exchange
+from gateway.core.exchange import Exchange, SyncStage
 from gateway.core.signing import sign
 from gateway.core.tasks import stop_task
 from gateway.limits.stage import NO_COUNTRY
@@ -247,7 +247,7 @@ class AlertService:
 # --------------------------------------------------------------------------- the stages
 
 
-class WatchAuthFailures:
+class WatchAuthFailures(SyncStage):
     """Stage, before authentication: refuses a blocked address (block mode); its response phase
     counts the request's authentication failure."""
 
@@ -257,7 +257,7 @@ class WatchAuthFailures:
     def __init__(self, rule: AuthFailures) -> None:
         self._rule = rule
 
-    async def run(self, ex: Exchange) -> None:
+    def run_sync(self, ex: Exchange) -> None:
         if self._rule.block and ex.ip:
             refusal = self._rule.refusal(ex.ip)
             if refusal is not None:

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from gateway.core.errors import Reason, refuse
 from gateway.core.events import AuditEvent
-from gateway.core.exchange import Exchange
+from gateway.core.exchange import Exchange, SyncStage
 from gateway.core.jsonlog import JsonLinesSink, encode_canonical, worker_log_path
 from gateway.core.redaction import key_id_for
 from gateway.core.tasks import stop_task
@@ -330,7 +330,7 @@ class AuditLog:
         self._sink.close()
 
 
-class AuditDecision:
+class AuditDecision(SyncStage):
     """Step 10: the allow record is written before anything goes upstream; if it cannot be, the
     request is refused (503 ``audit_unavailable``) rather than sent unaudited."""
 
@@ -340,7 +340,7 @@ class AuditDecision:
     def __init__(self, audit: AuditLog) -> None:
         self._audit = audit
 
-    async def run(self, ex: Exchange) -> None:
+    def run_sync(self, ex: Exchange) -> None:
         try:
             self._audit.decision(ex, "allow")
         except AuditUnavailable:

@@ -25,7 +25,7 @@ from gateway.callbacks.base import MALFORMED, NOWHERE, SignatureError, SignedReq
 from gateway.callbacks.events import AmbiguousField, EventFields, read_event
 from gateway.core.errors import GatewayError, Reason, bad_request, refuse
 from gateway.core.events import AuditEvent, Detail
-from gateway.core.exchange import Exchange
+from gateway.core.exchange import Exchange, SyncStage
 from gateway.core.redaction import Redactor
 from gateway.recipients.phone import parse_recipient
 from gateway.storage.service import StorageService, StorageUnavailable
@@ -121,7 +121,7 @@ def e164_of(raw: str) -> str | None:
         return None
 
 
-class ReadCallback:
+class ReadCallback(SyncStage):
     """The vendor's message id and status (for duplicates and the audit record) and the numbers
     and text the callback carries, for the audit record only through the Redactor; read only
     where the signature covers the vendor's own fields (``events.read_event``). One of the
@@ -134,7 +134,7 @@ class ReadCallback:
         self._fields = fields
         self._redactor = redactor
 
-    async def run(self, ex: Exchange) -> None:
+    def run_sync(self, ex: Exchange) -> None:
         request = ex.request
         # Without a verified signature (never: the verify stage comes first) nothing is trusted.
         verified = ex.signature or Verified(NOWHERE, query_signed=False)

@@ -175,8 +175,10 @@ class Stage(Protocol):
 
 
 class SyncStage:
-    """A stage that does no I/O: :meth:`Chain.run` calls :meth:`run_sync` plainly, without a
-    coroutine; ``run`` still works for callers that await (``smsgw explain``)."""
+    """A stage that never waits (pure CPU, or a plain blocking write such as the audit record's):
+    :meth:`Chain.run` calls :meth:`run_sync` plainly, without a coroutine; ``run`` still works for
+    callers that await (``smsgw explain``). tests/test_pipeline.py holds every request-path stage
+    whose ``run`` never awaits to this."""
 
     __slots__ = ()
     name: str

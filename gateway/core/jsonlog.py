@@ -47,9 +47,10 @@ def _same_in_orjson(value: object) -> bool:
     spells them differently), NaN and infinities (orjson writes null), and the types orjson
     encodes natively where the reference calls ``str`` (enums, dates, dataclasses, subclasses).
     What orjson refuses (non-string keys, integers beyond 64 bits, lone surrogates) raises.
+    A ``str`` subclass (the audit ``event`` and reason members) is its text to both encoders.
     """
     kind = type(value)
-    if kind in _SCALARS:
+    if kind in _SCALARS or isinstance(value, str):
         return True
     if kind is float:
         return 1e-4 <= abs(value) < 1e16 or value == 0.0  # type: ignore[arg-type]

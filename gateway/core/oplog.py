@@ -11,16 +11,26 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 from contextvars import ContextVar
 from typing import Final
 
-__all__ = ["REQUEST_ID", "JsonFormatter", "configure"]
+__all__ = ["REQUEST_ID", "JsonFormatter", "configure", "new_request_id"]
 
 #: The id of the request being handled in this task (None outside one).
 REQUEST_ID: ContextVar[str | None] = ContextVar("smsgw_request_id", default=None)
 TEXT_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def new_request_id() -> str:
+    """A random (version 4) UUID as 32 hex digits, as ``uuid.uuid4().hex`` writes it, in a third
+    of the time: every request takes one, and building the ``UUID`` object is most of the cost."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = raw[6] & 0x0F | 0x40  # version 4
+    raw[8] = raw[8] & 0x3F | 0x80  # the RFC 9562 variant
+    return raw.hex()
 
 
 class JsonFormatter(logging.Formatter):

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from gateway.core.errors import Reason, bad_request, refuse
+from gateway.core.exchange import SyncStage
 
 if TYPE_CHECKING:
     from gateway.core.exchange import Exchange
@@ -198,7 +199,7 @@ def check_normal_form(raw_path: str) -> None:
         raise bad_request("the request path is not in normal form")
 
 
-class RouteRequest:
+class RouteRequest(SyncStage):
     """Deny by default: the request must match a route's path and method (404 / 405)."""
 
     name = "route"
@@ -207,7 +208,7 @@ class RouteRequest:
     def __init__(self, router: Router[Any]) -> None:
         self._router = router
 
-    async def run(self, ex: Exchange) -> None:
+    def run_sync(self, ex: Exchange) -> None:
         match = self._router.match(ex.method, ex.request.raw_path.partition("?")[0])
         ex.route = match.target
         ex.params = match.params

@@ -16,7 +16,7 @@ from aiohttp import web
 
 from gateway.core.errors import GatewayError, Reason, refuse
 from gateway.core.events import Detail
-from gateway.core.exchange import Exchange
+from gateway.core.exchange import Exchange, SyncStage
 from gateway.core.values import Client, Principal
 
 if TYPE_CHECKING:
@@ -115,7 +115,7 @@ class Authenticate:
         return refuse(Reason.UNAUTHENTICATED, "a valid credential is required", headers, detail)
 
 
-class CheckScopes:
+class CheckScopes(SyncStage):
     """The route's scopes must all be granted: by the client, and by the credential if it narrows them."""
 
     name = "scopes"
@@ -124,7 +124,7 @@ class CheckScopes:
     def __init__(self, required: frozenset[str]) -> None:
         self._required = required
 
-    async def run(self, ex: Exchange) -> None:
+    def run_sync(self, ex: Exchange) -> None:
         assert ex.client is not None and ex.principal is not None
         granted = ex.client.scopes
         if ex.principal.scopes is not None:

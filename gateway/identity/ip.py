@@ -8,7 +8,7 @@ from __future__ import annotations
 from gateway.core.addresses import ClientAddressResolver, IpAllowlist, Ranges, parse_ip
 from gateway.core.errors import Reason, bad_request, refuse
 from gateway.core.events import Detail
-from gateway.core.exchange import Exchange
+from gateway.core.exchange import Exchange, SyncStage
 
 __all__ = [
     "ClientAddressResolver",
@@ -24,7 +24,7 @@ __all__ = [
 # --------------------------------------------------------------------------- stages
 
 
-class ResolveClientAddress:
+class ResolveClientAddress(SyncStage):
     """The address every allowlist and log uses (right-most untrusted X-Forwarded-For hop)."""
 
     name = "client_address"
@@ -33,7 +33,7 @@ class ResolveClientAddress:
     def __init__(self, resolver: ClientAddressResolver) -> None:
         self._resolver = resolver
 
-    async def run(self, ex: Exchange) -> None:
+    def run_sync(self, ex: Exchange) -> None:
         peer = ex.peer
         if peer is None:
             raise bad_request("the client address is unknown")
@@ -42,14 +42,14 @@ class ResolveClientAddress:
             ex.ip = str(ex.address)
 
 
-class RouteAllowlist:
+class RouteAllowlist(SyncStage):
     name = "route_ip_allow"
     __slots__ = ("_allowlist",)
 
     def __init__(self, allowlist: IpAllowlist) -> None:
         self._allowlist = allowlist
 
-    async def run(self, ex: Exchange) -> None:
+    def run_sync(self, ex: Exchange) -> None:
         assert ex.address is not None
         if not self._allowlist.allows(ex.address):
             raise refuse(
@@ -59,13 +59,13 @@ class RouteAllowlist:
             )
 
 
-class ClientAllowlist:
+class ClientAllowlist(SyncStage):
     """The authenticated client's own allowlist (basic credentials check it before the password)."""
 
     name = "client_ip_allow"
     __slots__ = ()
 
-    async def run(self, ex: Exchange) -> None:
+    def run_sync(self, ex: Exchange) -> None:
         assert ex.client is not None and ex.address is not None
         if not ex.client.ip_allow.allows(ex.address):
             raise refuse(

@@ -6,7 +6,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 from gateway.core.errors import bad_request
-from gateway.core.exchange import Exchange
+from gateway.core.exchange import Exchange, SyncStage
 from gateway.core.pipeline import BuildContext
 from gateway.core.redaction import Redactor
 from gateway.messages.base import MessageReader, client_query_credentials
@@ -39,7 +39,7 @@ class MessagesBuild(BuildContext, Protocol):
     def adapter(self) -> ProviderAdapter: ...
 
 
-class ReadMessage:
+class ReadMessage(SyncStage):
     """Parse the body as the vendor will (400 ``bad_request`` when it could be read two ways).
 
     A message field in the query string is refused as well: some vendor stacks merge query and
@@ -58,7 +58,7 @@ class ReadMessage:
         self._redactor = redactor
         self._consumed = consumed
 
-    async def run(self, ex: Exchange) -> None:
+    def run_sync(self, ex: Exchange) -> None:
         request = ex.request
         raw_query = request.raw_path.partition("?")[2]
         reader = self._reader
@@ -91,7 +91,7 @@ class ReadMessage:
             ex.log_secrets = [redactor.secret(text) for text in message.secrets]
 
 
-class CheckFields:
+class CheckFields(SyncStage):
     """403 ``field_not_allowed`` for a control field (channel, schedule, sender pool, price cap,
     group) or callback URL the route's policy does not allow; runs right after the message is read."""
 
@@ -101,7 +101,7 @@ class CheckFields:
     def __init__(self, policy: FieldPolicy) -> None:
         self._policy = policy
 
-    async def run(self, ex: Exchange) -> None:
+    def run_sync(self, ex: Exchange) -> None:
         message = ex.message
         assert message is not None
         if message.controls:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from typing import Any
 
 import netaddr
@@ -20,7 +19,7 @@ from aiohttp import web
 from gateway.audit.log import AuditUnavailable, utc_now
 from gateway.core.errors import GatewayError
 from gateway.core.exchange import Exchange
-from gateway.core.oplog import REQUEST_ID
+from gateway.core.oplog import REQUEST_ID, new_request_id
 from gateway.core.pipeline import Stage, describe_exception, internal_error, run_after
 from gateway.identity.ip import parse_ip
 from gateway.server.policy import Policy
@@ -62,7 +61,7 @@ class Gateway:
         policy = self.policy  # one policy for the whole request, even if a reload swaps it
         started = time.perf_counter()
         ex = Exchange(
-            request, policy, uuid.uuid4().hex, started, request.method, policy.redactor.path(request.raw_path)
+            request, policy, new_request_id(), started, request.method, policy.redactor.path(request.raw_path)
         )
         REQUEST_ID.set(ex.request_id)  # this request's task only: the operational log reads it
         ex.peer = peer_address(request)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from gateway.core.addresses import IpAllowlist
-from gateway.core.exchange import Exchange
+from gateway.core.exchange import Exchange, SyncStage
 
 if TYPE_CHECKING:
     from gateway.config.schema import TracingConfig
@@ -58,7 +58,7 @@ class Tracing:
         self._provider.shutdown()
 
 
-class TraceRequest:
+class TraceRequest(SyncStage):
     """Front stage, first: starts the request's span; its response phase ends it."""
 
     name = "trace"
@@ -67,7 +67,7 @@ class TraceRequest:
     def __init__(self, tracing: Tracing) -> None:
         self._tracing = tracing
 
-    async def run(self, ex: Exchange) -> None:
+    def run_sync(self, ex: Exchange) -> None:
         tracing = self._tracing
         parent = None
         peer = ex.peer

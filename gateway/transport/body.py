@@ -12,7 +12,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from gateway.core.errors import Reason, bad_request, refuse
-from gateway.core.exchange import Exchange
+from gateway.core.exchange import Exchange, SyncStage
 from gateway.transport.connections import check_expectation, read_body_within
 
 __all__ = ["CheckExpectation", "DeclaredBodySize", "ReadBody", "RefuseNul", "too_large"]
@@ -22,7 +22,7 @@ def too_large() -> Exception:
     return refuse(Reason.BODY_TOO_LARGE, "the request body is larger than allowed")
 
 
-class DeclaredBodySize:
+class DeclaredBodySize(SyncStage):
     """413 from the declared length, before anything else is read."""
 
     name = "body_size"
@@ -31,7 +31,7 @@ class DeclaredBodySize:
     def __init__(self, max_bytes: int) -> None:
         self._max = max_bytes
 
-    async def run(self, ex: Exchange) -> None:
+    def run_sync(self, ex: Exchange) -> None:
         length = ex.request.content_length
         if length is not None and length > self._max:
             raise too_large()
@@ -80,7 +80,7 @@ class ReadBody:
             raise too_large() from None
 
 
-class RefuseNul:
+class RefuseNul(SyncStage):
     """400 when a recipient, sender or text holds a NUL character.
 
     The gateway checks and logs the whole string, while a vendor stack written in C ends it at the
@@ -93,7 +93,7 @@ class RefuseNul:
     name = "message_nul"
     __slots__ = ()
 
-    async def run(self, ex: Exchange) -> None:
+    def run_sync(self, ex: Exchange) -> None:
         message = ex.message
         assert message is not None
         for value in (*message.recipients, *message.senders, *message.bodies):
@@ -101,11 +101,11 @@ class RefuseNul:
                 raise bad_request("a message field holds a NUL character")
 
 
-class CheckExpectation:
+class CheckExpectation(SyncStage):
     """417 for an ``Expect`` other than ``100-continue`` (marked by the listener's expect handler)."""
 
     name = "expect"
     __slots__ = ()
 
-    async def run(self, ex: Exchange) -> None:
+    def run_sync(self, ex: Exchange) -> None:
         check_expectation(ex.request)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -23,6 +22,7 @@ from aiohttp.web_server import Server
 
 from gateway.core.errors import Reason, refuse
 from gateway.core.events import Detail
+from gateway.core.oplog import new_request_id
 
 __all__ = [
     "BAD_EXPECT",
@@ -144,7 +144,7 @@ def check_expectation(request: web.Request) -> None:
 
 def error_answer(status: int, code: str, message: str, headers: Mapping[str, str]) -> web.Response:
     """The gateway's JSON error with the security headers, for answers made outside the app."""
-    request_id = uuid.uuid4().hex
+    request_id = new_request_id()
     return web.json_response(
         {"error": {"code": code, "message": message, "request_id": request_id}},
         status=status,

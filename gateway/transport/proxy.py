@@ -170,12 +170,14 @@ def upstream_headers(
 
 
 def response_headers(incoming: CIMultiDictProxy[str] | CIMultiDict[str]) -> CIMultiDict[str]:
-    drop = RESPONSE_DROP | _connection_tokens(incoming)
-    return CIMultiDict(
-        (k, v)
-        for k, v in incoming.items()
-        if k.lower() not in drop and not k.lower().startswith("access-control-")
-    )
+    """The vendor's answer headers the client may see (every answer passes here: one pass)."""
+    drop = RESPONSE_DROP | _connection_tokens(incoming) if "Connection" in incoming else RESPONSE_DROP
+    out: CIMultiDict[str] = CIMultiDict()
+    for name, value in incoming.items():
+        lower = name.lower()
+        if lower not in drop and not lower.startswith("access-control-"):
+            out.add(name, value)
+    return out
 
 
 def check_connection_tokens(headers: CIMultiDictProxy[str]) -> None:

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import serialization
 
 from gateway.config.schema import HSTSConfig, TLSConfig
 from gateway.core.errors import GatewayError, Reason, bad_request, redirect, refuse
-from gateway.core.exchange import Exchange
+from gateway.core.exchange import Exchange, SyncStage
 
 #: TLS 1.2 suites: forward secrecy and AEAD only. TLS 1.3 suites are all AEAD with (EC)DHE.
 TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!eNULL:!MD5:!SHA1:!DSS"
@@ -227,7 +227,7 @@ class HttpsPolicy:
         return f"https://{name}{port}"
 
 
-class RequireHttps:
+class RequireHttps(SyncStage):
     """Step 1 of the request path: plain HTTP gets 403 ``tls_required`` (or a 308 for GET/HEAD)."""
 
     name = "https"
@@ -237,7 +237,7 @@ class RequireHttps:
         self._policy = policy
         self._trusted = is_trusted
 
-    async def run(self, ex: Exchange) -> None:
+    def run_sync(self, ex: Exchange) -> None:
         request = ex.request
         transport = request.transport
         tls = transport is not None and transport.get_extra_info("ssl_object") is not None
