@@ -48,3 +48,24 @@ def test_credentials_query() -> None:
 def test_credentials_none() -> None:
     creds = VendorCredentials.from_config(CredentialsConfig(type="none"))
     assert (creds.headers, creds.query, creds.secrets, creds.username) == ((), (), frozenset(), "")
+
+
+def test_no_vendor_secret_in_a_repr() -> None:
+    """A debug print, an f-string or an exception that formats the credentials shows no secret."""
+    kinds = [
+        CredentialsConfig(type="basic", username="AC1", password="canary-pw-5c1e"),
+        CredentialsConfig(type="bearer", token="canary-token-5c1e"),
+        CredentialsConfig(type="header", name="X-Api-Key", value="canary-value-5c1e"),
+        CredentialsConfig(type="query", name="api_key", value="canary-query-5c1e"),
+        CredentialsConfig(
+            type="aws-sigv4", username="AKIDEXAMPLE", password="canary-aws-5c1e", region="eu-west-1"
+        ),
+    ]
+    for cfg in kinds:
+        creds = VendorCredentials.from_config(cfg)
+        assert creds.secrets, cfg.type
+        for text in (repr(creds), str(creds), f"{creds!r}", repr(creds.aws)):
+            assert "canary" not in text, (cfg.type, text)
+            assert "5c1e" not in text
+        if cfg.type == "basic":
+            assert base64.b64encode(b"AC1:canary-pw-5c1e").decode() not in repr(creds)

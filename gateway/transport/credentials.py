@@ -8,7 +8,7 @@ SigV4) fits the same call.
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 from urllib.parse import quote
 
@@ -22,24 +22,27 @@ class AwsKey:
     """What SigV4 signs with; botocore is imported when the config is loaded, not per request."""
 
     access_key: str
-    secret_key: str
-    token: str | None
+    secret_key: str = field(repr=False)
+    token: str | None = field(repr=False)
     region: str
     service: str
 
 
 @dataclass(frozen=True, slots=True)
 class VendorCredentials:
-    headers: tuple[tuple[str, str], ...]
-    query: tuple[tuple[str, str], ...]
+    """Never shown whole: its repr names only the header and query names it sets, so a debug print
+    or an exception that formats it cannot carry a credential into a log."""
+
+    headers: tuple[tuple[str, str], ...] = field(repr=False)
+    query: tuple[tuple[str, str], ...] = field(repr=False)
     #: Every secret string, so logs can scrub it wherever it might turn up.
-    secrets: frozenset[str]
+    secrets: frozenset[str] = field(repr=False)
     #: The username (account id) for providers that put it in paths.
     username: str
     #: Lower-case names of ``headers``: a client's copy of any of them is dropped.
     header_names: frozenset[str]
     #: The basic password, for vendors that take username and password in the query on some paths.
-    password: str = ""
+    password: str = field(default="", repr=False)
     aws: AwsKey | None = None
 
     def sign(
