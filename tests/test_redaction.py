@@ -696,3 +696,22 @@ def test_remembered_paths_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     for n in range(20):
         r.path(f"/v1/messages/{n}")
     assert len(r._paths) == 5
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "username=alice%40example.com&password=hunter2&to=48500600700",
+        "USERNAME=alice%40example.com",
+        "login[]=alice%40example.com",
+        "email=alice%40example.com",
+        "user=alice%40example.com;password=hunter2",
+    ],
+)
+def test_an_account_name_in_a_logged_query_is_redacted(query: str) -> None:
+    """Legacy vendor APIs take the account's login in the query beside its password: half a
+    credential, often an e-mail address. The logged path shows neither."""
+    r = Redactor(body_mode="hash", recipient_mode="mask", hash_key=b"k" * 32, key_id="k")
+    logged = r.path("/sms.do", query)
+    assert "alice" not in logged and "example.com" not in logged and "hunter2" not in logged
+    assert logged.startswith("/sms.do?")

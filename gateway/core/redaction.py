@@ -14,7 +14,7 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from hashlib import blake2b
 from secrets import token_bytes
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 from urllib.parse import unquote, unquote_plus
 
 from gateway.core.headers import is_credential_header
@@ -110,6 +110,9 @@ _ISO_BASIC_DATE = re.compile(r"(?:19|20)\d\d(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
 _QUERY_SEPARATOR = re.compile(r"([&;])")  # capturing: the separators are kept in the output
 _NAME_CUT = re.compile(r"[\[.]")
+#: Query names whose value names an account (legacy vendor APIs take ``username`` and ``password``
+#: in the query; SMSAPI's and Messente's do): half a credential, and often an e-mail address.
+_ACCOUNT_NAMES: Final = frozenset({"username", "user", "login", "email", "account"})
 
 
 def _is_date(match: re.Match[str]) -> bool:
@@ -350,6 +353,7 @@ class Redactor:
         return (
             base in names
             or whole in names
+            or base in _ACCOUNT_NAMES
             or is_credential_header(base)
             or (whole != base and is_credential_header(whole))
         )
