@@ -174,15 +174,20 @@ class RateLimits:
         messages = max(1, len(destinations))
         tag = self._tag
         hits: list[Hit] = []
-        if ex.client is not None:
-            hits.extend(
-                Hit(item, (tag, ex.client.id), messages) for item in self._clients.get(ex.client.id, ())
-            )
-        hits.extend(Hit(item, (tag, self._route_name), messages) for item in self._route)
+        if ex.client is not None and self._clients:
+            client = (tag, ex.client.id)
+            hits = [Hit(item, client, messages) for item in self._clients.get(ex.client.id, ())]
+        route = (tag, self._route_name)
+        hits += [Hit(item, route, messages) for item in self._route]
         if self._numbers and destinations:
             keys = self._storage.keys
             assert keys is not None  # check-config requires logging.hash_key for recipient_limits
-            for e164, count in Counter(d.e164 for d in destinations).items():
+            numbers = (
+                ((destinations[0].e164, 1),)
+                if len(destinations) == 1
+                else Counter(d.e164 for d in destinations).items()
+            )
+            for e164, count in numbers:
                 number = keys.digest("number", e164)
                 hits.extend(Hit(item, (tag, self._route_name, number), count) for item in self._numbers)
         if self._countries and destinations:
