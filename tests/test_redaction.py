@@ -696,3 +696,16 @@ def test_remembered_paths_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     for n in range(20):
         r.path(f"/v1/messages/{n}")
     assert len(r._paths) == 5
+
+
+def test_hashed_bodies_and_numbers_are_hmac_hex_of_the_hash_key_every_time() -> None:
+    """Records hash with the log's hash_key, the same for every call (``smsgw review`` finds them)."""
+    key = b"0123456789abcdef0123456789abcdef"
+    r = Redactor(body_mode="hash", recipient_mode="hash", hash_key=key)
+    for text in ("Your code is 123456", "Ünïcode", ""):
+        assert r.body(text)["hmac_sha256"] == hmac_hex(key, text)  # type: ignore[index]
+        assert r.body(text)["hmac_sha256"] == hmac_hex(key, text)  # type: ignore[index]
+    assert r.recipients([("0044 7700", "+447700900123"), ("x", None)]) == [
+        hmac_hex(key, "+447700900123"),
+        hmac_hex(key, "x"),
+    ]
