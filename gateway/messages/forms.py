@@ -14,7 +14,7 @@ import json
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Final, Literal
-from urllib.parse import unquote, unquote_plus
+from urllib.parse import unquote, unquote_plus, unquote_to_bytes
 
 from gateway.core.errors import bad_request
 
@@ -138,6 +138,13 @@ def body_kind(content_type: str, fmt: str) -> Literal["json", "form"]:
 # --------------------------------------------------------------------------- forms
 
 
+def _unquote(text: str) -> str:
+    """``unquote(text, "utf-8", "strict")``; an ASCII text is one run for it, decoded at once."""
+    if text.isascii():
+        return unquote_to_bytes(text).decode("utf-8")
+    return unquote(text, "utf-8", "strict")
+
+
 def _form_pairs(text: str) -> list[tuple[str, str]]:
     """``parse_qsl(text, keep_blank_values=True, strict_parsing=True, errors="strict")``, pair for
     pair (ValueError where it raises), decoding only the names and values that hold a ``%``."""
@@ -151,11 +158,11 @@ def _form_pairs(text: str) -> list[tuple[str, str]]:
         if "+" in name:
             name = name.replace("+", " ")
         if "%" in name:
-            name = unquote(name, "utf-8", "strict")
+            name = _unquote(name)
         if "+" in value:
             value = value.replace("+", " ")
         if "%" in value:
-            value = unquote(value, "utf-8", "strict")
+            value = _unquote(value)
         pairs.append((name, value))
     return pairs
 
