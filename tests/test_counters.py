@@ -22,6 +22,7 @@ from gateway.storage.counters import (
     ScriptCounters,
     sliding_figures,
 )
+from gateway.storage.hits import hit_key
 from gateway.storage.service import StorageService, open_storage
 from tests.conftest import RedisServer
 
@@ -279,3 +280,15 @@ async def test_a_storage_outage_reaches_every_request_of_a_pipeline(storage: Sto
             *(counters.count(hits(tag, 1, rates=LONG_RATES[:1])) for _ in range(3)), return_exceptions=True
         )
     assert all(isinstance(a, StorageUnavailable) for a in answers)
+
+
+@pytest.mark.parametrize("rate", ["5/second", "7/minute", "3 per 2 hours", "10/day", "1/month", "2/year"])
+def test_memory_keys_are_the_library_keys(rate: str) -> None:
+    """Memory counters name a limit's counter as the ``limits`` library does (the Redis keys)."""
+    from limits import RateLimitItemPerMinute
+
+    item = type(parse(rate))(parse(rate).amount, parse(rate).multiples, namespace="client")
+    hit = Hit(item, ("s", "billing", "0f" * 16), 1)
+    assert hit_key(hit) == item.key_for(*hit.identifiers)
+    plain = Hit(RateLimitItemPerMinute(3), ("f", "route"), 2)
+    assert hit_key(plain) == plain.item.key_for("f", "route")

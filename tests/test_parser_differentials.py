@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.core.errors import GatewayError
 from gateway.messages.fields import FieldPolicy
-from gateway.messages.forms import MAX_JSON_DEPTH
+from gateway.messages.forms import MAX_JSON_DEPTH, read_form
 from gateway.recipients.phone import parse_recipient
 from tests.conftest import (
     BEARER_TOKEN,
@@ -827,3 +830,27 @@ def test_an_undeclared_field_is_unknown_at_every_level(case: ReaderCase) -> None
         obj["notAField"] = "x"
         assert _refused_or_policed(case, json.dumps(doc).encode(), table) == "unknown_field"
         del obj["notAField"]
+
+
+@given(st.lists(st.text(alphabet="aZ=&+%20C3A9Fé\x00 ", max_size=12), max_size=4).map("&".join))
+@settings(max_examples=400, deadline=None)
+def test_form_fields_are_decoded_as_parse_qsl_decodes_them(text: str) -> None:
+    """The form reader takes a body apart as the standard library's strict parse does, and refuses
+    what it refuses."""
+    body = text.encode()
+    try:
+        expected = parse_qsl(text, keep_blank_values=True, strict_parsing=True, errors="strict")
+    except ValueError:
+        expected = None
+    try:
+        got = read_form(body, "application/x-www-form-urlencoded")
+    except GatewayError:
+        got = None
+    if got is not None:
+        assert got == expected
+    elif expected is not None:  # refused for a reason of its own: a NUL, a bad escape, JSON-like
+        assert (
+            any("\x00" in n + v for n, v in expected)
+            or re.search(r"%(?![0-9A-Fa-f]{2})", text)
+            or (text.lstrip()[:1] in ("{", "["))
+        )

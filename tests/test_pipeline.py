@@ -4,6 +4,7 @@ every stage is timed and named the same either way."""
 from __future__ import annotations
 
 import ast
+import asyncio
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -73,6 +74,39 @@ async def test_a_plain_stage_answers_and_refuses_as_an_awaited_one_does() -> Non
         await refusing.run(ex, timer, [])
     assert ex.refused_by == "scope"
     assert timer.calls == {"scope": 1}
+
+
+class Sleeps:
+    name = "sleeps"
+
+    def __init__(self, seconds: float, during: Any = None) -> None:
+        self.seconds = seconds
+        self.during = during
+
+    async def run(self, ex: Any) -> None:
+        if self.during is not None:
+            self.during()
+        await asyncio.sleep(self.seconds)
+
+
+async def test_each_stage_is_timed_for_its_own_time() -> None:
+    timer = StageTimer()
+    chain = Chain([Plain("first", []), Sleeps(0.05), Plain("last", [])])
+    await chain.run(SimpleNamespace(), timer, [])
+    assert 0.05 <= timer.seconds["sleeps"] < 1
+    assert timer.seconds["first"] < 0.05 and timer.seconds["last"] < 0.05
+
+
+async def test_a_drain_while_a_stage_waits_counts_the_rest_in_the_next_interval() -> None:
+    """The metrics flush drains the timer at any moment: nothing observed after it is lost."""
+    timer = StageTimer()
+    drained: list[dict[str, int]] = []
+    chain = Chain(
+        [Plain("first", []), Sleeps(0, during=lambda: drained.append(timer.drain()[0])), Plain("last", [])]
+    )
+    await chain.run(SimpleNamespace(), timer, [])
+    assert drained == [{"first": 1}]
+    assert timer.calls == {"sleeps": 1, "last": 1}
 
 
 async def test_a_plain_stage_can_still_be_awaited() -> None:

@@ -715,3 +715,16 @@ def test_an_account_name_in_a_logged_query_is_redacted(query: str) -> None:
     logged = r.path("/sms.do", query)
     assert "alice" not in logged and "example.com" not in logged and "hunter2" not in logged
     assert logged.startswith("/sms.do?")
+
+
+def test_hashed_bodies_and_numbers_are_hmac_hex_of_the_hash_key_every_time() -> None:
+    """Records hash with the log's hash_key, the same for every call (``smsgw review`` finds them)."""
+    key = b"0123456789abcdef0123456789abcdef"
+    r = Redactor(body_mode="hash", recipient_mode="hash", hash_key=key)
+    for text in ("Your code is 123456", "Ünïcode", ""):
+        assert r.body(text)["hmac_sha256"] == hmac_hex(key, text)  # type: ignore[index]
+        assert r.body(text)["hmac_sha256"] == hmac_hex(key, text)  # type: ignore[index]
+    assert r.recipients([("0044 7700", "+447700900123"), ("x", None)]) == [
+        hmac_hex(key, "+447700900123"),
+        hmac_hex(key, "x"),
+    ]

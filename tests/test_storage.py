@@ -80,6 +80,17 @@ def test_digest_is_keyed_stable_and_unambiguous() -> None:
     assert keys.digest("number", "+37255512367") not in log_hash
 
 
+def test_digest_names_stay_those_already_in_storage() -> None:
+    """Counters and stored answers written before an upgrade keep their names."""
+    ids = hmac.new(KEY, b"smsgw storage identifiers v1", hashlib.sha256).digest()
+    mac = hmac.new(ids, digestmod=hashlib.sha256)
+    for part in (b"number", b"+37255512367"):
+        mac.update(len(part).to_bytes(8, "big") + part)
+    keys = StorageKeys(KEY)
+    assert keys.digest("number", "+37255512367") == mac.hexdigest()[:32]
+    assert keys.digest("number", "+37255512367") == mac.hexdigest()[:32]  # the keyed start is not used up
+
+
 def test_seal_open() -> None:
     keys = StorageKeys(KEY)
     blob = keys.seal(b'{"to": "+37255512367"}', "smsgw:idem:x")

@@ -183,8 +183,8 @@ class Redactor:
 
     __slots__ = (
         "_body_mode",
-        "_hash_key",
         "_key_id",
+        "_mac",
         "_paths",
         "_query_names",
         "_recipient_mode",
@@ -217,7 +217,8 @@ class Redactor:
         self._body_mode = body_mode
         self._seal_key = seal_key if body_mode == "seal" else None
         self._recipient_mode = recipient_mode
-        self._hash_key = key
+        #: Keyed once: each hash starts from a copy (``hmac_hex``'s result, without keying again).
+        self._mac = hmac.new(key, digestmod=hashlib.sha256) if key is not None else None
         self._key_id = key_id if key_id is not None else (key_id_for(key) if key is not None else None)
         self._secret_values = frozenset(v for v in secret_values if v)
         # Longest first, so a secret that contains another is replaced whole.
@@ -247,9 +248,8 @@ class Redactor:
             return None
         mode = self._body_mode
         if mode == "hash":
-            assert self._hash_key is not None  # guaranteed by __init__
             return {
-                "hmac_sha256": hmac_hex(self._hash_key, text),
+                "hmac_sha256": self._hmac_hex(text),
                 "key_id": self._key_id,
                 "length": len(text),
             }
@@ -261,6 +261,12 @@ class Redactor:
             assert self._seal_key is not None  # guaranteed by __init__
             return {"sealed": self._seal_key.seal(text)}
         return None
+
+    def _hmac_hex(self, text: str) -> str:
+        assert self._mac is not None  # guaranteed by __init__ for the hash modes
+        mac = self._mac.copy()
+        mac.update(text.encode("utf-8"))
+        return mac.hexdigest()
 
     def secret(self, text: str) -> dict | None:
         """A code or other secret-bearing field: as a body, except that ``mask`` hides it whole
@@ -275,9 +281,7 @@ class Redactor:
         if mode == "drop":
             return None
         if mode == "hash":
-            assert self._hash_key is not None  # guaranteed by __init__
-            key = self._hash_key
-            return [hmac_hex(key, e164 or raw) for raw, e164 in items]
+            return [self._hmac_hex(e164 or raw) for raw, e164 in items]
         return [mask_number(e164 or raw) for raw, e164 in items]
 
     def sender(self, text: str | None) -> str | None:

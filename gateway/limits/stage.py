@@ -139,6 +139,7 @@ class RateLimits:
         "_counters",
         "_countries",
         "_numbers",
+        "_one",
         "_route",
         "_route_name",
         "_storage",
@@ -167,22 +168,41 @@ class RateLimits:
         self._route = route
         self._numbers = numbers
         self._countries = countries
+        #: The client's and the route's hits of a one-message request, made once (a hit is frozen):
+        #: by client id, None for a request without a client.
+        shared = tuple(Hit(item, (self._tag, route_name), 1) for item in route)
+        self._one: dict[str | None, tuple[Hit, ...]] = {
+            cid: tuple(Hit(item, (self._tag, cid), 1) for item in items) + shared
+            for cid, items in clients.items()
+        }
+        self._one[None] = shared
 
     def hits(self, ex: Exchange) -> list[Hit]:
         """What this request counts against, and by how much."""
         destinations = ex.destinations
         messages = max(1, len(destinations))
         tag = self._tag
-        hits: list[Hit] = []
-        if ex.client is not None:
-            hits.extend(
-                Hit(item, (tag, ex.client.id), messages) for item in self._clients.get(ex.client.id, ())
-            )
-        hits.extend(Hit(item, (tag, self._route_name), messages) for item in self._route)
+        client_id = ex.client.id if ex.client is not None else None
+        hits: list[Hit]
+        if messages == 1:
+            one = self._one.get(client_id)
+            hits = list(one if one is not None else self._one[None])
+        else:
+            hits = []
+            if client_id is not None:
+                client = (tag, client_id)
+                hits = [Hit(item, client, messages) for item in self._clients.get(client_id, ())]
+            route = (tag, self._route_name)
+            hits += [Hit(item, route, messages) for item in self._route]
         if self._numbers and destinations:
             keys = self._storage.keys
             assert keys is not None  # check-config requires logging.hash_key for recipient_limits
-            for e164, count in Counter(d.e164 for d in destinations).items():
+            numbers = (
+                ((destinations[0].e164, 1),)
+                if len(destinations) == 1
+                else Counter(d.e164 for d in destinations).items()
+            )
+            for e164, count in numbers:
                 number = keys.digest("number", e164)
                 hits.extend(Hit(item, (tag, self._route_name, number), count) for item in self._numbers)
         if self._countries and destinations:

@@ -214,7 +214,7 @@ class FieldTable:
         values: dict[str, list[str]] = {f.name: [] for f in self._exact.values()}
         controls: list[Control] = []
         secrets: list[str] = []
-        templated = False
+        templated = repeated = False
         for name, value in pairs:
             f = self._exact.get(name)
             exact = f is not None
@@ -228,14 +228,16 @@ class FieldTable:
                         f"a {f.role} field is written in a form the vendor could read differently",
                         detail=Detail.FIELD.of(shown_name(f.name)),
                     )
-            values[f.name].append(value)
+            seen = values[f.name]
+            repeated = repeated or bool(seen)
+            seen.append(value)
             if f.role in POLICED:
                 controls.extend(_controls(f, value, exact))
             elif f.role == "content":
                 templated = templated or (f.template and bool(value))
                 if not f.text and value:
                     secrets.append(value)
-        for f in self._exact.values():
+        for f in self._exact.values() if repeated else ():
             if len(values[f.name]) > 1 and not f.repeat:
                 raise bad_request(
                     f"the {f.role} field appears more than once", detail=Detail.FIELD.of(f.name)

@@ -14,7 +14,7 @@ import json
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Final, Literal
-from urllib.parse import parse_qsl, unquote_plus
+from urllib.parse import unquote, unquote_plus, unquote_to_bytes
 
 from gateway.core.errors import bad_request
 
@@ -138,12 +138,42 @@ def body_kind(content_type: str, fmt: str) -> Literal["json", "form"]:
 # --------------------------------------------------------------------------- forms
 
 
+def _unquote(text: str) -> str:
+    """``unquote(text, "utf-8", "strict")``; an ASCII text is one run for it, decoded at once."""
+    if text.isascii():
+        return unquote_to_bytes(text).decode("utf-8")
+    return unquote(text, "utf-8", "strict")
+
+
+def _form_pairs(text: str) -> list[tuple[str, str]]:
+    """``parse_qsl(text, keep_blank_values=True, strict_parsing=True, errors="strict")``, pair for
+    pair (ValueError where it raises), decoding only the names and values that hold a ``%``."""
+    pairs: list[tuple[str, str]] = []
+    if not text:
+        return pairs
+    for field in text.split("&"):
+        name, eq, value = field.partition("=")
+        if not eq:
+            raise ValueError("a form field without '='")
+        if "+" in name:
+            name = name.replace("+", " ")
+        if "%" in name:
+            name = _unquote(name)
+        if "+" in value:
+            value = value.replace("+", " ")
+        if "%" in value:
+            value = _unquote(value)
+        pairs.append((name, value))
+    return pairs
+
+
 def read_form(body: bytes, content_type: str) -> list[tuple[str, str]]:
     """Decode a form body the way a strict server does; anything lenient parsers disagree on is refused."""
-    mtype, params = media_type(content_type)
-    if mtype != FORM_TYPE:
-        raise bad_request("the body must be application/x-www-form-urlencoded")
-    _require_utf8_charset(params)
+    if content_type != FORM_TYPE:  # the plain type needs no parsing: no parameters, no charset
+        mtype, params = media_type(content_type)
+        if mtype != FORM_TYPE:
+            raise bad_request("the body must be application/x-www-form-urlencoded")
+        _require_utf8_charset(params)
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
@@ -154,19 +184,18 @@ def read_form(body: bytes, content_type: str) -> list[tuple[str, str]]:
     if text.lstrip()[:1] in ("{", "["):
         # A JSON document under a form type: a vendor that goes by the body reads other fields.
         raise bad_request("the body is JSON, but its Content-Type says form")
-    if _BAD_PERCENT.search(text):
+    if "%" in text and _BAD_PERCENT.search(text):
         raise bad_request("the form body has a malformed percent-escape")
     if ";" in text:
         # Some stacks split form bodies on ";" too: "x=1;To=+44..." would be two fields there.
         raise bad_request("the form body holds a ';' (write it as %3B)")
     try:
         # parse_qsl's own messages quote the body: never let them out.
-        pairs = parse_qsl(
-            text, keep_blank_values=True, strict_parsing=True, encoding="utf-8", errors="strict"
-        )
+        pairs = _form_pairs(text)
     except ValueError:
         raise bad_request("the form body is malformed or not valid UTF-8") from None
-    if any("\x00" in name or "\x00" in value for name, value in pairs):
+    # a NUL comes from one in the text or from "%00"; only then are the pairs searched
+    if ("\x00" in text or "%00" in text) and any("\x00" in name or "\x00" in value for name, value in pairs):
         # C-based stacks end a string at a NUL: the vendor would send less than was checked and logged.
         raise bad_request("the form body holds a NUL character")
     return pairs

@@ -16,6 +16,7 @@ from gateway.storage.hits import (
     Slot,
     Tally,
     _reset_in,
+    hit_key,
     sliding_figures,
 )
 
@@ -98,8 +99,9 @@ class MemoryCounters:
         now = self._clock()
         self._sweep(now)
         check, add, read = self._steps
-        keys = [hit.item.key_for(*hit.identifiers) for hit in hits]
+        keys = [hit_key(hit) for hit in hits]
         states = [check(key, hit, now) for key, hit in zip(keys, hits, strict=True)]
+        counted = all(state[0] for state in states)
         waits: list[float] = []
         wall = 0.0
         kv = self._slots
@@ -107,7 +109,7 @@ class MemoryCounters:
             assert kv is not None, "OTP slots need the memory key-value storage"
             wall = time.time()  # OTP logs keep wall-clock times, as MemoryKeyValue.take_slot does
             waits = [kv.slot_wait_at(s.key, s.limit, s.window_s, s.gap_s, wall) for s in slots]
-        counted = all(state[0] for state in states) and all(w <= 0 for w in waits)
+            counted = counted and all(w <= 0 for w in waits)
         if counted:
             for key, hit, state in zip(keys, hits, states, strict=True):
                 add(key, hit, now, state)
@@ -165,16 +167,17 @@ class MemoryCounters:
     def _sliding_ok(self, key: str, hit: Hit, now: float) -> list[Any]:
         limit, expiry, amount = hit.item.amount, hit.item.get_expiry(), hit.cost
         previous_key, current_key = f"{{{key}}}/-1", f"{{{key}}}"
-        current_ttl = self._ttl(current_key, now)
+        values, expires = self._values, self._expires
+        current_ttl = self._ttl(current_key, now) if current_key in expires else 0.0
         if 0 < current_ttl < expiry:  # the current window is over: it becomes the previous one
-            self._values[previous_key] = self._values.pop(current_key)
-            self._expires[previous_key] = self._expires.pop(current_key)
-            self._values[current_key] = 0
-            self._expires[current_key] = now + current_ttl + expiry
+            values[previous_key] = values.pop(current_key)
+            expires[previous_key] = expires.pop(current_key)
+            values[current_key] = 0
+            expires[current_key] = now + current_ttl + expiry
             current_ttl += expiry
-        previous_ttl = self._ttl(previous_key, now)
-        previous = self._values.get(previous_key, 0) if previous_ttl else 0
-        current = self._values.get(current_key, 0) if current_ttl else 0
+        previous_ttl = self._ttl(previous_key, now) if previous_key in expires else 0.0
+        previous = values.get(previous_key, 0) if previous_ttl else 0
+        current = values.get(current_key, 0) if current_ttl else 0
         weighted = math.floor(previous * previous_ttl / expiry) + current
         ok = amount <= limit and weighted + amount <= limit
         return [ok, previous, previous_ttl, current, current_ttl, current_ttl > 0]

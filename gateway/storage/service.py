@@ -81,7 +81,11 @@ class StorageKeys:
     __slots__ = ("_aead", "_ids")
 
     def __init__(self, secret: bytes) -> None:
-        self._ids = hmac.new(secret, b"smsgw storage identifiers v1", hashlib.sha256).digest()
+        #: Keyed once; every digest starts from a copy (the key's pads are not hashed again).
+        self._ids = hmac.new(
+            hmac.new(secret, b"smsgw storage identifiers v1", hashlib.sha256).digest(),
+            digestmod=hashlib.sha256,
+        )
         self._aead = AESGCM(hmac.new(secret, b"smsgw storage records v1", hashlib.sha256).digest())
 
     def digest(self, *parts: str | bytes) -> str:
@@ -89,7 +93,7 @@ class StorageKeys:
 
         Parts are length-prefixed, so no two different part lists give the same input.
         """
-        mac = hmac.new(self._ids, digestmod=hashlib.sha256)
+        mac = self._ids.copy()
         for part in parts:
             data = part if isinstance(part, bytes) else part.encode("utf-8", "surrogateescape")
             mac.update(len(data).to_bytes(8, "big"))
