@@ -4,10 +4,7 @@ Layers, bottom to top: core, config, storage, the features (in their own order),
 server, commands. A module may import its own layer or a lower one, and a feature only itself or
 an earlier feature. Every import counts: at module level, under ``if TYPE_CHECKING:`` and inside
 functions, since each is a dependency someone reading or moving the module has to carry. Imports
-must not form a loop either.
-
-The known exceptions are listed below, each to be removed when it is fixed: the test fails on an
-entry that no longer occurs, so the lists only shrink.
+must not form a loop either. There are no exceptions.
 """
 
 from __future__ import annotations

@@ -232,6 +232,19 @@ def test_a_number_parsed_again_from_the_cache_is_the_same_destination() -> None:
                 parse_recipient(raw)
 
 
+def test_one_client_never_hits_the_parse_cache_another_filled() -> None:
+    """A cached number answers faster: the cache is kept apart per client, so a client cannot
+    learn by timing which numbers another client sent to."""
+    phone._KNOWN.clear()
+    parse_recipient("+37255512367", scope="billing")
+    parse_recipient("+37255512367", scope="billing")
+    assert len(phone._KNOWN) == 1
+    assert parse_recipient("+37255512367", scope="marketing") == parse_recipient(
+        "+37255512367", scope="billing"
+    )
+    assert len(phone._KNOWN) == 2
+
+
 def test_the_parse_cache_holds_no_phone_number() -> None:
     """Keys are keyed hashes, values are (region, type, network): no number outlives its request,
     not even one whose canonical form differs from what the client sent."""

@@ -43,7 +43,7 @@ from gateway.core.events import AuditEvent, Detail
 from gateway.core.exchange import Exchange, SyncStage
 from gateway.core.signing import sign
 from gateway.core.tasks import stop_task
-from gateway.limits.stage import NO_COUNTRY
+from gateway.core.values import NO_COUNTRY
 from gateway.storage.service import StorageService, StorageUnavailable, skipped
 
 if TYPE_CHECKING:

@@ -16,9 +16,9 @@ def alert_checks(config: Config, file: str) -> list[Problem]:
     problems: list[Problem] = []
     hook = alerts.webhook
     if hook is not None:
-        problem = forward_to_problem(hook.url)
+        problem = forward_to_problem(hook.url, plain_http_why=None)
         if problem:
-            problems.append(Problem(file, "alerts.webhook.url", problem.split(": callbacks carry")[0]))
+            problems.append(Problem(file, "alerts.webhook.url", problem))
         if hook.ca_file:
             if urlsplit(hook.url).scheme != "https":
                 problems.append(Problem(file, "alerts.webhook.ca_file", "applies only to an https:// url"))

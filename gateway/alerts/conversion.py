@@ -45,6 +45,7 @@ from gateway.config.schema import ConversionRule, parse_duration
 from gateway.core.errors import Reason, refuse
 from gateway.core.events import Detail
 from gateway.core.exchange import Exchange
+from gateway.core.values import NO_COUNTRY
 from gateway.recipients.phone import parse_recipient
 from gateway.storage.service import StorageService, StorageUnavailable, skipped
 
@@ -74,7 +75,6 @@ class ConversionAlerts(Protocol):
 #: Every key of the rule carries this Redis Cluster hash tag (one script, one node).
 HASH_TAG: Final = "{cv}"
 #: Where a subject without a country (a number phonenumbers places nowhere) is counted.
-NO_COUNTRY: Final = "ZZ"
 #: A check answer's ``status`` that means approved, by vendor family (lower case).
 _APPROVED: Final = frozenset({"approved", "completed", "verified", "valid", "success", "0"})
 _REFUSED: Final = frozenset({"pending", "canceled", "cancelled", "failed", "expired", "denied", "rejected"})

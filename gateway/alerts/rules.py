@@ -36,7 +36,7 @@ from gateway.config.schema import (
 from gateway.core.errors import GatewayError, Reason, refuse
 from gateway.core.events import Detail
 from gateway.core.exchange import Exchange
-from gateway.limits.stage import NO_COUNTRY
+from gateway.core.values import NO_COUNTRY
 from gateway.storage.service import StorageService, StorageUnavailable
 
 

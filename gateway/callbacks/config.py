@@ -6,7 +6,7 @@ default: the vendor credential that signs, when it is the same vendor). The sche
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 from urllib.parse import urlsplit
 
 import netaddr
@@ -68,8 +68,12 @@ def _private_host(host: str) -> bool:
     )
 
 
-def forward_to_problem(url: str) -> str | None:
-    """Why ``forward_to`` cannot be used, or None."""
+#: Why plain http is refused for callbacks, said after the rule.
+CALLBACKS_CARRY: Final = "callbacks carry phone numbers and message texts; use https://"
+
+
+def forward_to_problem(url: str, plain_http_why: str | None = CALLBACKS_CARRY) -> str | None:
+    """Why ``url`` cannot be posted to (``forward_to``, the alert webhook), or None."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return "must be an absolute http:// or https:// URL"
@@ -82,11 +86,11 @@ def forward_to_problem(url: str) -> str | None:
     if parts.fragment or url.endswith("#"):
         return "must not have a fragment"
     if parts.scheme == "http" and not _private_host(parts.hostname):
-        return (
+        rule = (
             "plain http is allowed only to loopback or private addresses and internal names "
-            f"(a name without dots, or ending in {', '.join(INTERNAL_SUFFIXES)}): callbacks carry "
-            "phone numbers and message texts; use https://"
+            f"(a name without dots, or ending in {', '.join(INTERNAL_SUFFIXES)})"
         )
+        return f"{rule}: {plain_http_why}" if plain_http_why else rule
     return None
 
 

@@ -34,7 +34,7 @@ from gateway.server.config import load_config
 def _configure_logging(level: str, fmt: str = "text") -> None:
     configure_oplog(level, fmt)
     # aiohttp's access logger is off (the gateway writes its own); its protocol errors go to
-    # ``smsgw.protocol``, which keeps no request bytes (server.py).
+    # ``smsgw.protocol``, which keeps no request bytes (server/main.py).
     logging.getLogger("aiohttp.access").disabled = True
 
 

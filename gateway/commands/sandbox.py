@@ -21,9 +21,9 @@ from aiohttp import web
 
 from gateway.vendors import SANDBOX
 from gateway.vendors.base import Handler, SandboxRoute
-from gateway.vendors.standin import SANDBOX_KEY, Received, SandboxState
+from gateway.vendors.standin import SANDBOX_KEY, SandboxState
 
-__all__ = ["SANDBOX_KEY", "Received", "SandboxState", "build_sandbox_app", "run_sandbox"]
+__all__ = ["SandboxState", "build_sandbox_app", "run_sandbox"]
 
 
 def _shared(routes: list[SandboxRoute]) -> Handler:

@@ -7,6 +7,6 @@ loader (:func:`gateway.config.loader.load_checked`). The gateway loads its confi
 
 from gateway.config.loaded import Config, Located
 from gateway.config.problems import ConfigError, Problem
-from gateway.config.schema import parse_duration, parse_listen
+from gateway.config.schema import parse_listen
 
-__all__ = ["Config", "ConfigError", "Located", "Problem", "parse_duration", "parse_listen"]
+__all__ = ["Config", "ConfigError", "Located", "Problem", "parse_listen"]

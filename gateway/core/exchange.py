@@ -21,7 +21,7 @@ import netaddr
 from aiohttp import web
 
 from gateway.core.errors import GatewayError
-from gateway.core.values import Client, Destination, Event, Message, Principal, Verified
+from gateway.core.values import NO_COUNTRY, Client, Destination, Event, Message, Principal, Verified
 
 if TYPE_CHECKING:
     from gateway.core.redaction import Redactor
@@ -151,7 +151,9 @@ class Exchange:
             "path": self.path,
             "recipients": self.log_recipients,
             "recipient_count": self.recipient_count,
-            "countries": sorted({d.region or "ZZ" for d in self.destinations}) if self.destinations else None,
+            "countries": sorted({d.region or NO_COUNTRY for d in self.destinations})
+            if self.destinations
+            else None,
             "sender": self.log_sender,
             "body": self.log_body,
             "secrets": self.log_secrets,

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 from aiohttp import web
 
 from gateway.core.errors import GatewayError, Reason, refuse
-from gateway.core.exchange import Chain, Exchange, ResponsePhase, Stage, StageTimer, SyncStage
+from gateway.core.exchange import Chain, Exchange, Stage, StageTimer, SyncStage
 
 if TYPE_CHECKING:
     from gateway.core.redaction import Redactor
@@ -40,7 +40,6 @@ __all__ = [
     "BuildContext",
     "Chain",
     "NamedFactory",
-    "ResponsePhase",
     "Stage",
     "StageFactory",
     "StageTimer",

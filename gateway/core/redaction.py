@@ -90,6 +90,7 @@ TRUNCATED = "…"
 #: Scrubbed paths remembered per redactor (at most 512 characters each), least recently used first out.
 _PATHS_KEPT = 1024
 _PATH_KEY = token_bytes(32)
+_PATH_HASH = blake2b(key=_PATH_KEY, digest_size=16)  # keyed once; each path hashes with a copy
 
 # A phone number as people and URLs write it: 7 or more digits, neighbours separated by nothing, one
 # separator, or a pair like the ``) `` of ``(555) 123-4567``; separators are space, ``-``, ``.``,
@@ -302,7 +303,7 @@ class Redactor:
         """
         if len(path) + len(query_string) > MAX_LOGGED_CHARS:
             return self._path(path, query_string)
-        digest = blake2b(key=_PATH_KEY, digest_size=16)
+        digest = _PATH_HASH.copy()
         digest.update(path.encode("utf-8", "surrogatepass"))
         digest.update(b"\xff")  # never in UTF-8: the two parts cannot run into each other
         digest.update(query_string.encode("utf-8", "surrogatepass"))

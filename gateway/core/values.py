@@ -19,6 +19,7 @@ from gateway.core.addresses import IpAllowlist
 __all__ = [
     "BODY",
     "NOWHERE",
+    "NO_COUNTRY",
     "QUERY",
     "Client",
     "Control",
@@ -36,6 +37,9 @@ __all__ = [
 BODY: Final = "body"
 QUERY: Final = "query"
 NOWHERE: Final = "none"
+
+#: The country code counted and audited for a number with no country (phonenumbers' own "ZZ").
+NO_COUNTRY: Final = "ZZ"
 
 #: Ids and statuses go to the audit log as they are only when they look like ids.
 _ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}", re.ASCII)

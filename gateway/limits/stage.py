@@ -49,6 +49,7 @@ from limits.aio.strategies import (
 from gateway.core.errors import Reason, refuse
 from gateway.core.events import Detail
 from gateway.core.exchange import Exchange
+from gateway.core.values import NO_COUNTRY
 from gateway.limits.otp import OtpCaps, build_otp_caps
 from gateway.storage.counters import (
     STRATEGY_CODES,
@@ -89,7 +90,6 @@ STRATEGIES: Final[Mapping[str, type[RateLimiter]]] = MappingProxyType(
 T = TypeVar("T")
 
 #: The country id of a number that has none (non-geographic, "+800 ..."), for ``"*"`` limits.
-NO_COUNTRY: Final = "ZZ"
 
 
 def compile_rates(texts: Iterable[str], scope: str) -> tuple[RateLimitItem, ...]:

@@ -3,7 +3,7 @@
 The gateway never rewrites the body on the wire (vendors sign bodies); adapters only extract the
 parts that policies and logs need, say where the request goes upstream, and find the vendor's
 message id in its answer. Each adapter registers a :class:`Provider` (its name, builder and the
-model of its ``[upstream.<name>]`` table) in ``gateway/vendors/__init__.py``.
+model of its ``[upstream.<name>]`` table) in its vendor's ``VENDOR`` (``gateway/vendors/<name>/__init__.py``).
 """
 
 from __future__ import annotations
@@ -124,6 +124,8 @@ class Provider:
     #: The model of the ``[upstream.<name>]`` table, if the provider has one.
     options: type[BaseModel] | None = None
     options_required: bool = False
+    #: Why ``upstream.credentials.type`` cannot work with this provider on these route paths, or None.
+    credential_problem: Callable[[str, tuple[str, ...]], str | None] | None = None
 
 
 class AccountPath:

@@ -23,7 +23,7 @@ from gateway.core.events import Detail
 from gateway.core.exchange import Exchange
 from gateway.core.pipeline import BuildContext, SyncStage
 from gateway.core.redaction import Redactor
-from gateway.core.values import Destination
+from gateway.core.values import NO_COUNTRY, Destination
 from gateway.messages.base import E164, NumberRule
 
 if TYPE_CHECKING:
@@ -78,13 +78,16 @@ def _strip_channel(text: str) -> str:
     return text
 
 
-def parse_recipient(raw: str, rule: NumberRule = E164) -> Destination:
+def parse_recipient(raw: str, rule: NumberRule = E164, scope: str = "") -> Destination:
     """Refuses anything phonenumbers would have to guess about (national formats, separators).
 
     ``rule`` says how the vendor reads numbers: with ``bare_digits`` it dials ``447700900123`` as
     ``+447700900123``, so that is the number checked. Non-ASCII digits (full-width forms such as U+FF14,
     Arabic-Indic) are refused for every vendor: none documents reading them, and phonenumbers
     would silently fold them to ASCII.
+
+    ``scope`` (the client's id) keys the parse cache apart per client: a cached number answers
+    faster, and one client must not learn by timing which numbers another sent to.
     """
     if not isinstance(raw, str) or len(raw) > _MAX_RAW:
         raise invalid_recipient()
@@ -93,7 +96,9 @@ def parse_recipient(raw: str, rule: NumberRule = E164) -> Destination:
         text = "+" + text
     if not _E164.fullmatch(text):
         raise invalid_recipient()
-    key = blake2b(text.encode("ascii"), key=_CACHE_KEY, digest_size=16).digest()
+    digest = _CACHE_HASH.copy()
+    digest.update(f"{scope}\x00{text}".encode())
+    key = digest.digest()
     kind = _KNOWN.get(key, _MISS)
     if kind is _MISS:
         e164, kind = _parse_e164(text)
@@ -115,6 +120,8 @@ def parse_recipient(raw: str, rule: NumberRule = E164) -> Destination:
 #: strips) is parsed every time. Least recently used entries go first.
 _CACHE_SIZE = 16_384
 _CACHE_KEY = secrets.token_bytes(32)
+#: Keyed once; each lookup hashes with a copy.
+_CACHE_HASH = blake2b(key=_CACHE_KEY, digest_size=16)
 _KNOWN: OrderedDict[bytes, tuple[str | None, str, str | None] | None] = OrderedDict()
 _KINDS: dict[tuple[str | None, str, str | None], tuple[str | None, str, str | None]] = {}
 _MISS = object()
@@ -143,7 +150,7 @@ def _parse_e164(text: str) -> tuple[str, tuple[str | None, str, str | None] | No
     network = None
     if region == phonenumberutil.REGION_CODE_FOR_NON_GEO_ENTITY:
         network = f"+{number.country_code}"
-    if region is None or region == "ZZ" or not _REGION.fullmatch(region):
+    if region is None or region == NO_COUNTRY or not _REGION.fullmatch(region):
         region = None
     return e164, (region, _TYPE_NAMES.get(number_type, "unknown"), network)
 
@@ -233,7 +240,9 @@ class DestinationPolicy:
                 raise refuse(
                     Reason.DESTINATION_NOT_ALLOWED,
                     f"the destination country of recipient {position} is not allowed for this client",
-                    detail=Detail.COUNTRY.of(dest.region or "ZZ"),  # the region phonenumbers placed it in
+                    detail=Detail.COUNTRY.of(
+                        dest.region or NO_COUNTRY
+                    ),  # the region phonenumbers placed it in
                 )
         if self.senders and (default_sender or not senders or any(s not in self.senders for s in senders)):
             raise refuse(Reason.SENDER_NOT_ALLOWED, "sender ID is not allowed for this client")
@@ -257,7 +266,7 @@ class CheckRecipients(SyncStage):
         destinations: list[Destination] = []
         for position, raw in enumerate(message.recipients, start=1):
             try:
-                destinations.append(parse_recipient(raw, self._rule))
+                destinations.append(parse_recipient(raw, self._rule, client.id))
             except GatewayError:
                 ex.log_recipients = self._redactor.recipients([(r, None) for r in message.recipients])
                 raise invalid_recipient(

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from gateway.core.errors import GatewayError, Reason
+from gateway.core.errors import Reason
+from gateway.core.oplog import new_request_id
 from gateway.storage.service import StorageService
+from gateway.transport.handler import error_answer
 
 if TYPE_CHECKING:
     from gateway.server.metrics import Metrics
@@ -24,18 +25,13 @@ def _headers_middleware(security_headers: dict[str, str]) -> Callable[..., Await
 
     @web.middleware
     async def headers_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        request_id = uuid.uuid4().hex
         try:
             response = await handler(request)
         except web.HTTPException as exc:
             code = Reason.ROUTE_NOT_FOUND if exc.status == 404 else Reason.METHOD_NOT_ALLOWED
-            error = GatewayError(exc.status, code, exc.reason)
-            response = web.json_response(
-                {"error": {"code": error.code, "message": error.message, "request_id": request_id}},
-                status=exc.status,
-            )
+            return error_answer(exc.status, code, exc.reason, security_headers)
         response.headers.update(security_headers)
-        response.headers["X-Request-ID"] = request_id
+        response.headers["X-Request-ID"] = new_request_id()
         return response
 
     return headers_middleware

@@ -391,6 +391,9 @@ def settle_heap(again: bool = False) -> None:
     reload settles again: unfrozen first, so what an earlier settle froze and is garbage now (a
     replaced policy's cycles) is collected then; at most the policy before the current one waits.
     That full collection is one pause of tens of ms per reload, where there were several a minute.
+    What a reload freezes includes the requests then in flight: one of them left as cyclic garbage
+    (an exception's traceback) stays in memory until the next reload collects it, never in a log;
+    bounded by the requests in flight at one reload.
 
     ``again`` (a reload): only where serving began by settling, so a gateway run inside another
     program (a test) leaves that program's collector as it was."""

@@ -80,18 +80,20 @@ def provider_checks(config: Config, file: str) -> list[Problem]:
         except ValueError as exc:
             problems.append(Problem(where.file, f"{where.key}.path", str(exc)))
             continue
-        problems.extend(allow_fields_problems(config, route, getattr(reader, "table", None), where))
+        problems.extend(allow_fields_problems(config, route, reader.table, where))
     return problems + _credential_type(config, file)
 
 
 def _credential_type(config: Config, file: str) -> list[Problem]:
+    """The provider's own rule for the credential type (its ``credential_problem``), and botocore."""
     upstream = config.settings.upstream
     kind = upstream.credentials.type
     problems: list[Problem] = []
-    if upstream.provider == "aws-sns" and kind != "aws-sigv4":
-        problems.append(
-            Problem(file, "upstream.credentials.type", "provider 'aws-sns' needs type = \"aws-sigv4\"")
-        )
+    provider = REGISTRY.get(upstream.provider)
+    if provider is not None and provider.credential_problem is not None:
+        why = provider.credential_problem(kind, tuple(route.path for route in config.routes))
+        if why:
+            problems.append(Problem(file, "upstream.credentials.type", why))
     if kind == "aws-sigv4" and importlib.util.find_spec("botocore") is None:
         problems.append(
             Problem(
@@ -100,14 +102,4 @@ def _credential_type(config: Config, file: str) -> list[Problem]:
                 "'aws-sigv4' needs botocore: install smsgw with the aws extra (pip install 'smsgw[aws]')",
             )
         )
-    if upstream.provider == "messente" and kind != "basic":
-        legacy = any(r.path.rstrip("/").endswith("/send_sms") for r in config.routes)
-        if legacy:
-            problems.append(
-                Problem(
-                    file,
-                    "upstream.credentials.type",
-                    "Messente's send_sms takes the account's username and password: use type = \"basic\"",
-                )
-            )
     return problems

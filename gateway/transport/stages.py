@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from gateway.audit.log import AuditLog
     from gateway.config import Config
     from gateway.config.schema import RouteConfig
+    from gateway.identity.auth import Authenticator
     from gateway.messages.base import ProviderAdapter
     from gateway.transport.credentials import VendorCredentials
 
@@ -30,13 +31,6 @@ __all__ = [
 ]
 
 
-class BodyFirst(Protocol):
-    """An authenticator, as far as reading the body goes (gateway.identity.auth.Authenticator)."""
-
-    @property
-    def needs_body(self) -> bool: ...
-
-
 class BodyBuild(Protocol):
     """The config (the body timeout) and the authenticators by kind (do they need the body first?)."""
 
@@ -44,7 +38,7 @@ class BodyBuild(Protocol):
     def config(self) -> Config: ...
 
     @property
-    def authenticators(self) -> Mapping[str, BodyFirst]: ...
+    def authenticators(self) -> Mapping[str, Authenticator]: ...
 
 
 class ForwardServices(Protocol):

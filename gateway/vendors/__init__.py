@@ -10,7 +10,7 @@ from types import MappingProxyType
 from typing import Final, TypeVar
 
 from gateway.callbacks.scheme import Scheme, Schemes
-from gateway.messages.base import Message, MessageReader, Provider, ProviderAdapter, ProviderSettings
+from gateway.messages.base import Provider, ProviderAdapter, ProviderSettings
 from gateway.vendors import (
     aws_sns,
     generic,
@@ -35,8 +35,6 @@ __all__ = [
     "VENDORS",
     "GenericAdapter",
     "GenericOptions",
-    "Message",
-    "MessageReader",
     "Provider",
     "ProviderAdapter",
     "ProviderSettings",

@@ -174,4 +174,8 @@ class SnsAdapter:
         return match[1].decode("ascii") if match else None
 
 
-PROVIDER: Final = Provider("aws-sns", lambda settings: SnsAdapter())
+def _credential_problem(kind: str, paths: tuple[str, ...]) -> str | None:
+    return None if kind == "aws-sigv4" else "provider 'aws-sns' needs type = \"aws-sigv4\""
+
+
+PROVIDER: Final = Provider("aws-sns", lambda settings: SnsAdapter(), credential_problem=_credential_problem)

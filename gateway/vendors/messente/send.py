@@ -156,4 +156,13 @@ class MessenteAdapter:
         return message_id_at(_OMNI_ID, status, body)
 
 
-PROVIDER: Final = Provider("messente", lambda settings: MessenteAdapter())
+def _credential_problem(kind: str, paths: tuple[str, ...]) -> str | None:
+    """The legacy ``send_sms`` takes the account's username and password in its query."""
+    if kind != "basic" and any(path.rstrip("/").endswith("/send_sms") for path in paths):
+        return "Messente's send_sms takes the account's username and password: use type = \"basic\""
+    return None
+
+
+PROVIDER: Final = Provider(
+    "messente", lambda settings: MessenteAdapter(), credential_problem=_credential_problem
+)
