@@ -24,7 +24,7 @@ def alert_checks(config: Config, file: str) -> list[Problem]:
                 problems.append(Problem(file, "alerts.webhook.ca_file", "applies only to an https:// url"))
             elif not config.resolve_path(hook.ca_file).is_file():
                 problems.append(Problem(file, "alerts.webhook.ca_file", f"{hook.ca_file} does not exist"))
-    no_key = not (config.settings.logging.hash_key and config.settings.logging.hash_key.get_secret_value())
+    no_key = not config.settings.logging.hash_key_bytes
     for name in ("number_prefix", "conversion"):
         if getattr(alerts, name) is not None and no_key:
             problems.append(

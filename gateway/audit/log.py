@@ -411,9 +411,7 @@ def record_start(
     sees from the log alone which policy was in force and what the operator was told to fix.
     ``trigger``: ``start``, or ``reload`` with the new ``generation``."""
     s = config.settings.logging
-    hash_key_id = s.hash_key_id or (
-        key_id_for(s.hash_key.get_secret_value().encode("utf-8")) if s.hash_key else None
-    )
+    hash_key_id = s.hash_key_id or (key_id_for(s.hash_key_bytes) if s.hash_key_bytes else None)
     audit.event(
         AuditEvent.CONFIG_LOADED,
         trigger=trigger,

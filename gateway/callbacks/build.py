@@ -7,21 +7,17 @@ import ssl
 from typing import TYPE_CHECKING
 
 from gateway.callbacks.base import Verifier
+from gateway.callbacks.config import route_options as options
 from gateway.callbacks.config import scheme_of, signing_secret
 from gateway.callbacks.events import EventFields
 from gateway.callbacks.forward import ForwardTarget
 from gateway.callbacks.scheme import Scheme, Schemes
-from gateway.config.webhook_options import WebhookOptions
 
 if TYPE_CHECKING:
     from gateway.config.loader import Config
     from gateway.config.schema import RouteConfig
 
 __all__ = ["fields", "options", "pending_ttl", "scheme", "target", "verifier"]
-
-
-def options(route: RouteConfig) -> WebhookOptions:
-    return route.webhook or WebhookOptions()
 
 
 def scheme(schemes: Schemes, route: RouteConfig, config: Config) -> Scheme:

@@ -22,6 +22,7 @@ __all__ = [
     "check_routes",
     "forward_to_problem",
     "query_field_names",
+    "route_options",
     "scheme_of",
     "secrets",
     "signing_secret",
@@ -66,6 +67,11 @@ def _private_host(host: str) -> bool:
         or (address.version == 4 and address.is_ipv4_private_use())
         or (address.version == 6 and address.is_ipv6_unique_local())
     )
+
+
+def route_options(route: RouteConfig) -> WebhookOptions:
+    """The route's ``[route.webhook]`` table, or its defaults when it has none."""
+    return route.webhook or WebhookOptions()
 
 
 #: Why plain http is refused for callbacks, said after the rule.
@@ -117,7 +123,7 @@ def _webhook_basics(route: RouteConfig, config: Config) -> list[tuple[str, str]]
     forward = forward_to_problem(route.forward_to)
     if forward:
         found.append(("forward_to", forward))
-    options = route.webhook or WebhookOptions()
+    options = route_options(route)
     if options.ca_file:
         if urlsplit(route.forward_to).scheme != "https":
             found.append(("webhook.ca_file", "applies only to an https:// forward_to"))
@@ -143,7 +149,7 @@ def _scheme_problems(
     scheme = schemes.get(name)
     if scheme is None:
         return None, [("signature", f"{name!r} is not one of {schemes.names()}")]
-    options = route.webhook or WebhookOptions()
+    options = route_options(route)
     found = [
         (f"webhook.{key}", f"applies only to signature = {schemes.reading(key)}")
         for key in sorted(options.model_fields_set - scheme.options - _ALWAYS)

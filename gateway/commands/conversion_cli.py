@@ -58,7 +58,7 @@ async def _clear(config: Config, args: argparse.Namespace) -> int:
     if rule is None:
         print(f"{config.path}: alerts.conversion: the rule is not configured", file=sys.stderr)
         return 2
-    hash_key = s.logging.hash_key.get_secret_value().encode("utf-8") if s.logging.hash_key else None
+    hash_key = s.logging.hash_key_bytes
     storage = open_storage(s.storage, hash_key)
     try:
         backend = storage.backend

@@ -262,7 +262,7 @@ def limit_checks(config: Config, file: str) -> list[Problem]:
                 "would keep its own counters, so no limit, OTP cap or idempotency key would hold",
             )
         )
-    no_key = not (s.logging.hash_key and s.logging.hash_key.get_secret_value())
+    no_key = not s.logging.hash_key_bytes
     why = "needs logging.hash_key: storage keys numbers by an HMAC, never in clear text"
     for route, where in zip(config.routes, config.route_sources, strict=True):
         if route.kind == "webhook":

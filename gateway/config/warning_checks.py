@@ -69,7 +69,7 @@ def settings_warnings(config: Config, file: str) -> list[Problem]:
 
 def limit_warnings(config: Config, file: str) -> list[Problem]:
     s = config.settings
-    no_key = not (s.logging.hash_key and s.logging.hash_key.get_secret_value())
+    no_key = not s.logging.hash_key_bytes
     if no_key and any(route.kind != "webhook" for route in config.routes):
         return [
             Problem(

@@ -164,7 +164,7 @@ def build_redactor(
     client_credentials: frozenset[str] = frozenset(),
 ) -> Redactor:
     logging_cfg = config.settings.logging
-    key = logging_cfg.hash_key.get_secret_value().encode("utf-8") if logging_cfg.hash_key else None
+    key = logging_cfg.hash_key_bytes
     # Message fields sent in a query string (refused, or a GET on a list API) are personal data.
     query_names = (
         ({config.settings.upstream.credentials.name.lower()} - {""}) | message_fields | client_credentials

@@ -239,7 +239,7 @@ class _Unopened:
         s = config.settings
         credentials = VendorCredentials.from_config(s.upstream.credentials)
         tls = ReloadableServerTLS(*_tls_files(config)) if s.server.tls.mode == "terminate" else None
-        hash_key = s.logging.hash_key.get_secret_value().encode("utf-8") if s.logging.hash_key else None
+        hash_key = s.logging.hash_key_bytes
         storage = open_storage(s.storage, hash_key)
         metrics = Metrics(os.environ.get(MULTIPROC_ENV) if worker is not None else None)
         tracing = None

@@ -26,6 +26,11 @@ class LoggingConfig(Model):
     rotate_daily: bool = True
     chain_key: SecretStr | None = None
 
+    @property
+    def hash_key_bytes(self) -> bytes | None:
+        """``hash_key`` as the bytes HMACs take; None when it is not set."""
+        return self.hash_key.get_secret_value().encode("utf-8") if self.hash_key else None
+
     @field_validator("hash_key", "chain_key")
     @classmethod
     def _strong_key(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
