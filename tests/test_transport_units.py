@@ -71,7 +71,7 @@ def _policy(
         offloaded=offloaded,
         action=action,
         public_origin=origin,
-        https_port=port,
+        https_port=lambda: port,
         host_names=lambda: CERT_NAMES,
     )
 

@@ -307,9 +307,7 @@ async def _listen_all(running: Running) -> Running:
         )
         runners.append(public)
         running.public_port = _bound_port(public)
-        if running.public_port != services.https_port:  # port 0: redirects name the port actually bound
-            services.switched.https_port = running.public_port
-            gateway.policy = build_policy(config, services)
+        services.switched.https_port = running.public_port  # port 0: redirects name the bound one
         if s.http.listen:
             plain = await listen(
                 build_public_app(gateway, s.max_body_bytes), s.http.listen, None, policy=public_policy

@@ -218,7 +218,7 @@ def build_policy(config: Config, services: Services) -> Policy:
         offloaded=s.server.tls.mode == "offloaded",
         action=s.server.http.action,
         public_origin=s.server.public_url,
-        https_port=services.https_port,
+        https_port=lambda: services.https_port,
         host_names=lambda: services.host_names,
     )
     trace: list[Stage] = [TraceRequest(services.tracing)] if services.tracing is not None else []

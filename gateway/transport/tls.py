@@ -180,7 +180,7 @@ class HttpsPolicy:
     of ``host_names`` (the certificate's names): anything else would let a client pick the target.
     """
 
-    __slots__ = ("_action", "_host_names", "_offloaded", "_public_origin", "https_port")
+    __slots__ = ("_action", "_host_names", "_https_port", "_offloaded", "_public_origin")
 
     def __init__(
         self,
@@ -188,14 +188,14 @@ class HttpsPolicy:
         offloaded: bool,
         action: str,
         public_origin: str,
-        https_port: int,
+        https_port: Callable[[], int],
         host_names: Callable[[], frozenset[str]] = frozenset,
     ) -> None:
         self._offloaded = offloaded
         self._action = action
         self._public_origin = public_origin
         self._host_names = host_names
-        self.https_port = https_port
+        self._https_port = https_port  # read when redirecting: port 0 is known once bound
 
     def is_https(self, *, tls: bool, peer_trusted: bool, forwarded_proto: Sequence[str] | str | None) -> bool:
         """Raises 400 when a trusted proxy sends more than one ``X-Forwarded-Proto`` value."""
@@ -223,7 +223,8 @@ class HttpsPolicy:
         name = host[: host.index("]") + 1] if host.startswith("[") else host.split(":", 1)[0]
         if not host_matches(name.strip("[]"), self._host_names()):
             return ""
-        port = "" if self.https_port == 443 else f":{self.https_port}"
+        https_port = self._https_port()
+        port = "" if https_port == 443 else f":{https_port}"
         return f"https://{name}{port}"
 
 
